@@ -1,0 +1,17 @@
+//! The host side of the WIT world `cordon:scanner/scanner`: the one
+//! `bindgen!` call. Everything the host knows about the contract's types
+//! comes from here.
+
+// Generated items carry the WIT doc comments; the few without them (helpers
+// bindgen adds) are not part of our API surface.
+#![allow(missing_docs)]
+
+wasmtime::component::bindgen!({
+    path: "../wit",
+    world: "scanner",
+});
+
+pub use cordon::scanner::types::{
+    EngineInfo, Envelope, Header, IpAddress, Outcome, PartInfo, Recipient, RecipientAction,
+    RecipientVerdict, Setting, Threat, ThreatKind, UnscannableReason, Verdict,
+};

@@ -1,0 +1,289 @@
+//! A generation: one (component, settings) pair compiled, initialised and
+//! ready to hand out fresh instances, one per scan.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::{Duration, Instant, SystemTime};
+
+use tokio::sync::Semaphore;
+use wasmtime::Store;
+
+use super::outcome::{EngineOutcome, FaultKind, check_verdict, classify};
+use super::preinit::{self, PreinitError};
+use super::state::ScanState;
+use super::{LoadError, Runtime, deadline_ticks};
+use crate::bindings::{EngineInfo, Envelope, PartInfo, Scanner, ScannerPre, Verdict};
+use crate::config::{EngineLimits, EngineSpec};
+
+/// Time the engine's `init` may take: loading definitions is slower than a
+/// scan, so it gets the larger of this and the scan timeout.
+const MIN_INIT_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// A loaded, initialised engine version.
+pub struct Generation {
+    /// The engine's name in config.
+    pub name: Arc<str>,
+    /// Counts up from 1 for each generation of this engine.
+    pub number: u64,
+    /// What the initialised engine says about itself.
+    pub info: EngineInfo,
+    /// The limits every scan of this generation runs under.
+    pub limits: EngineLimits,
+    /// The component file it was loaded from.
+    pub component: PathBuf,
+    /// When it was loaded.
+    pub loaded_at: SystemTime,
+    /// How long loading took (compile or cache load, init, snapshot).
+    pub load_time: Duration,
+    pre: ScannerPre<ScanState>,
+    engine: wasmtime::Engine,
+    concurrency: Arc<Semaphore>,
+    pool: Arc<Semaphore>,
+}
+
+/// Where the time of one scan went.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct ScanTiming {
+    /// Waiting for a concurrency slot and a pool slot.
+    pub queued: Duration,
+    /// Instantiating, calling and checking the verdict.
+    pub run: Duration,
+}
+
+pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Generation, LoadError> {
+    let started = Instant::now();
+    let invalid = |reason: String| LoadError::Invalid {
+        engine: spec.name.clone(),
+        path: spec.component.clone(),
+        reason,
+    };
+    let bytes = std::fs::read(&spec.component).map_err(|source| LoadError::Read {
+        engine: spec.name.clone(),
+        path: spec.component.clone(),
+        source,
+    })?;
+    let label = spec.component.display().to_string();
+    // Check the world on the original component first: its errors are the
+    // ones a vendor can act on (which import or export is missing).
+    let original = super::cache::load_or_compile(&rt.engine, &rt.cache_dir, &bytes, &label)
+        .map_err(|e| invalid(format!("{e:#}")))?;
+    let _ = pre_for(rt, &original).map_err(invalid)?;
+
+    let init_timeout = spec.limits.timeout.max(MIN_INIT_TIMEOUT);
+    let snapshot = preinit::snapshot(
+        rt,
+        &spec.name,
+        &bytes,
+        &spec.settings,
+        &spec.limits,
+        init_timeout,
+    )
+    .map_err(|e| match e {
+        PreinitError::Refused(reason) | PreinitError::Failed(reason) => LoadError::Init {
+            engine: spec.name.clone(),
+            path: spec.component.clone(),
+            reason,
+        },
+    })?;
+    let component = super::cache::load_or_compile(&rt.engine, &rt.cache_dir, &snapshot, &label)
+        .map_err(|e| invalid(format!("pre-initialised snapshot: {e:#}")))?;
+    let pre = pre_for(rt, &component).map_err(invalid)?;
+
+    let mut generation = Generation {
+        name: spec.name.as_str().into(),
+        number,
+        info: EngineInfo {
+            name: String::new(),
+            vendor: String::new(),
+            version: String::new(),
+            definitions_version: String::new(),
+            wants_parts: false,
+        },
+        limits: spec.limits.clone(),
+        component: spec.component.clone(),
+        loaded_at: SystemTime::now(),
+        load_time: Duration::ZERO,
+        pre,
+        engine: rt.engine.clone(),
+        concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
+        pool: rt.pool.clone(),
+    };
+    // `info` on a fresh instance of the snapshot both reads the identity and
+    // proves that instances start initialised.
+    let info = generation.call_info().map_err(|e| LoadError::Init {
+        engine: spec.name.clone(),
+        path: spec.component.clone(),
+        reason: format!("info() on the initialised engine failed: {e}"),
+    })?;
+    generation.info = info;
+    generation.load_time = started.elapsed();
+    tracing::info!(
+        engine = %spec.name,
+        generation = number,
+        component = %spec.component.display(),
+        version = %generation.info.version,
+        definitions = %generation.info.definitions_version,
+        load_ms = generation.load_time.as_millis() as u64,
+        "engine loaded"
+    );
+    Ok(generation)
+}
+
+/// An `InstancePre` for `component`, or the reason it does not fit the world.
+fn pre_for(
+    rt: &Runtime,
+    component: &wasmtime::component::Component,
+) -> Result<ScannerPre<ScanState>, String> {
+    let pre = rt.linker.instantiate_pre(component).map_err(|e| {
+        format!("imports something cordon does not provide (engines may import only cordon:scanner/host and WASI): {e:#}")
+    })?;
+    ScannerPre::new(pre).map_err(|e| {
+        format!("does not implement the world cordon:scanner/scanner@0.1.0: {e:#}")
+    })
+}
+
+impl Generation {
+    /// Scans a whole message on a fresh instance, waiting for a concurrency
+    /// slot and a pool slot first. The call runs on a blocking thread.
+    pub async fn scan(
+        self: &Arc<Self>,
+        envelope: Arc<Envelope>,
+        message: Arc<[u8]>,
+    ) -> (EngineOutcome, ScanTiming) {
+        if message.len() as u64 > self.limits.max_message_bytes {
+            return (
+                EngineOutcome::fault(
+                    FaultKind::MessageTooLarge,
+                    format!(
+                        "message is {} bytes, over the engine's max_message_bytes of {}",
+                        message.len(),
+                        self.limits.max_message_bytes
+                    ),
+                ),
+                ScanTiming::default(),
+            );
+        }
+        self.run_blocking(move |g| g.scan_blocking(&envelope, &message))
+            .await
+    }
+
+    /// Scans one decoded part on a fresh instance (see [`Generation::scan`]).
+    pub async fn scan_part(
+        self: &Arc<Self>,
+        envelope: Arc<Envelope>,
+        part: PartInfo,
+        content: Arc<[u8]>,
+    ) -> (EngineOutcome, ScanTiming) {
+        self.run_blocking(move |g| g.scan_part_blocking(&envelope, &part, &content))
+            .await
+    }
+
+    async fn run_blocking(
+        self: &Arc<Self>,
+        f: impl FnOnce(&Generation) -> EngineOutcome + Send + 'static,
+    ) -> (EngineOutcome, ScanTiming) {
+        let queued_at = Instant::now();
+        // Both semaphores live as long as the generation: acquire cannot fail.
+        let Ok(slot) = self.concurrency.clone().acquire_owned().await else {
+            return (overloaded(), ScanTiming::default());
+        };
+        let Ok(pool_slot) = self.pool.clone().acquire_owned().await else {
+            return (overloaded(), ScanTiming::default());
+        };
+        let queued = queued_at.elapsed();
+        let this = self.clone();
+        let run_at = Instant::now();
+        let outcome = tokio::task::spawn_blocking(move || {
+            let _slots = (slot, pool_slot);
+            f(&this)
+        })
+        .await
+        .unwrap_or_else(|e| {
+            EngineOutcome::fault(FaultKind::Trap, format!("scan task failed: {e}"))
+        });
+        (
+            outcome,
+            ScanTiming {
+                queued,
+                run: run_at.elapsed(),
+            },
+        )
+    }
+
+    /// Scans a whole message on a fresh instance, on the calling thread,
+    /// without waiting for slots. For benchmarks and callers that manage
+    /// concurrency themselves.
+    pub fn scan_blocking(&self, envelope: &Envelope, message: &[u8]) -> EngineOutcome {
+        self.call_verdict(|s, store| {
+            s.cordon_scanner_engine()
+                .call_scan(store, envelope, message)
+        })
+    }
+
+    /// Scans one decoded part on the calling thread.
+    pub fn scan_part_blocking(
+        &self,
+        envelope: &Envelope,
+        part: &PartInfo,
+        content: &[u8],
+    ) -> EngineOutcome {
+        self.call_verdict(|s, store| {
+            s.cordon_scanner_engine()
+                .call_scan_part(store, envelope, part, content)
+        })
+    }
+
+    fn call_info(&self) -> Result<EngineInfo, String> {
+        let mut store = self.new_store();
+        let r = self
+            .pre
+            .instantiate(&mut store)
+            .and_then(|s| s.cordon_scanner_engine().call_info(&mut store));
+        store.data().flush_output();
+        r.map_err(|e| {
+            let f = classify(&e, store.data().limiter.memory_denied);
+            format!("{}: {}", f.kind, f.detail)
+        })
+    }
+
+    fn new_store(&self) -> Store<ScanState> {
+        let mut store = Store::new(
+            &self.engine,
+            ScanState::new(self.name.clone(), self.limits.memory_bytes),
+        );
+        store.limiter(|s| &mut s.limiter);
+        store.set_epoch_deadline(deadline_ticks(self.limits.timeout));
+        store.epoch_deadline_trap();
+        store
+    }
+
+    fn call_verdict(
+        &self,
+        call: impl FnOnce(&Scanner, &mut Store<ScanState>) -> wasmtime::Result<Verdict>,
+    ) -> EngineOutcome {
+        let mut store = self.new_store();
+        let outcome = match self.pre.instantiate(&mut store) {
+            Err(e) if store.data().limiter.memory_denied => EngineOutcome::fault(
+                FaultKind::OutOfMemory,
+                format!("instantiation needs more memory than the limit: {e:#}"),
+            ),
+            Err(e) => EngineOutcome::fault(
+                FaultKind::Overloaded,
+                format!("cannot instantiate: {e:#}"),
+            ),
+            Ok(scanner) => match call(&scanner, &mut store) {
+                Ok(v) => match check_verdict(&v, &self.limits.verdict) {
+                    Ok(()) => EngineOutcome::Verdict(v),
+                    Err(why) => EngineOutcome::fault(FaultKind::BadOutput, why),
+                },
+                Err(e) => EngineOutcome::Fault(classify(&e, store.data().limiter.memory_denied)),
+            },
+        };
+        store.data().flush_output();
+        outcome
+    }
+}
+
+fn overloaded() -> EngineOutcome {
+    EngineOutcome::fault(FaultKind::Overloaded, "engine is shutting down")
+}

@@ -1,0 +1,202 @@
+//! The engine runtime: one long-lived `wasmtime::Engine`, the instance pool,
+//! the epoch ticker, and loading a component into a [`Generation`].
+//!
+//! Loading a generation compiles the component (or loads it from the cache),
+//! checks that it implements the world, runs its `init` with the configured
+//! settings once, and snapshots the initialised instance with wizer, so that
+//! every per-scan instance starts from the initialised memory image
+//! (copy-on-write from the compiled artifact) without running `init` again.
+
+mod cache;
+mod generation;
+pub mod outcome;
+mod preinit;
+pub mod state;
+
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::Semaphore;
+use wasmtime::component::Linker;
+use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
+
+pub use generation::{Generation, ScanTiming};
+pub use outcome::{EngineOutcome, Fault, FaultKind};
+use state::ScanState;
+
+use crate::config::{EngineSpec, ValidConfig};
+
+/// How often the epoch advances. Timeouts are enforced to this granularity.
+pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// Why an engine could not be loaded.
+#[derive(Debug, thiserror::Error)]
+pub enum LoadError {
+    /// The component file could not be read.
+    #[error("engine {engine}: cannot read component {path}: {source}")]
+    Read {
+        /// The engine's name.
+        engine: String,
+        /// The file.
+        path: PathBuf,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The file is not a component, or does not implement the world.
+    #[error("engine {engine}: component {path}: {reason}")]
+    Invalid {
+        /// The engine's name.
+        engine: String,
+        /// The file.
+        path: PathBuf,
+        /// What is wrong, naming the missing import or export.
+        reason: String,
+    },
+    /// The engine's `init` refused its settings or definitions, or faulted.
+    #[error("engine {engine}: component {path}: init failed: {reason}")]
+    Init {
+        /// The engine's name.
+        engine: String,
+        /// The file.
+        path: PathBuf,
+        /// The engine's own message, or the fault.
+        reason: String,
+    },
+}
+
+/// The shared runtime all generations are loaded into.
+pub struct Runtime {
+    engine: wasmtime::Engine,
+    linker: Linker<ScanState>,
+    cache_dir: PathBuf,
+    pool: Arc<Semaphore>,
+    pool_instances: u32,
+    _ticker: EpochTicker,
+}
+
+/// Core instances, memories and tables one component may create: a Rust
+/// component has a handful (the main module and adapter shims).
+const PER_COMPONENT: u32 = 16;
+
+impl Runtime {
+    /// Builds the runtime for a validated config: the pool holds
+    /// `pool_instances` instances, each memory slot as large as the largest
+    /// engine memory limit.
+    pub fn new(config: &ValidConfig) -> anyhow::Result<Self> {
+        let max_memory = config
+            .engines
+            .iter()
+            .map(|e| e.limits.memory_bytes)
+            .max()
+            .unwrap_or(64 << 20);
+        Self::with_pool(config.pool_instances, max_memory, config.cache_dir.clone())
+    }
+
+    /// Builds a runtime with an explicit pool size and memory slot size.
+    pub fn with_pool(
+        pool_instances: u32,
+        max_memory_bytes: u64,
+        cache_dir: PathBuf,
+    ) -> anyhow::Result<Self> {
+        // Loading a generation needs one more instance than scanning does
+        // (the pre-initialisation run), so the pool has a spare slot.
+        let slots = pool_instances + 1;
+        let mut pool = PoolingAllocationConfig::default();
+        pool.total_component_instances(slots)
+            .total_core_instances(slots * PER_COMPONENT)
+            .total_memories(slots * PER_COMPONENT)
+            .total_tables(slots * PER_COMPONENT)
+            .total_stacks(slots)
+            .max_core_instances_per_component(PER_COMPONENT)
+            .max_memories_per_component(PER_COMPONENT)
+            .max_tables_per_component(PER_COMPONENT)
+            .max_memory_size(usize::try_from(max_memory_bytes)?)
+            .max_component_instance_size(1 << 20)
+            .max_core_instance_size(1 << 20)
+            .table_elements(100_000);
+        let mut cfg = wasmtime::Config::new();
+        cfg.wasm_component_model(true)
+            .epoch_interruption(true)
+            .parallel_compilation(true)
+            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let engine = wasmtime::Engine::new(&cfg)
+            .map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e:#}"))?;
+        let mut linker = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link WASI: {e:#}"))?;
+        crate::bindings::Scanner::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker,
+            |s| s,
+        )
+        .map_err(|e| anyhow::anyhow!("cannot link the cordon host interface: {e:#}"))?;
+        let ticker = EpochTicker::start(&engine);
+        Ok(Self {
+            engine,
+            linker,
+            cache_dir,
+            pool: Arc::new(Semaphore::new(pool_instances as usize)),
+            pool_instances,
+            _ticker: ticker,
+        })
+    }
+
+    /// Instances that may be alive at once.
+    pub fn pool_instances(&self) -> u32 {
+        self.pool_instances
+    }
+
+    /// Loads `spec` into a new generation numbered `number`. Blocking: it
+    /// compiles and runs the engine's `init`; call it off the async runtime.
+    pub fn load(&self, spec: &EngineSpec, number: u64) -> Result<Generation, LoadError> {
+        generation::load(self, spec, number)
+    }
+}
+
+/// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread, until
+/// the runtime is dropped.
+struct EpochTicker {
+    stop: Arc<std::sync::atomic::AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl EpochTicker {
+    fn start(engine: &wasmtime::Engine) -> Self {
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let stop = Arc::new(AtomicBool::new(false));
+        let weak = engine.weak();
+        let flag = stop.clone();
+        let thread = std::thread::Builder::new()
+            .name("cordon-epoch".into())
+            .spawn(move || {
+                while !flag.load(Ordering::Relaxed) {
+                    std::thread::sleep(EPOCH_TICK);
+                    match weak.upgrade() {
+                        Some(e) => e.increment_epoch(),
+                        None => break,
+                    }
+                }
+            })
+            .expect("spawning the epoch thread");
+        Self {
+            stop,
+            thread: Some(thread),
+        }
+    }
+}
+
+impl Drop for EpochTicker {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Epoch ticks for a timeout, rounded up, plus one so that a deadline never
+/// falls short of the configured time.
+fn deadline_ticks(timeout: Duration) -> u64 {
+    let tick = EPOCH_TICK.as_nanos();
+    (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
+}

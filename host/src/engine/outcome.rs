@@ -1,0 +1,253 @@
+//! What one engine made of one message: a verdict, or a fault.
+//!
+//! A guest fault is data. Traps, timeouts, refused memory growth and verdicts
+//! over the limits are classified here into [`FaultKind`]s for the policy to
+//! judge; nothing here panics or propagates a guest error upward.
+
+use serde::Serialize;
+use wasmtime::Trap;
+
+use crate::bindings::{Outcome, Verdict};
+use crate::config::VerdictLimits;
+
+/// The kinds of fault, which the policy treats separately.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum FaultKind {
+    /// The call ran past the engine's timeout and was interrupted.
+    Timeout,
+    /// The engine asked for more memory than its limit.
+    OutOfMemory,
+    /// The engine trapped: a panic, a stack overflow, an invalid access.
+    Trap,
+    /// The engine returned a verdict over the limits or malformed.
+    BadOutput,
+    /// The engine could not be instantiated or was shut out (pool or
+    /// concurrency exhausted past waiting).
+    Overloaded,
+    /// The message is larger than the engine's `max_message_bytes`; it was
+    /// not handed to the engine.
+    MessageTooLarge,
+}
+
+impl FaultKind {
+    /// The name used in output, logs and config.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            FaultKind::Timeout => "timeout",
+            FaultKind::OutOfMemory => "out-of-memory",
+            FaultKind::Trap => "trap",
+            FaultKind::BadOutput => "bad-output",
+            FaultKind::Overloaded => "overloaded",
+            FaultKind::MessageTooLarge => "message-too-large",
+        }
+    }
+}
+
+impl std::fmt::Display for FaultKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A fault with what is known about it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Fault {
+    /// The kind, for the policy.
+    pub kind: FaultKind,
+    /// A one-line description for the operator.
+    pub detail: String,
+}
+
+/// What one engine made of one message.
+#[derive(Debug, Clone)]
+pub enum EngineOutcome {
+    /// The engine answered within its limits.
+    Verdict(Verdict),
+    /// It did not.
+    Fault(Fault),
+}
+
+impl EngineOutcome {
+    /// A fault outcome.
+    pub fn fault(kind: FaultKind, detail: impl Into<String>) -> Self {
+        EngineOutcome::Fault(Fault {
+            kind,
+            detail: detail.into(),
+        })
+    }
+
+    /// The fault, if this is one.
+    pub fn as_fault(&self) -> Option<&Fault> {
+        match self {
+            EngineOutcome::Fault(f) => Some(f),
+            EngineOutcome::Verdict(_) => None,
+        }
+    }
+}
+
+/// Turns the error of a failed guest call into a fault. `memory_denied` is
+/// whether the store's limiter refused a memory growth during the call.
+pub fn classify(err: &wasmtime::Error, memory_denied: bool) -> Fault {
+    let trap = err.downcast_ref::<Trap>().copied();
+    let (kind, what) = match trap {
+        Some(Trap::Interrupt) => (FaultKind::Timeout, "interrupted at its deadline".to_string()),
+        Some(Trap::StackOverflow) => (FaultKind::Trap, "stack overflow".to_string()),
+        _ if memory_denied => (
+            FaultKind::OutOfMemory,
+            "memory growth past the limit was refused".to_string(),
+        ),
+        Some(Trap::UnreachableCodeReached) => (
+            FaultKind::Trap,
+            "unreachable code reached (a guest panic or abort)".to_string(),
+        ),
+        Some(t) => (FaultKind::Trap, t.to_string()),
+        // Not a trap: the host could not lift what the guest returned
+        // (invalid UTF-8, a bad discriminant, an out-of-bounds list).
+        None => (
+            FaultKind::BadOutput,
+            format!("cannot read the engine's result: {}", first_line(err)),
+        ),
+    };
+    Fault { kind, detail: what }
+}
+
+fn first_line(err: &wasmtime::Error) -> String {
+    let s = format!("{err:#}");
+    s.lines().next().unwrap_or("").chars().take(300).collect()
+}
+
+/// Checks a verdict against the engine's limits. `Err` names the first bound
+/// it breaks.
+pub fn check_verdict(v: &Verdict, limits: &VerdictLimits) -> Result<(), String> {
+    fn count(what: &str, n: usize, max: u32) -> Result<(), String> {
+        if n > max as usize {
+            return Err(format!("verdict has {n} {what}, over the limit of {max}"));
+        }
+        Ok(())
+    }
+    let max_str = limits.max_string_bytes as usize;
+    let string = |what: &str, s: &str| -> Result<(), String> {
+        if s.len() > max_str {
+            return Err(format!(
+                "verdict {what} is {} bytes, over the limit of {max_str}",
+                s.len()
+            ));
+        }
+        Ok(())
+    };
+    if let Outcome::Detected(threats) = &v.outcome {
+        count("threats", threats.len(), limits.max_threats)?;
+        if threats.is_empty() {
+            return Err("verdict says detected but names no threat".into());
+        }
+        for t in threats {
+            string("threat name", &t.name)?;
+            string("threat part", &t.part)?;
+            if t.name.trim().is_empty() {
+                return Err("verdict names a threat with an empty name".into());
+            }
+        }
+    }
+    if let Some(score) = v.spam_score
+        && !score.is_finite()
+    {
+        return Err(format!("verdict spam score {score} is not a finite number"));
+    }
+    count("rules", v.rules.len(), limits.max_rules)?;
+    for r in &v.rules {
+        string("rule", r)?;
+    }
+    count(
+        "recipient verdicts",
+        v.recipients.len(),
+        limits.max_recipient_verdicts,
+    )?;
+    for r in &v.recipients {
+        string("recipient address", &r.address)?;
+        count("rules for one recipient", r.rules.len(), limits.max_rules)?;
+        for rule in &r.rules {
+            string("recipient rule", rule)?;
+        }
+        if let crate::bindings::RecipientAction::Alternate(loc) = &r.action {
+            string("alternate location", loc)?;
+        }
+    }
+    count("headers", v.headers.len(), limits.max_headers)?;
+    for h in &v.headers {
+        string("header name", &h.name)?;
+        string("header value", &h.value)?;
+        if h.name.is_empty()
+            || !h
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b':')
+        {
+            return Err(format!("verdict proposes an invalid header name {:?}", h.name));
+        }
+        if h.value.contains(['\r', '\n', '\0']) {
+            return Err(format!(
+                "verdict header {} has a line break or NUL in its value",
+                h.name
+            ));
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::bindings::{Header, Threat, ThreatKind};
+    use crate::config::EngineLimits;
+
+    fn clean() -> Verdict {
+        Verdict {
+            outcome: Outcome::Clean,
+            spam_score: None,
+            rules: vec![],
+            recipients: vec![],
+            headers: vec![],
+        }
+    }
+
+    #[test]
+    fn verdict_limits_are_enforced() {
+        let limits = EngineLimits::default().verdict;
+        assert!(check_verdict(&clean(), &limits).is_ok());
+
+        let mut v = clean();
+        v.rules = vec!["R".into(); limits.max_rules as usize + 1];
+        assert!(check_verdict(&v, &limits).unwrap_err().contains("rules"));
+
+        let mut v = clean();
+        v.outcome = Outcome::Detected(vec![Threat {
+            name: "x".repeat(limits.max_string_bytes as usize + 1),
+            kind: ThreatKind::Virus,
+            part: String::new(),
+        }]);
+        assert!(check_verdict(&v, &limits).unwrap_err().contains("threat name"));
+
+        let mut v = clean();
+        v.outcome = Outcome::Detected(vec![]);
+        assert!(check_verdict(&v, &limits).is_err());
+
+        let mut v = clean();
+        v.spam_score = Some(f64::NAN);
+        assert!(check_verdict(&v, &limits).is_err());
+
+        let mut v = clean();
+        v.headers = vec![Header {
+            name: "X-Bad".into(),
+            value: "a\r\nBcc: victim@example.com".into(),
+        }];
+        assert!(check_verdict(&v, &limits).unwrap_err().contains("line break"));
+
+        let mut v = clean();
+        v.headers = vec![Header {
+            name: "Bad Name:".into(),
+            value: "v".into(),
+        }];
+        assert!(check_verdict(&v, &limits).is_err());
+    }
+}

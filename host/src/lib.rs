@@ -1,0 +1,25 @@
+//! cordon: a mail-scanning host that runs each anti-virus and anti-spam
+//! engine as an isolated WebAssembly component behind one WIT interface.
+//!
+//! The map, in data-path order:
+//!
+//! - [`config`]: the TOML config tree and its validation.
+//! - [`bindings`]: the host side of the WIT world (`wit/scanner.wit`).
+//! - [`engine`]: the wasmtime runtime, limits, the compiled-component cache,
+//!   pre-initialisation, and [`engine::Generation`], which hands out a fresh
+//!   instance per scan and turns guest faults into outcomes.
+//! - [`registry`]: the configured engines and their current generations.
+//! - [`message`]: reading messages from files, directories, mbox, Maildir and
+//!   stdin.
+//! - [`scan`]: one message fanned out to every enabled engine.
+//! - [`policy`]: outcomes to a [`policy::Decision`]; pure, no I/O.
+//! - [`cli`]: the `cordon` subcommands.
+
+pub mod bindings;
+pub mod cli;
+pub mod config;
+pub mod engine;
+pub mod message;
+pub mod policy;
+pub mod registry;
+pub mod scan;

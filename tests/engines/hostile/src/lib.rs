@@ -1,0 +1,151 @@
+//! A deliberately misbehaving engine for cordon's containment tests.
+//!
+//! One component, many behaviours: the `mode` setting picks what `scan` does.
+//!
+//! | mode       | what `scan` does                                              |
+//! |------------|---------------------------------------------------------------|
+//! | `loop`     | spins forever                                                 |
+//! | `memory`   | allocates and touches 1 MiB blocks until stopped              |
+//! | `stack`    | recurses until the stack overflows                            |
+//! | `panic`    | panics                                                        |
+//! | `oversized`| returns 100,000 rules of 1 KiB each                           |
+//! | `escape`   | tries files, sockets, environment; reports what it reached    |
+//! | `slow`     | busy-waits `slow_ms` milliseconds, then returns clean         |
+//! | `bad-init` | (not a scan mode) `init` refuses its settings                 |
+
+#[cfg(target_family = "wasm")]
+mod component {
+    use std::hint::black_box;
+    use std::time::{Duration, Instant};
+
+    use cordon_engine_sdk::{Engine, Envelope, Settings, Threat, ThreatKind, Verdict, export_engine};
+
+    struct Hostile {
+        mode: String,
+        slow: Duration,
+    }
+
+    fn recurse(n: u64, pad: [u8; 256]) -> u64 {
+        let pad = black_box(pad);
+        if black_box(n) == u64::MAX {
+            return pad[0] as u64;
+        }
+        recurse(n + 1, pad).wrapping_add(pad[(n % 256) as usize] as u64)
+    }
+
+    /// Each probe returns `Some(what)` when it reached something it should
+    /// not have.
+    fn escape_probes() -> Vec<String> {
+        let mut escaped = Vec::new();
+        for path in ["/etc/passwd", "/", ".", "/proc/self/environ", "C:\\"] {
+            if std::fs::read(path).is_ok() || std::fs::read_dir(path).is_ok() {
+                escaped.push(format!("file:{path}"));
+            }
+        }
+        if std::fs::write("/tmp/cordon-hostile", b"x").is_ok() {
+            escaped.push("file-write:/tmp/cordon-hostile".into());
+        }
+        if std::env::vars().next().is_some() {
+            escaped.push("env".into());
+        }
+        if std::env::args().next().is_some() {
+            escaped.push("args".into());
+        }
+        for addr in ["127.0.0.1:25", "127.0.0.1:80", "[::1]:25", "10.0.0.1:80"] {
+            if std::net::TcpStream::connect(addr).is_ok() {
+                escaped.push(format!("tcp:{addr}"));
+            }
+        }
+        if std::net::UdpSocket::bind("0.0.0.0:0").is_ok() {
+            escaped.push("udp-bind".into());
+        }
+        use std::net::ToSocketAddrs;
+        if ("localhost", 25).to_socket_addrs().is_ok() {
+            escaped.push("dns".into());
+        }
+        escaped
+    }
+
+    impl Engine for Hostile {
+        const NAME: &'static str = "hostile";
+        const VENDOR: &'static str = "cordon tests";
+        const VERSION: &'static str = "0";
+
+        fn init(settings: &Settings) -> Result<Self, String> {
+            let mode = settings.get("mode").cloned().unwrap_or_default();
+            if mode == "bad-init" {
+                return Err("setting `mode`: bad-init refuses to start".into());
+            }
+            let slow_ms = settings
+                .get("slow_ms")
+                .map(|v| v.parse::<u64>().map_err(|e| format!("setting `slow_ms`: {e}")))
+                .transpose()?
+                .unwrap_or(100);
+            Ok(Hostile {
+                mode,
+                slow: Duration::from_millis(slow_ms),
+            })
+        }
+
+        fn definitions_version(&self) -> String {
+            format!("mode={}", self.mode)
+        }
+
+        fn scan(&self, _envelope: &Envelope, message: &[u8]) -> Verdict {
+            match self.mode.as_str() {
+                "loop" => {
+                    let mut x = 0u64;
+                    loop {
+                        x = black_box(x.wrapping_add(message.len() as u64));
+                    }
+                }
+                "memory" => {
+                    let mut hoard: Vec<Vec<u8>> = Vec::new();
+                    loop {
+                        let mut block = vec![0u8; 1 << 20];
+                        block.iter_mut().step_by(4096).for_each(|b| *b = 1);
+                        hoard.push(black_box(block));
+                    }
+                }
+                "stack" => {
+                    let n = recurse(0, [1; 256]);
+                    Verdict {
+                        rules: vec![n.to_string()],
+                        ..Verdict::clean()
+                    }
+                }
+                "panic" => panic!("hostile engine panics on purpose"),
+                "oversized" => Verdict {
+                    rules: (0..100_000).map(|i| format!("{i:01024}")).collect(),
+                    ..Verdict::clean()
+                },
+                "escape" => {
+                    let escaped = escape_probes();
+                    let threats = escaped
+                        .into_iter()
+                        .map(|what| Threat::new(format!("Escaped.{what}"), ThreatKind::Policy))
+                        .collect();
+                    let mut v = Verdict::detected(threats);
+                    v.rules.push("probes-ran".into());
+                    v
+                }
+                "slow" => {
+                    let start = Instant::now();
+                    while start.elapsed() < self.slow {
+                        black_box(());
+                    }
+                    Verdict {
+                        rules: vec!["slow-finished".into()],
+                        ..Verdict::clean()
+                    }
+                }
+                other => Verdict::detected(vec![Threat::new(
+                    format!("Hostile.UnknownMode.{other}"),
+                    ThreatKind::Policy,
+                )]),
+            }
+        }
+    }
+
+    export_engine!(Hostile);
+}
