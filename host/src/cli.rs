@@ -1,1 +1,457 @@
-//! cli (in progress)
+//! The `cordon` subcommands: `scan` (the test-scan CLI), `engines` and
+//! `check-config`.
+//!
+//! Arguments are parsed in two stages: clap reads raw flags into [`Cli`],
+//! then [`EngineSource::resolve`] turns them into a validated config, so
+//! every later step works with checked values.
+
+use std::io::{IsTerminal, Write};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Instant;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand};
+use futures_util::StreamExt;
+use serde_json::json;
+
+use crate::config::{Config, ValidConfig};
+use crate::engine::EngineOutcome;
+use crate::message::{self, Operand};
+use crate::policy::{self, Action, Decision, Policy};
+use crate::registry::Registry;
+use crate::scan::{self, Message, ScanReport};
+
+/// Exit code: every message clean.
+pub const EXIT_CLEAN: i32 = 0;
+/// Exit code: something was detected.
+pub const EXIT_FOUND: i32 = 1;
+/// Exit code: an error (bad config, unreadable input, a scan that failed).
+pub const EXIT_ERROR: i32 = 2;
+
+/// The command line.
+#[derive(Debug, Parser)]
+#[command(name = "cordon", version, about = "Scan mail with sandboxed WebAssembly engines")]
+pub struct Cli {
+    /// Log filter for stderr (`warn`, `info`, `debug`, or tracing directives).
+    #[arg(long, global = true, default_value = "warn", env = "CORDON_LOG")]
+    pub log: String,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// Subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Scan files, directories, mbox files, Maildir folders or stdin (`-`)
+    /// and print what an MTA would be told.
+    Scan(ScanArgs),
+    /// List the configured engines with their versions and limits.
+    Engines(EnginesArgs),
+    /// Validate a config file and load every engine in it.
+    CheckConfig(EngineSource),
+}
+
+/// Where engines come from: a config file, or component files.
+#[derive(Debug, Args)]
+pub struct EngineSource {
+    /// Config file. Default: $CORDON_CONFIG, ./cordon.toml,
+    /// /etc/cordon/cordon.toml, the first that exists.
+    #[arg(long, short = 'c', value_name = "FILE", conflicts_with = "engine")]
+    pub config: Option<PathBuf>,
+    /// A component to scan with, default settings and limits (repeatable).
+    #[arg(long, value_name = "WASM")]
+    pub engine: Vec<PathBuf>,
+}
+
+/// `cordon scan`.
+#[derive(Debug, Args)]
+pub struct ScanArgs {
+    /// Engines.
+    #[command(flatten)]
+    pub source: EngineSource,
+    /// One JSON object per line: a `message` object per message, then a
+    /// `summary` object.
+    #[arg(long)]
+    pub json: bool,
+    /// Print only messages that were not accepted.
+    #[arg(long, short = 'i')]
+    pub infected: bool,
+    /// Leave out the summary.
+    #[arg(long)]
+    pub no_summary: bool,
+    /// Messages scanned at once (default: as many as the instance pool
+    /// holds, divided among the engines).
+    #[arg(long, short = 'j')]
+    pub jobs: Option<usize>,
+    /// Files, directories, mbox files, Maildir folders; `-` for stdin.
+    #[arg(required = true, value_name = "PATH")]
+    pub inputs: Vec<PathBuf>,
+}
+
+/// `cordon engines`.
+#[derive(Debug, Args)]
+pub struct EnginesArgs {
+    /// Engines.
+    #[command(flatten)]
+    pub source: EngineSource,
+    /// Print JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+impl EngineSource {
+    /// Reads and validates the config these flags name.
+    pub fn resolve(&self) -> anyhow::Result<ValidConfig> {
+        if !self.engine.is_empty() {
+            let cli = Path::new("<command line>");
+            return Ok(Config::from_components(&self.engine).validate(cli)?);
+        }
+        let path = match &self.config {
+            Some(p) => p.clone(),
+            None => find_config()?,
+        };
+        Ok(Config::load(&path)?)
+    }
+}
+
+fn find_config() -> anyhow::Result<PathBuf> {
+    let mut candidates = Vec::new();
+    if let Some(p) = std::env::var_os("CORDON_CONFIG").filter(|p| !p.is_empty()) {
+        candidates.push(PathBuf::from(p));
+    }
+    candidates.push(PathBuf::from("cordon.toml"));
+    candidates.push(PathBuf::from("/etc/cordon/cordon.toml"));
+    candidates
+        .iter()
+        .find(|p| p.is_file())
+        .cloned()
+        .ok_or_else(|| {
+            anyhow::anyhow!(
+                "no config file: pass --config FILE or --engine WASM (looked for {})",
+                candidates
+                    .iter()
+                    .map(|p| p.display().to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            )
+        })
+}
+
+/// Runs a parsed command line and returns the exit code.
+pub async fn run(cli: Cli) -> anyhow::Result<i32> {
+    match cli.command {
+        Command::Scan(args) => scan_command(args).await,
+        Command::Engines(args) => engines_command(args).await,
+        Command::CheckConfig(source) => check_config(source).await,
+    }
+}
+
+async fn load_registry(config: ValidConfig) -> anyhow::Result<Arc<Registry>> {
+    let registry = tokio::task::spawn_blocking(move || Registry::load(&config))
+        .await
+        .context("engine loading task failed")??;
+    Ok(Arc::new(registry))
+}
+
+async fn check_config(source: EngineSource) -> anyhow::Result<i32> {
+    let config = source.resolve()?;
+    let where_ = config.source.display().to_string();
+    let registry = load_registry(config).await?;
+    let names: Vec<String> = registry
+        .slots()
+        .iter()
+        .map(|s| {
+            let g = s.current();
+            format!(
+                "{} {} (definitions {}){}",
+                g.info.name,
+                g.info.version,
+                g.info.definitions_version,
+                if s.spec.enabled { "" } else { ", disabled" }
+            )
+        })
+        .collect();
+    println!(
+        "{where_}: OK, {} engine(s): {}",
+        names.len(),
+        names.join("; ")
+    );
+    Ok(EXIT_CLEAN)
+}
+
+async fn engines_command(args: EnginesArgs) -> anyhow::Result<i32> {
+    let registry = load_registry(args.source.resolve()?).await?;
+    let rows: Vec<serde_json::Value> = registry
+        .slots()
+        .iter()
+        .map(|s| {
+            let g = s.current();
+            json!({
+                "engine": s.spec.name,
+                "enabled": s.spec.enabled,
+                "name": g.info.name,
+                "vendor": g.info.vendor,
+                "version": g.info.version,
+                "definitions_version": g.info.definitions_version,
+                "wants_parts": g.info.wants_parts,
+                "component": g.component.display().to_string(),
+                "generation": g.number,
+                "load_ms": g.load_time.as_millis() as u64,
+                "limits": {
+                    "timeout_ms": g.limits.timeout.as_millis() as u64,
+                    "memory_mib": g.limits.memory_bytes >> 20,
+                    "max_message_bytes": g.limits.max_message_bytes,
+                    "max_concurrency": g.limits.max_concurrency,
+                },
+            })
+        })
+        .collect();
+    let mut out = std::io::stdout().lock();
+    if args.json {
+        serde_json::to_writer_pretty(&mut out, &rows)?;
+        writeln!(out)?;
+        return Ok(EXIT_CLEAN);
+    }
+    writeln!(
+        out,
+        "{:<12} {:<10} {:<14} {:<9} {:<20} {:>8} {:>7} {:>5} {:>10}",
+        "ENGINE", "NAME", "VENDOR", "VERSION", "DEFINITIONS", "TIMEOUT", "MEMORY", "CONC", "MAX-SIZE"
+    )?;
+    for (s, r) in registry.slots().iter().zip(&rows) {
+        let g = s.current();
+        writeln!(
+            out,
+            "{:<12} {:<10} {:<14} {:<9} {:<20} {:>6}ms {:>4}MiB {:>5} {:>10}{}",
+            s.spec.name,
+            g.info.name,
+            g.info.vendor,
+            g.info.version,
+            g.info.definitions_version,
+            r["limits"]["timeout_ms"],
+            r["limits"]["memory_mib"],
+            g.limits.max_concurrency,
+            g.limits.max_message_bytes,
+            if s.spec.enabled { "" } else { "  (disabled)" },
+        )?;
+    }
+    Ok(EXIT_CLEAN)
+}
+
+/// The result for one input.
+struct Scanned {
+    label: String,
+    result: Result<(ScanReport, Decision), String>,
+}
+
+#[derive(Default)]
+struct Totals {
+    messages: u64,
+    detected: u64,
+    errors: u64,
+}
+
+async fn scan_command(args: ScanArgs) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let config = args.source.resolve()?;
+    let registry = load_registry(config).await?;
+    let engines = registry.enabled();
+    let policy = Arc::new(Policy::default());
+    let jobs = args
+        .jobs
+        .unwrap_or_else(|| (registry.runtime().pool_instances() as usize / engines.len()).max(1))
+        .max(1);
+
+    let operands = message::expand(&args.inputs);
+    let progress = indicatif::ProgressBar::with_draw_target(
+        Some(operands.len() as u64),
+        if std::io::stderr().is_terminal() && !args.json && operands.len() > 1 {
+            indicatif::ProgressDrawTarget::stderr()
+        } else {
+            indicatif::ProgressDrawTarget::hidden()
+        },
+    );
+    progress.set_style(
+        indicatif::ProgressStyle::with_template("{bar:40} {pos}/{len} files {elapsed} (eta {eta})")
+            .unwrap_or_else(|_| indicatif::ProgressStyle::default_bar()),
+    );
+
+    let mut results = futures_util::stream::iter(operands)
+        .map(|op| {
+            let engines = engines.clone();
+            let policy = policy.clone();
+            async move { scan_operand(op, &engines, &policy).await }
+        })
+        .buffered(jobs);
+
+    let mut totals = Totals::default();
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    while let Some(batch) = results.next().await {
+        progress.inc(1);
+        for s in batch {
+            totals.messages += 1;
+            match &s.result {
+                Err(_) => totals.errors += 1,
+                Ok((_, d)) => match d.action {
+                    Action::Reject => totals.detected += 1,
+                    Action::Tempfail => totals.errors += 1,
+                    Action::Accept => {}
+                },
+            }
+            progress.suspend(|| print_result(&mut out, &s, &args))?;
+        }
+    }
+    progress.finish_and_clear();
+    let elapsed = started.elapsed();
+    if args.json {
+        writeln!(
+            out,
+            "{}",
+            json!({
+                "type": "summary",
+                "engines": engines.iter().map(|g| g.name.to_string()).collect::<Vec<_>>(),
+                "messages": totals.messages,
+                "detected": totals.detected,
+                "errors": totals.errors,
+                "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
+                "peak_rss_kib": peak_rss_kib(),
+            })
+        )?;
+    } else if !args.no_summary {
+        writeln!(out, "\n----------- SCAN SUMMARY -----------")?;
+        writeln!(
+            out,
+            "Engines: {}",
+            engines
+                .iter()
+                .map(|g| format!("{} ({})", g.name, g.info.definitions_version))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )?;
+        writeln!(out, "Scanned messages: {}", totals.messages)?;
+        writeln!(out, "Detected messages: {}", totals.detected)?;
+        writeln!(out, "Errors: {}", totals.errors)?;
+        writeln!(out, "Time: {:.3} sec", elapsed.as_secs_f64())?;
+        if let Some(kib) = peak_rss_kib() {
+            writeln!(out, "Peak memory: {:.1} MiB", kib as f64 / 1024.0)?;
+        }
+    }
+    out.flush()?;
+    Ok(if totals.errors > 0 {
+        EXIT_ERROR
+    } else if totals.detected > 0 {
+        EXIT_FOUND
+    } else {
+        EXIT_CLEAN
+    })
+}
+
+async fn scan_operand(
+    op: Operand,
+    engines: &[Arc<crate::engine::Generation>],
+    policy: &Policy,
+) -> Vec<Scanned> {
+    let inputs = match tokio::task::spawn_blocking(move || message::read(&op)).await {
+        Ok(i) => i,
+        Err(e) => {
+            return vec![Scanned {
+                label: "?".into(),
+                result: Err(format!("reading task failed: {e}")),
+            }];
+        }
+    };
+    let mut out = Vec::with_capacity(inputs.len());
+    for input in inputs {
+        let result = match input.bytes {
+            Err(e) => Err(e),
+            Ok(bytes) => {
+                let report = scan::scan_message(engines, &Message::from_bytes(bytes)).await;
+                let decision = policy::decide(policy, &report.results);
+                Ok((report, decision))
+            }
+        };
+        out.push(Scanned {
+            label: input.label,
+            result,
+        });
+    }
+    out
+}
+
+fn print_result(out: &mut impl Write, s: &Scanned, args: &ScanArgs) -> std::io::Result<()> {
+    if args.json {
+        let value = match &s.result {
+            Err(e) => json!({"type": "message", "path": s.label, "error": e}),
+            Ok((report, decision)) => json!({
+                "type": "message",
+                "path": s.label,
+                "decision": decision,
+                "elapsed_ms": report.elapsed.as_secs_f64() * 1000.0,
+                "engines": report.results.iter().map(|r| {
+                    let mut v = json!({
+                        "engine": &*r.engine,
+                        "generation": r.generation,
+                        "queued_ms": r.timing.queued.as_secs_f64() * 1000.0,
+                        "run_ms": r.timing.run.as_secs_f64() * 1000.0,
+                    });
+                    match &r.outcome {
+                        EngineOutcome::Verdict(verdict) => {
+                            v["outcome"] = json!(match &verdict.outcome {
+                                crate::bindings::Outcome::Clean => "clean",
+                                crate::bindings::Outcome::Detected(_) => "detected",
+                                crate::bindings::Outcome::Unscannable(_) => "unscannable",
+                            });
+                            v["spam_score"] = json!(verdict.spam_score);
+                            v["rules"] = json!(verdict.rules);
+                        }
+                        EngineOutcome::Fault(f) => {
+                            v["outcome"] = json!("fault");
+                            v["fault"] = json!(f);
+                        }
+                    }
+                    v
+                }).collect::<Vec<_>>(),
+            }),
+        };
+        return writeln!(out, "{value}");
+    }
+    match &s.result {
+        Err(e) => writeln!(out, "{}: ERROR {e}", s.label),
+        Ok((_, d)) => {
+            if args.infected && d.action == Action::Accept {
+                return Ok(());
+            }
+            let reply = d
+                .reply
+                .as_ref()
+                .map(|r| format!(" [{} {r}]", d.action.as_str()))
+                .unwrap_or_default();
+            match d.action {
+                Action::Accept => writeln!(out, "{}: OK", s.label),
+                Action::Reject => {
+                    let mut names: Vec<&str> = d.threats.iter().map(|t| t.name.as_str()).collect();
+                    names.dedup();
+                    writeln!(out, "{}: {} FOUND{reply}", s.label, names.join(", "))
+                }
+                Action::Tempfail => {
+                    let why: Vec<String> = d
+                        .failures
+                        .iter()
+                        .map(|f| format!("{} {}: {}", f.engine, f.kind, f.detail))
+                        .collect();
+                    writeln!(out, "{}: ERROR {}{reply}", s.label, why.join("; "))
+                }
+            }
+        }
+    }
+}
+
+/// The process's peak resident set size (`VmHWM`), where the OS reports it.
+pub fn peak_rss_kib() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}

@@ -1,3 +1,31 @@
-//! The `cordon` binary: parse the command line, set up logging, run, and map
-//! the result to an exit code.
-fn main() {}
+//! The `cordon` binary: parse the command line, set up logging to stderr,
+//! run, and map the result to an exit code (0 clean, 1 detected, 2 error).
+
+use clap::Parser;
+
+fn main() {
+    let cli = cordon::cli::Cli::parse();
+    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
+        eprintln!("cordon: bad --log filter {:?}: {e}", cli.log);
+        std::process::exit(cordon::cli::EXIT_ERROR);
+    });
+    tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .init();
+    let runtime = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("cordon: cannot start the async runtime: {e}");
+            std::process::exit(cordon::cli::EXIT_ERROR);
+        }
+    };
+    let code = match runtime.block_on(cordon::cli::run(cli)) {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("cordon: {e:#}");
+            cordon::cli::EXIT_ERROR
+        }
+    };
+    std::process::exit(code);
+}
