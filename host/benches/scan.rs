@@ -1,1 +1,186 @@
-fn main(){}
+//! `cargo bench`: what the sandbox costs, measured against the same work
+//! done natively, in one run.
+//!
+//! 1. Cost per scan with testsig on 5 KB, 100 KB and 10 MB messages:
+//!    - native: `testsig::matcher::find` linked into this binary, called
+//!      directly (the baseline);
+//!    - host, blocking: fresh instance from the pre-initialised generation,
+//!      copy the message in, call `scan`, lift and check the verdict;
+//!    - host, async: the same through `Generation::scan` (concurrency and
+//!      pool semaphores, a blocking-pool hop), as the scan path uses it.
+//!    Ratios are host time over native time.
+//! 2. Instantiation alone (fresh instance + `info`), per scan overhead.
+//! 3. Timeout stop latency: the looping hostile engine under a 50 ms
+//!    timeout; how long after the deadline the call actually returns.
+//!
+//! Run with `./dev bench` (which builds the components first) or
+//! `cargo bench -p cordon-host` after `./dev build`.
+
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use cordon::config::Config;
+use cordon::engine::{EngineOutcome, FaultKind, Generation};
+use cordon::registry::Registry;
+use cordon::scan::empty_envelope;
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+}
+
+fn component(name: &str) -> PathBuf {
+    let p = root().join(format!("target/wasm32-wasip2/release/{name}.wasm"));
+    assert!(p.is_file(), "{} missing: run ./dev build", p.display());
+    p
+}
+
+fn load(engines: &str) -> Registry {
+    let text = format!(
+        "cache_dir = {:?}\n{engines}",
+        root().join("target/cordon-bench-cache").display().to_string()
+    );
+    let path = Path::new("bench.toml");
+    let cfg = Config::parse(&text, path).unwrap().validate(path).unwrap();
+    Registry::load(&cfg).unwrap()
+}
+
+/// A message of `size` bytes of mail-like text with EICAR at the very end,
+/// so every scanner must read all of it.
+fn message(size: usize) -> Vec<u8> {
+    let mut m = b"From: a@example.org\r\nTo: b@example.com\r\nSubject: bench\r\n\r\n".to_vec();
+    let line = b"The quick brown fox jumps over the lazy dog; 0123456789 ABCDEFGHIJ.\r\n";
+    let tail = testsig::matcher::EICAR;
+    while m.len() + line.len() + tail.len() < size {
+        m.extend_from_slice(line);
+    }
+    m.extend_from_slice(tail);
+    m
+}
+
+/// Runs `f` for about `budget` (at least `min_iters` times) after a warm-up,
+/// and returns the median and mean per call.
+fn measure(budget: Duration, min_iters: u32, mut f: impl FnMut()) -> (Duration, Duration, u32) {
+    for _ in 0..3 {
+        f();
+    }
+    let mut samples = Vec::new();
+    let start = Instant::now();
+    while samples.len() < min_iters as usize || start.elapsed() < budget {
+        let t = Instant::now();
+        f();
+        samples.push(t.elapsed());
+    }
+    samples.sort();
+    let total: Duration = samples.iter().sum();
+    let n = samples.len() as u32;
+    (samples[samples.len() / 2], total / n, n)
+}
+
+fn fmt(d: Duration) -> String {
+    let ns = d.as_nanos() as f64;
+    if ns < 1e3 {
+        format!("{ns:.0} ns")
+    } else if ns < 1e6 {
+        format!("{:.1} µs", ns / 1e3)
+    } else {
+        format!("{:.2} ms", ns / 1e6)
+    }
+}
+
+fn expect_eicar(o: &EngineOutcome) {
+    match o {
+        EngineOutcome::Verdict(v) => assert!(
+            matches!(&v.outcome, cordon::bindings::Outcome::Detected(t) if t[0].name == "Eicar-Test-Signature"),
+            "{v:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+}
+
+fn main() {
+    // `cargo bench` passes `--bench`; nothing to parse.
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let reg = load(&format!(
+        "[engines.testsig]\ncomponent = {:?}\nlimits.memory_mib = 128\n",
+        component("testsig").display().to_string()
+    ));
+    let g: Arc<Generation> = reg.enabled()[0].clone();
+    let env = empty_envelope();
+    let env_arc = Arc::new(empty_envelope());
+
+    println!("cordon scan cost: testsig in the sandbox vs the same matcher native");
+    println!(
+        "{:>8} | {:>10} | {:>12} {:>7} | {:>12} {:>7} | {:>9} {:>9}",
+        "size", "native", "host", "ratio", "host async", "ratio", "native", "host"
+    );
+    println!(
+        "{:>8} | {:>10} | {:>12} {:>7} | {:>12} {:>7} | {:>9} {:>9}",
+        "", "median", "median", "", "median", "", "MB/s", "MB/s"
+    );
+    for (label, size) in [("5 KB", 5_000), ("100 KB", 100_000), ("10 MB", 10_000_000)] {
+        let msg = message(size);
+        assert!(testsig::matcher::find(&msg).eicar);
+        let budget = Duration::from_millis(1500);
+        let (native, _, _) = measure(budget, 20, || {
+            std::hint::black_box(testsig::matcher::find(std::hint::black_box(&msg)));
+        });
+        let (host, _, _) = measure(budget, 20, || {
+            expect_eicar(&g.scan_blocking(&env, &msg));
+        });
+        let shared: Arc<[u8]> = msg.clone().into();
+        let (host_async, _, _) = measure(budget, 20, || {
+            let (o, _) = rt.block_on(g.scan(env_arc.clone(), shared.clone()));
+            expect_eicar(&o);
+        });
+        let mbps = |d: Duration| size as f64 / d.as_secs_f64() / 1e6;
+        println!(
+            "{label:>8} | {:>10} | {:>12} {:>6.1}x | {:>12} {:>6.1}x | {:>9.0} {:>9.0}",
+            fmt(native),
+            fmt(host),
+            host.as_secs_f64() / native.as_secs_f64(),
+            fmt(host_async),
+            host_async.as_secs_f64() / native.as_secs_f64(),
+            mbps(native),
+            mbps(host),
+        );
+    }
+
+    // Instantiation alone: a scan of an empty message is instance + call +
+    // verdict with next to no matching.
+    let (empty, _, _) = measure(Duration::from_millis(1000), 50, || {
+        let o = g.scan_blocking(&env, b"");
+        assert!(matches!(o, EngineOutcome::Verdict(_)));
+    });
+    println!(
+        "\nfixed cost per scan (fresh instance + call + verdict, empty message): {}",
+        fmt(empty)
+    );
+
+    // Timeout stop latency.
+    let timeout_ms = 50u64;
+    let reg = load(&format!(
+        "[engines.loop]\ncomponent = {:?}\nsettings.mode = \"loop\"\nlimits.timeout_ms = {timeout_ms}\n",
+        component("hostile").display().to_string()
+    ));
+    let lp = reg.enabled()[0].clone();
+    let mut overshoot = Vec::new();
+    for _ in 0..40 {
+        let t = Instant::now();
+        let o = lp.scan_blocking(&env, b"x");
+        let took = t.elapsed();
+        assert!(matches!(o.as_fault(), Some(f) if f.kind == FaultKind::Timeout), "{o:?}");
+        overshoot.push(took.saturating_sub(Duration::from_millis(timeout_ms)));
+    }
+    overshoot.sort();
+    println!(
+        "timeout stop latency past a {timeout_ms} ms deadline (40 runs, epoch tick {} ms): median {}, p95 {}, max {}",
+        cordon::engine::EPOCH_TICK.as_millis(),
+        fmt(overshoot[overshoot.len() / 2]),
+        fmt(overshoot[overshoot.len() * 95 / 100]),
+        fmt(*overshoot.last().unwrap()),
+    );
+}

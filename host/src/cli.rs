@@ -31,7 +31,11 @@ pub const EXIT_ERROR: i32 = 2;
 
 /// The command line.
 #[derive(Debug, Parser)]
-#[command(name = "cordon", version, about = "Scan mail with sandboxed WebAssembly engines")]
+#[command(
+    name = "cordon",
+    version,
+    about = "Scan mail with sandboxed WebAssembly engines"
+)]
 pub struct Cli {
     /// Log filter for stderr (`warn`, `info`, `debug`, or tracing directives).
     #[arg(long, global = true, default_value = "warn", env = "CORDON_LOG")]
@@ -217,7 +221,15 @@ async fn engines_command(args: EnginesArgs) -> anyhow::Result<i32> {
     writeln!(
         out,
         "{:<12} {:<10} {:<14} {:<9} {:<20} {:>8} {:>7} {:>5} {:>10}",
-        "ENGINE", "NAME", "VENDOR", "VERSION", "DEFINITIONS", "TIMEOUT", "MEMORY", "CONC", "MAX-SIZE"
+        "ENGINE",
+        "NAME",
+        "VENDOR",
+        "VERSION",
+        "DEFINITIONS",
+        "TIMEOUT",
+        "MEMORY",
+        "CONC",
+        "MAX-SIZE"
     )?;
     for (s, r) in registry.slots().iter().zip(&rows) {
         let g = s.current();

@@ -59,7 +59,7 @@ pub struct Config {
 }
 
 /// The pooling allocator behind every engine instance.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PoolConfig {
     /// Instances alive at once across all engines. A scan that finds the pool
@@ -67,14 +67,6 @@ pub struct PoolConfig {
     /// `max_concurrency`.
     #[serde(default)]
     pub max_instances: Option<u32>,
-}
-
-impl Default for PoolConfig {
-    fn default() -> Self {
-        Self {
-            max_instances: None,
-        }
-    }
 }
 
 /// One engine.

@@ -193,7 +193,15 @@ From b@x Thu Jan  1 00:00:00 2026\nSubject: 2\n\n>From quoted\n>>From twice\n";
         for d in ["md/cur", "md/new", "md/tmp", "z"] {
             std::fs::create_dir_all(root.join(d)).unwrap();
         }
-        for f in ["b.eml", "a.eml", "md/cur/1", "md/new/2", "md/tmp/partial", "z/.hidden", "z/c"] {
+        for f in [
+            "b.eml",
+            "a.eml",
+            "md/cur/1",
+            "md/new/2",
+            "md/tmp/partial",
+            "z/.hidden",
+            "z/c",
+        ] {
             std::fs::write(root.join(f), "Subject: x\n\nx\n").unwrap();
         }
         let got: Vec<String> = expand(&[root.to_path_buf()])

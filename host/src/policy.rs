@@ -257,9 +257,15 @@ mod tests {
             (vec![fault(FaultKind::Timeout)], Tempfail),
             (vec![clean(), fault(FaultKind::Trap)], Tempfail),
             (vec![fault(FaultKind::OutOfMemory), virus("V")], Reject),
-            (vec![verdict(Outcome::Unscannable(UnscannableReason::Encrypted))], Tempfail),
+            (
+                vec![verdict(Outcome::Unscannable(UnscannableReason::Encrypted))],
+                Tempfail,
+            ),
             (vec![clean(), fault(FaultKind::MessageTooLarge)], Tempfail),
-            (vec![fault(FaultKind::BadOutput), fault(FaultKind::Overloaded)], Tempfail),
+            (
+                vec![fault(FaultKind::BadOutput), fault(FaultKind::Overloaded)],
+                Tempfail,
+            ),
             // No engine at all is not a clean scan: config validation
             // refuses it, and accept here would still be the only sound
             // answer for an empty list, so it is pinned.
@@ -276,7 +282,10 @@ mod tests {
     fn reject_text_names_threats_and_tempfail_is_451() {
         let d = decide(
             &Policy::default(),
-            &results(vec![virus("Eicar-Test-Signature"), fault(FaultKind::Timeout)]),
+            &results(vec![
+                virus("Eicar-Test-Signature"),
+                fault(FaultKind::Timeout),
+            ]),
         );
         let reply = d.reply.unwrap();
         assert_eq!(reply.code, 550);
@@ -284,7 +293,10 @@ mod tests {
         assert_eq!(d.failures.len(), 1);
         assert_eq!(d.failures[0].kind, "timeout");
 
-        let d = decide(&Policy::default(), &results(vec![fault(FaultKind::Timeout)]));
+        let d = decide(
+            &Policy::default(),
+            &results(vec![fault(FaultKind::Timeout)]),
+        );
         assert_eq!(d.reply.unwrap().code, 451);
     }
 

@@ -14,7 +14,8 @@ pub mod matcher {
     pub const EICAR: &[u8] =
         br"X5O!P%@AP[4\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*";
     /// The GTUBE test string, as published by SpamAssassin.
-    pub const GTUBE: &[u8] = b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
+    pub const GTUBE: &[u8] =
+        b"XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 
     /// What was found.
     #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]

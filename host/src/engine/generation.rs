@@ -137,9 +137,8 @@ fn pre_for(
     let pre = rt.linker.instantiate_pre(component).map_err(|e| {
         format!("imports something cordon does not provide (engines may import only cordon:scanner/host and WASI): {e:#}")
     })?;
-    ScannerPre::new(pre).map_err(|e| {
-        format!("does not implement the world cordon:scanner/scanner@0.1.0: {e:#}")
-    })
+    ScannerPre::new(pre)
+        .map_err(|e| format!("does not implement the world cordon:scanner/scanner@0.1.0: {e:#}"))
 }
 
 impl Generation {
@@ -267,10 +266,9 @@ impl Generation {
                 FaultKind::OutOfMemory,
                 format!("instantiation needs more memory than the limit: {e:#}"),
             ),
-            Err(e) => EngineOutcome::fault(
-                FaultKind::Overloaded,
-                format!("cannot instantiate: {e:#}"),
-            ),
+            Err(e) => {
+                EngineOutcome::fault(FaultKind::Overloaded, format!("cannot instantiate: {e:#}"))
+            }
             Ok(scanner) => match call(&scanner, &mut store) {
                 Ok(v) => match check_verdict(&v, &self.limits.verdict) {
                     Ok(()) => EngineOutcome::Verdict(v),

@@ -91,7 +91,10 @@ impl EngineOutcome {
 pub fn classify(err: &wasmtime::Error, memory_denied: bool) -> Fault {
     let trap = err.downcast_ref::<Trap>().copied();
     let (kind, what) = match trap {
-        Some(Trap::Interrupt) => (FaultKind::Timeout, "interrupted at its deadline".to_string()),
+        Some(Trap::Interrupt) => (
+            FaultKind::Timeout,
+            "interrupted at its deadline".to_string(),
+        ),
         Some(Trap::StackOverflow) => (FaultKind::Trap, "stack overflow".to_string()),
         _ if memory_denied => (
             FaultKind::OutOfMemory,
@@ -177,13 +180,11 @@ pub fn check_verdict(v: &Verdict, limits: &VerdictLimits) -> Result<(), String> 
     for h in &v.headers {
         string("header name", &h.name)?;
         string("header value", &h.value)?;
-        if h.name.is_empty()
-            || !h
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_graphic() && b != b':')
-        {
-            return Err(format!("verdict proposes an invalid header name {:?}", h.name));
+        if h.name.is_empty() || !h.name.bytes().all(|b| b.is_ascii_graphic() && b != b':') {
+            return Err(format!(
+                "verdict proposes an invalid header name {:?}",
+                h.name
+            ));
         }
         if h.value.contains(['\r', '\n', '\0']) {
             return Err(format!(
@@ -226,7 +227,11 @@ mod tests {
             kind: ThreatKind::Virus,
             part: String::new(),
         }]);
-        assert!(check_verdict(&v, &limits).unwrap_err().contains("threat name"));
+        assert!(
+            check_verdict(&v, &limits)
+                .unwrap_err()
+                .contains("threat name")
+        );
 
         let mut v = clean();
         v.outcome = Outcome::Detected(vec![]);
@@ -241,7 +246,11 @@ mod tests {
             name: "X-Bad".into(),
             value: "a\r\nBcc: victim@example.com".into(),
         }];
-        assert!(check_verdict(&v, &limits).unwrap_err().contains("line break"));
+        assert!(
+            check_verdict(&v, &limits)
+                .unwrap_err()
+                .contains("line break")
+        );
 
         let mut v = clean();
         v.headers = vec![Header {

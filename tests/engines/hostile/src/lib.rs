@@ -6,7 +6,8 @@
 //! |------------|---------------------------------------------------------------|
 //! | `loop`     | spins forever                                                 |
 //! | `memory`   | allocates and touches 1 MiB blocks until stopped              |
-//! | `stack`    | recurses until the stack overflows                            |
+//! | `stack`    | recurses with small frames until wasmtime's native stack overflows |
+//! | `shadow-stack` | recurses with large frames until Rust's shadow stack (in linear memory) runs out |
 //! | `panic`    | panics                                                        |
 //! | `oversized`| returns 100,000 rules of 1 KiB each                           |
 //! | `escape`   | tries files, sockets, environment; reports what it reached    |
@@ -18,13 +19,24 @@ mod component {
     use std::hint::black_box;
     use std::time::{Duration, Instant};
 
-    use cordon_engine_sdk::{Engine, Envelope, Settings, Threat, ThreatKind, Verdict, export_engine};
+    use cordon_engine_sdk::{
+        Engine, Envelope, Settings, Threat, ThreatKind, Verdict, export_engine,
+    };
 
     struct Hostile {
         mode: String,
         slow: Duration,
     }
 
+    /// Small frames, nothing address-taken: all on the native wasm stack.
+    fn recurse_native(n: u64) -> u64 {
+        if n == u64::MAX {
+            return 0;
+        }
+        recurse_native(n + 1).wrapping_mul(3).wrapping_add(n)
+    }
+
+    /// Large frames kept in linear memory by `black_box`.
     fn recurse(n: u64, pad: [u8; 256]) -> u64 {
         let pad = black_box(pad);
         if black_box(n) == u64::MAX {
@@ -78,7 +90,10 @@ mod component {
             }
             let slow_ms = settings
                 .get("slow_ms")
-                .map(|v| v.parse::<u64>().map_err(|e| format!("setting `slow_ms`: {e}")))
+                .map(|v| {
+                    v.parse::<u64>()
+                        .map_err(|e| format!("setting `slow_ms`: {e}"))
+                })
                 .transpose()?
                 .unwrap_or(100);
             Ok(Hostile {
@@ -108,6 +123,13 @@ mod component {
                     }
                 }
                 "stack" => {
+                    let n = recurse_native(message.len() as u64);
+                    Verdict {
+                        rules: vec![n.to_string()],
+                        ..Verdict::clean()
+                    }
+                }
+                "shadow-stack" => {
                     let n = recurse(0, [1; 256]);
                     Verdict {
                         rules: vec![n.to_string()],

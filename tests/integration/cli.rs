@@ -1,0 +1,237 @@
+//! `cordon scan`, `cordon engines` and `cordon check-config` as an operator
+//! runs them: output lines, exit codes, JSON, and errors that name things.
+
+use crate::common::*;
+
+#[test]
+fn scan_samples_directory_prints_clamscan_lines_and_exits_1() {
+    component("testsig");
+    let o = cordon(&["scan", "samples"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
+    for line in [
+        "samples/clean.eml: OK",
+        "samples/eicar.eml: Eicar-Test-Signature FOUND [reject 550 5.7.1 Message rejected: Eicar-Test-Signature found]",
+        "samples/gtube.eml: GTUBE FOUND [reject 550 5.7.1 Message rejected: GTUBE found]",
+        "samples/maildir/cur/1763800000.1.host:2,S: OK",
+        "samples/maildir/new/1763800001.2.host: OK",
+        "Scanned messages: 9",
+        "Detected messages: 4",
+        "Errors: 0",
+    ] {
+        assert!(
+            out.lines().any(|l| l == line),
+            "missing line {line:?} in:\n{out}"
+        );
+    }
+}
+
+#[test]
+fn scan_mbox_reports_each_message() {
+    component("testsig");
+    let o = cordon(&["scan", "--no-summary", "samples/inbox.mbox"]);
+    assert_eq!(o.status.code(), Some(1));
+    let lines: Vec<String> = stdout(&o).lines().map(|l| l.to_string()).collect();
+    assert_eq!(
+        lines,
+        [
+            "samples/inbox.mbox[1]: OK",
+            "samples/inbox.mbox[2]: Eicar-Test-Signature FOUND [reject 550 5.7.1 Message rejected: Eicar-Test-Signature found]",
+            "samples/inbox.mbox[3]: OK",
+            "samples/inbox.mbox[4]: GTUBE FOUND [reject 550 5.7.1 Message rejected: GTUBE found]",
+        ]
+    );
+}
+
+#[test]
+fn clean_input_exits_0_and_stdin_works() {
+    component("testsig");
+    let o = cordon(&["scan", "samples/clean.eml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stdout(&o));
+
+    use std::io::Write;
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_cordon"))
+        .args(["scan", "--no-summary", "-"])
+        .current_dir(root())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(&message("x", eicar()))
+        .unwrap();
+    let o = child.wait_with_output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stdout(&o).starts_with("-: Eicar-Test-Signature FOUND"),
+        "{}",
+        stdout(&o)
+    );
+}
+
+#[test]
+fn json_output_parses_and_matches_the_text_output() {
+    component("testsig");
+    let o = cordon(&["scan", "--json", "samples"]);
+    assert_eq!(o.status.code(), Some(1));
+    let values: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let messages: Vec<&serde_json::Value> =
+        values.iter().filter(|v| v["type"] == "message").collect();
+    assert_eq!(messages.len(), 9);
+    let eicar = messages
+        .iter()
+        .find(|v| v["path"] == "samples/eicar.eml")
+        .unwrap();
+    assert_eq!(eicar["decision"]["action"], "reject");
+    assert_eq!(eicar["decision"]["reply"]["code"], 550);
+    assert_eq!(
+        eicar["decision"]["threats"][0]["name"],
+        "Eicar-Test-Signature"
+    );
+    assert_eq!(eicar["decision"]["threats"][0]["kind"], "virus");
+    assert_eq!(eicar["engines"][0]["engine"], "testsig");
+    assert_eq!(eicar["engines"][0]["outcome"], "detected");
+    let gtube = messages
+        .iter()
+        .find(|v| v["path"] == "samples/gtube.eml")
+        .unwrap();
+    assert_eq!(gtube["decision"]["spam_score"], 1000.0);
+    assert_eq!(gtube["decision"]["threats"][0]["kind"], "spam");
+    let summary = values.last().unwrap();
+    assert_eq!(summary["type"], "summary");
+    assert_eq!(summary["messages"], 9);
+    assert_eq!(summary["detected"], 4);
+    assert_eq!(summary["errors"], 0);
+}
+
+#[test]
+fn unreadable_input_is_an_error_naming_the_file_and_others_still_scan() {
+    component("testsig");
+    let o = cordon(&[
+        "scan",
+        "--no-summary",
+        "samples/clean.eml",
+        "samples/no-such.eml",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    let out = stdout(&o);
+    assert!(out.contains("samples/clean.eml: OK"), "{out}");
+    assert!(
+        out.contains("samples/no-such.eml: ERROR cannot read samples/no-such.eml"),
+        "{out}"
+    );
+}
+
+#[test]
+fn bad_config_names_file_key_and_reason() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        "[engines.testsig]\ncomponent = \"x.wasm\"\nlimits.timeout_ms = 0\n",
+    );
+    let o = cordon(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains(cfg.to_str().unwrap()), "{err}");
+    assert!(err.contains("engines.testsig.limits.timeout_ms"), "{err}");
+    assert!(err.contains("out of range"), "{err}");
+
+    let cfg = write_config(
+        dir.path(),
+        "[engines.t]\ncomponent = \"x.wasm\"\ntimout_ms = 5\n",
+    );
+    let o = cordon(&["scan", "--config", cfg.to_str().unwrap(), "samples"]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("unknown field `timout_ms`"), "{err}");
+    assert!(err.contains(cfg.to_str().unwrap()), "{err}");
+
+    let cfg = write_config(dir.path(), "[engines.t]\ncomponent = \"missing.wasm\"\n");
+    let o = cordon(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("engine t: cannot read component"), "{err}");
+    assert!(err.contains("missing.wasm"), "{err}");
+}
+
+#[test]
+fn engines_and_check_config_show_identity_and_limits() {
+    let testsig = component("testsig");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "cache_dir = {}\n[engines.av]\ncomponent = {}\nsettings.definitions_version = \"2026-11-22.1\"\n\
+             limits.timeout_ms = 1500\nlimits.memory_mib = 32\nlimits.max_concurrency = 3\n",
+            toml_path(&cache_dir()),
+            toml_path(&testsig)
+        ),
+    );
+    let o = cordon(&["engines", "--json", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let e = &v[0];
+    assert_eq!(e["engine"], "av");
+    assert_eq!(e["name"], "testsig");
+    assert_eq!(e["vendor"], "cordon");
+    assert_eq!(e["definitions_version"], "2026-11-22.1");
+    assert_eq!(e["limits"]["timeout_ms"], 1500);
+    assert_eq!(e["limits"]["memory_mib"], 32);
+    assert_eq!(e["limits"]["max_concurrency"], 3);
+
+    let o = cordon(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("OK, 1 engine(s): testsig"),
+        "{}",
+        stdout(&o)
+    );
+
+    // An engine that rejects its settings fails check-config with its reason.
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "cache_dir = {}\n[engines.av]\ncomponent = {}\nsettings.colour = \"blue\"\n",
+            toml_path(&cache_dir()),
+            toml_path(&testsig)
+        ),
+    );
+    let o = cordon(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("engine av"), "{err}");
+    assert!(
+        err.contains("init failed: unknown setting `colour`"),
+        "{err}"
+    );
+}
+
+#[test]
+fn engine_flag_scans_without_a_config() {
+    let testsig = component("testsig");
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("m.eml"), message("x", eicar())).unwrap();
+    let o = cordon_in(
+        dir.path(),
+        &[
+            "scan",
+            "--no-summary",
+            "--engine",
+            testsig.to_str().unwrap(),
+            "m.eml",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stdout(&o).starts_with("m.eml: Eicar-Test-Signature FOUND"));
+
+    // Without --engine or a config file to find, the error says where it looked.
+    let o = cordon_in(dir.path(), &["scan", "m.eml"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("no config file"), "{}", stderr(&o));
+}

@@ -1,0 +1,246 @@
+//! Hostile engines: each misbehaviour is stopped or contained, reported by
+//! kind, and leaves the host up and the other engine's verdicts unchanged.
+//!
+//! Every test loads the reference engine `testsig` beside one hostile
+//! engine, scans a message carrying EICAR, and checks both outcomes; then
+//! scans again, to show the next scan runs on a fresh instance.
+
+use std::path::Path;
+use std::time::Duration;
+
+use cordon::bindings::Outcome;
+use cordon::config::Config;
+use cordon::engine::{EngineOutcome, FaultKind};
+use cordon::registry::Registry;
+use cordon::scan::{EngineResult, Message, scan_message};
+
+use crate::common::*;
+
+/// testsig plus the hostile engine in `mode`, with extra `limits` lines.
+fn registry(mode: &str, limits: &str) -> Registry {
+    let text = format!(
+        "cache_dir = {cache}\n\
+         [engines.testsig]\ncomponent = {testsig}\n\
+         [engines.hostile]\ncomponent = {hostile}\nsettings.mode = \"{mode}\"\n{limits}\n",
+        cache = toml_path(&cache_dir()),
+        testsig = toml_path(&component("testsig")),
+        hostile = toml_path(&component("hostile")),
+    );
+    let path = Path::new("hostile-test.toml");
+    let config = Config::parse(&text, path)
+        .and_then(|c| c.validate(path))
+        .unwrap_or_else(|e| panic!("{e}"));
+    Registry::load(&config).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// Scans a message with EICAR twice; returns (testsig, hostile) results of
+/// each scan after checking that testsig detected EICAR both times.
+async fn scan_twice(reg: &Registry) -> Vec<EngineResult> {
+    let engines = reg.enabled();
+    let mut hostile = Vec::new();
+    for round in 0..2 {
+        let msg = Message::from_bytes(message("hostile", eicar()));
+        let report = scan_message(&engines, &msg).await;
+        assert_eq!(report.results.len(), 2);
+        let (h, t) = (&report.results[0], &report.results[1]);
+        assert_eq!(&*t.engine, "testsig");
+        match &t.outcome {
+            EngineOutcome::Verdict(v) => match &v.outcome {
+                Outcome::Detected(threats) => {
+                    assert_eq!(threats[0].name, "Eicar-Test-Signature", "round {round}")
+                }
+                other => panic!("round {round}: testsig saw {other:?}"),
+            },
+            other => panic!("round {round}: testsig faulted: {other:?}"),
+        }
+        hostile.push(h.clone());
+    }
+    hostile
+}
+
+fn fault_of(r: &EngineResult) -> (FaultKind, String) {
+    match &r.outcome {
+        EngineOutcome::Fault(f) => (f.kind, f.detail.clone()),
+        other => panic!("{} returned {other:?}, expected a fault", r.engine),
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn infinite_loop_ends_as_timeout_within_twice_the_timeout() {
+    let reg = registry("loop", "limits.timeout_ms = 1000");
+    for r in scan_twice(&reg).await {
+        let (kind, _) = fault_of(&r);
+        assert_eq!(kind, FaultKind::Timeout);
+        // Generous bound from the issue: twice the timeout. The precise stop
+        // latency is measured by `cargo bench`.
+        assert!(
+            r.timing.run < Duration::from_millis(2000),
+            "loop stopped after {:?}",
+            r.timing.run
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn memory_bomb_ends_as_out_of_memory() {
+    let reg = registry("memory", "limits.memory_mib = 64");
+    for r in scan_twice(&reg).await {
+        let (kind, detail) = fault_of(&r);
+        assert_eq!(kind, FaultKind::OutOfMemory, "{detail}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn stack_overflow_is_a_trap_named_stack_overflow() {
+    let reg = registry("stack", "");
+    for r in scan_twice(&reg).await {
+        let (kind, detail) = fault_of(&r);
+        assert_eq!(kind, FaultKind::Trap);
+        assert_eq!(detail, "stack overflow");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn shadow_stack_overflow_is_a_trap() {
+    // Rust keeps address-taken locals on a stack in linear memory; running
+    // off its end is an out-of-bounds access, not wasmtime's stack guard.
+    let reg = registry("shadow-stack", "");
+    for r in scan_twice(&reg).await {
+        let (kind, detail) = fault_of(&r);
+        assert_eq!(kind, FaultKind::Trap);
+        assert!(detail.contains("out of bounds memory access"), "{detail}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn panic_is_a_trap() {
+    let reg = registry("panic", "");
+    for r in scan_twice(&reg).await {
+        let (kind, detail) = fault_of(&r);
+        assert_eq!(kind, FaultKind::Trap);
+        assert!(detail.contains("unreachable"), "{detail}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn oversized_verdict_is_bad_output() {
+    // 100,000 rules of 1 KiB: the guest needs ~110 MiB to build them, so it
+    // gets room; the host refuses the verdict by its limits.
+    let reg = registry("oversized", "limits.memory_mib = 200");
+    for r in scan_twice(&reg).await {
+        let (kind, detail) = fault_of(&r);
+        assert_eq!(kind, FaultKind::BadOutput);
+        assert!(
+            detail.contains("100000 rules, over the limit of 256"),
+            "{detail}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn escape_attempts_reach_nothing() {
+    let reg = registry("escape", "");
+    for r in scan_twice(&reg).await {
+        let EngineOutcome::Verdict(v) = &r.outcome else {
+            panic!("escape engine faulted: {:?}", r.outcome);
+        };
+        // The engine reports each file, socket, variable or name it reached
+        // as a threat; the rule proves its probes ran to the end.
+        assert!(
+            matches!(v.outcome, Outcome::Clean),
+            "the engine escaped: {:?}",
+            v.outcome
+        );
+        assert_eq!(v.rules, ["probes-ran"]);
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn slow_engine_within_its_timeout_finishes() {
+    let reg = registry(
+        "slow",
+        "settings.slow_ms = \"300\"\nlimits.timeout_ms = 10000",
+    );
+    for r in scan_twice(&reg).await {
+        let EngineOutcome::Verdict(v) = &r.outcome else {
+            panic!("slow engine faulted: {:?}", r.outcome);
+        };
+        assert_eq!(v.rules, ["slow-finished"]);
+    }
+}
+
+#[test]
+fn engine_refusing_its_settings_fails_to_load_with_its_reason() {
+    let text = format!(
+        "cache_dir = {}\n[engines.bad]\ncomponent = {}\nsettings.mode = \"bad-init\"\n",
+        toml_path(&cache_dir()),
+        toml_path(&component("hostile")),
+    );
+    let path = Path::new("bad-init.toml");
+    let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
+    let err = match Registry::load(&config) {
+        Ok(_) => panic!("bad-init loaded"),
+        Err(e) => format!("{e:#}"),
+    };
+    assert!(err.contains("engine bad"), "{err}");
+    assert!(err.contains("hostile.wasm"), "{err}");
+    assert!(err.contains("bad-init refuses to start"), "{err}");
+}
+
+/// The memory bomb at full concurrency, through the real binary: every scan
+/// ends out-of-memory and the process's peak resident memory stays under
+/// the limit times the concurrency plus what the host needs without it.
+#[test]
+fn memory_bomb_at_full_concurrency_keeps_host_memory_bounded() {
+    const LIMIT_MIB: u64 = 64;
+    const CONCURRENCY: u64 = 4;
+    let dir = tempfile::tempdir().unwrap();
+    let mail = dir.path().join("mail");
+    std::fs::create_dir(&mail).unwrap();
+    for i in 0..(CONCURRENCY * 3) {
+        std::fs::write(mail.join(format!("{i}.eml")), message("m", "hello")).unwrap();
+    }
+    let run = |engines: &str| -> serde_json::Value {
+        let cfg = write_config(
+            dir.path(),
+            &format!("cache_dir = {}\n{engines}", toml_path(&cache_dir())),
+        );
+        let o = cordon(&[
+            "scan",
+            "--json",
+            "--jobs",
+            &CONCURRENCY.to_string(),
+            "--config",
+            cfg.to_str().unwrap(),
+            mail.to_str().unwrap(),
+        ]);
+        let lines: Vec<serde_json::Value> = stdout(&o)
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap())
+            .collect();
+        assert_eq!(lines.len() as u64, CONCURRENCY * 3 + 1, "{}", stderr(&o));
+        lines.into_iter().last().unwrap()
+    };
+    let testsig = format!(
+        "[engines.testsig]\ncomponent = {}\nlimits.max_concurrency = {CONCURRENCY}\n",
+        toml_path(&component("testsig"))
+    );
+    let baseline = run(&testsig);
+    assert_eq!(baseline["errors"], 0);
+    let bomb = run(&format!(
+        "{testsig}[engines.bomb]\ncomponent = {}\nsettings.mode = \"memory\"\n\
+         limits.memory_mib = {LIMIT_MIB}\nlimits.max_concurrency = {CONCURRENCY}\n",
+        toml_path(&component("hostile"))
+    ));
+    // Every message is deferred (the bomb never gives a verdict) ...
+    assert_eq!(bomb["errors"], CONCURRENCY * 3);
+    // ... and memory stays bounded.
+    let base_kib = baseline["peak_rss_kib"].as_u64().expect("peak_rss_kib");
+    let peak_kib = bomb["peak_rss_kib"].as_u64().expect("peak_rss_kib");
+    let margin_kib = 64 * 1024;
+    let bound_kib = LIMIT_MIB * 1024 * CONCURRENCY + base_kib + margin_kib;
+    assert!(
+        peak_kib < bound_kib,
+        "peak {peak_kib} KiB >= bound {bound_kib} KiB (baseline {base_kib} KiB)"
+    );
+}
