@@ -8,6 +8,7 @@
 //!      copy the message in, call `scan`, lift and check the verdict;
 //!    - host, async: the same through `Generation::scan` (concurrency and
 //!      pool semaphores, a blocking-pool hop), as the scan path uses it.
+//!
 //!    Ratios are host time over native time.
 //! 2. Instantiation alone (fresh instance + `info`), per scan overhead.
 //! 3. Timeout stop latency: the looping hostile engine under a 50 ms
@@ -26,7 +27,10 @@ use cordon::registry::Registry;
 use cordon::scan::empty_envelope;
 
 fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).parent().unwrap().to_path_buf()
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
 }
 
 fn component(name: &str) -> PathBuf {
@@ -38,7 +42,10 @@ fn component(name: &str) -> PathBuf {
 fn load(engines: &str) -> Registry {
     let text = format!(
         "cache_dir = {:?}\n{engines}",
-        root().join("target/cordon-bench-cache").display().to_string()
+        root()
+            .join("target/cordon-bench-cache")
+            .display()
+            .to_string()
     );
     let path = Path::new("bench.toml");
     let cfg = Config::parse(&text, path).unwrap().validate(path).unwrap();
@@ -172,7 +179,10 @@ fn main() {
         let t = Instant::now();
         let o = lp.scan_blocking(&env, b"x");
         let took = t.elapsed();
-        assert!(matches!(o.as_fault(), Some(f) if f.kind == FaultKind::Timeout), "{o:?}");
+        assert!(
+            matches!(o.as_fault(), Some(f) if f.kind == FaultKind::Timeout),
+            "{o:?}"
+        );
         overshoot.push(took.saturating_sub(Duration::from_millis(timeout_ms)));
     }
     overshoot.sort();

@@ -235,3 +235,41 @@ fn engine_flag_scans_without_a_config() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("no config file"), "{}", stderr(&o));
 }
+
+#[test]
+fn message_over_the_size_limit_is_not_scanned_and_is_deferred() {
+    let testsig = component("testsig");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "cache_dir = {}\n[engines.av]\ncomponent = {}\nlimits.max_message_bytes = 100\n",
+            toml_path(&cache_dir()),
+            toml_path(&testsig)
+        ),
+    );
+    let mail = dir.path().join("mail");
+    std::fs::create_dir(&mail).unwrap();
+    let big = message("big", &"x".repeat(200));
+    std::fs::write(mail.join("big.eml"), &big).unwrap();
+    std::fs::write(mail.join("small.eml"), b"Subject: s\r\n\r\nhi\r\n").unwrap();
+    let o = cordon_in(
+        dir.path(),
+        &[
+            "scan",
+            "--no-summary",
+            "--config",
+            cfg.to_str().unwrap(),
+            "mail",
+        ],
+    );
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let out = stdout(&o);
+    let want = format!(
+        "mail/big.eml: ERROR av message-too-large: message is {} bytes, \
+         over the engine's max_message_bytes of 100 [tempfail 451 4.7.1",
+        big.len()
+    );
+    assert!(out.contains(&want), "{out}");
+    assert!(out.contains("mail/small.eml: OK"), "{out}");
+}

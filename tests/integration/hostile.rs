@@ -81,60 +81,62 @@ async fn infinite_loop_ends_as_timeout_within_twice_the_timeout() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread")]
-async fn memory_bomb_ends_as_out_of_memory() {
-    let reg = registry("memory", "limits.memory_mib = 64");
+/// Loads `mode` with `limits`, scans twice, and checks that both scans end
+/// in a fault of `kind` whose detail contains `detail`.
+async fn expect_fault(mode: &str, limits: &str, kind: FaultKind, detail: &str) {
+    let reg = registry(mode, limits);
     for r in scan_twice(&reg).await {
-        let (kind, detail) = fault_of(&r);
-        assert_eq!(kind, FaultKind::OutOfMemory, "{detail}");
+        let (got_kind, got_detail) = fault_of(&r);
+        assert_eq!(got_kind, kind, "{mode}: {got_detail}");
+        assert!(got_detail.contains(detail), "{mode}: {got_detail}");
     }
 }
 
 #[tokio::test(flavor = "multi_thread")]
+async fn memory_bomb_ends_as_out_of_memory() {
+    expect_fault(
+        "memory",
+        "limits.memory_mib = 64",
+        FaultKind::OutOfMemory,
+        "refused",
+    )
+    .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
 async fn stack_overflow_is_a_trap_named_stack_overflow() {
-    let reg = registry("stack", "");
-    for r in scan_twice(&reg).await {
-        let (kind, detail) = fault_of(&r);
-        assert_eq!(kind, FaultKind::Trap);
-        assert_eq!(detail, "stack overflow");
-    }
+    expect_fault("stack", "", FaultKind::Trap, "stack overflow").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn shadow_stack_overflow_is_a_trap() {
     // Rust keeps address-taken locals on a stack in linear memory; running
     // off its end is an out-of-bounds access, not wasmtime's stack guard.
-    let reg = registry("shadow-stack", "");
-    for r in scan_twice(&reg).await {
-        let (kind, detail) = fault_of(&r);
-        assert_eq!(kind, FaultKind::Trap);
-        assert!(detail.contains("out of bounds memory access"), "{detail}");
-    }
+    expect_fault(
+        "shadow-stack",
+        "",
+        FaultKind::Trap,
+        "out of bounds memory access",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn panic_is_a_trap() {
-    let reg = registry("panic", "");
-    for r in scan_twice(&reg).await {
-        let (kind, detail) = fault_of(&r);
-        assert_eq!(kind, FaultKind::Trap);
-        assert!(detail.contains("unreachable"), "{detail}");
-    }
+    expect_fault("panic", "", FaultKind::Trap, "unreachable").await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_verdict_is_bad_output() {
     // 100,000 rules of 1 KiB: the guest needs ~110 MiB to build them, so it
     // gets room; the host refuses the verdict by its limits.
-    let reg = registry("oversized", "limits.memory_mib = 200");
-    for r in scan_twice(&reg).await {
-        let (kind, detail) = fault_of(&r);
-        assert_eq!(kind, FaultKind::BadOutput);
-        assert!(
-            detail.contains("100000 rules, over the limit of 256"),
-            "{detail}"
-        );
-    }
+    expect_fault(
+        "oversized",
+        "limits.memory_mib = 200",
+        FaultKind::BadOutput,
+        "100000 rules, over the limit of 256",
+    )
+    .await;
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -243,4 +245,41 @@ fn memory_bomb_at_full_concurrency_keeps_host_memory_bounded() {
         peak_kib < bound_kib,
         "peak {peak_kib} KiB >= bound {bound_kib} KiB (baseline {base_kib} KiB)"
     );
+}
+
+/// With the pool smaller than the work, scans wait for a slot instead of
+/// failing: sixteen concurrent scans of two engines through a one-instance
+/// pool all get verdicts, none `overloaded`.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_full_pool_queues_instead_of_failing() {
+    let text = format!(
+        "cache_dir = {cache}\n[pool]\nmax_instances = 1\n\
+         [engines.testsig]\ncomponent = {testsig}\nlimits.max_concurrency = 8\n\
+         [engines.slow]\ncomponent = {hostile}\nsettings.mode = \"slow\"\nsettings.slow_ms = \"20\"\n\
+         limits.max_concurrency = 8\n",
+        cache = toml_path(&cache_dir()),
+        testsig = toml_path(&component("testsig")),
+        hostile = toml_path(&component("hostile")),
+    );
+    let path = Path::new("pool-test.toml");
+    let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
+    assert_eq!(config.pool_instances, 1);
+    let reg = Registry::load(&config).unwrap();
+    let engines = reg.enabled();
+    let scans = (0..16).map(|_| {
+        let engines = engines.clone();
+        tokio::spawn(async move {
+            scan_message(&engines, &Message::from_bytes(message("p", eicar()))).await
+        })
+    });
+    for report in futures_util::future::join_all(scans).await {
+        for r in report.unwrap().results {
+            assert!(
+                matches!(r.outcome, EngineOutcome::Verdict(_)),
+                "{}: {:?}",
+                r.engine,
+                r.outcome
+            );
+        }
+    }
 }

@@ -1,7 +1,7 @@
 //! cordon-engine-sdk: write a cordon scanning engine as one trait impl and
 //! one macro call.
 //!
-//! ```ignore
+//! ```text
 //! use cordon_engine_sdk::{Engine, Envelope, Settings, Verdict, export_engine};
 //!
 //! struct MyEngine { /* definitions loaded by init */ }
