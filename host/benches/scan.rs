@@ -140,7 +140,7 @@ fn main() {
         });
         let shared: Arc<[u8]> = msg.clone().into();
         let (host_async, _, _) = measure(budget, 20, || {
-            let (o, _) = rt.block_on(g.scan(env_arc.clone(), shared.clone()));
+            let (o, _) = rt.block_on(g.scan(env_arc.clone(), shared.clone(), None));
             expect_eicar(&o);
         });
         let mbps = |d: Duration| size as f64 / d.as_secs_f64() / 1e6;

@@ -267,6 +267,7 @@ struct Totals {
 async fn scan_command(args: ScanArgs) -> anyhow::Result<i32> {
     let started = Instant::now();
     let config = args.source.resolve()?;
+    let mime = Arc::new(config.mime.clone());
     let registry = load_registry(config).await?;
     let engines = registry.enabled();
     let policy = Arc::new(Policy::default());
@@ -293,7 +294,8 @@ async fn scan_command(args: ScanArgs) -> anyhow::Result<i32> {
         .map(|op| {
             let engines = engines.clone();
             let policy = policy.clone();
-            async move { scan_operand(op, &engines, &policy).await }
+            let mime = mime.clone();
+            async move { scan_operand(op, &engines, &policy, &mime).await }
         })
         .buffered(jobs);
 
@@ -363,6 +365,7 @@ async fn scan_operand(
     op: Operand,
     engines: &[Arc<crate::engine::Generation>],
     policy: &Policy,
+    mime: &crate::mime::MimeLimits,
 ) -> Vec<Scanned> {
     let inputs = match tokio::task::spawn_blocking(move || message::read(&op)).await {
         Ok(i) => i,
@@ -378,7 +381,7 @@ async fn scan_operand(
         let result = match input.bytes {
             Err(e) => Err(e),
             Ok(bytes) => {
-                let report = scan::scan_message(engines, &Message::from_bytes(bytes)).await;
+                let report = scan::scan_message(engines, &Message::from_bytes(bytes), mime).await;
                 let decision = policy::decide(policy, &report.results);
                 Ok((report, decision))
             }

@@ -10,6 +10,8 @@ use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 
+use crate::mime::MimeLimits;
+
 /// A config file that could not be used.
 #[derive(Debug, thiserror::Error)]
 pub enum ConfigError {
@@ -52,6 +54,9 @@ pub struct Config {
     /// The instance pool shared by all engines.
     #[serde(default)]
     pub pool: PoolConfig,
+    /// Limits on MIME decomposition, for engines that want decoded parts.
+    #[serde(default)]
+    pub mime: MimeLimits,
     /// The engines, by name. Order of scanning does not matter: engines of one
     /// message run concurrently.
     #[serde(default)]
@@ -258,6 +263,8 @@ pub struct ValidConfig {
     pub cache_dir: PathBuf,
     /// Pool size: instances alive at once.
     pub pool_instances: u32,
+    /// MIME decomposition limits.
+    pub mime: MimeLimits,
     /// Engines, in name order.
     pub engines: Vec<EngineSpec>,
 }
@@ -308,6 +315,7 @@ impl Config {
         Config {
             cache_dir: None,
             pool: PoolConfig::default(),
+            mime: MimeLimits::default(),
             engines,
         }
     }
@@ -375,6 +383,7 @@ impl Config {
             source: path.to_path_buf(),
             cache_dir,
             pool_instances,
+            mime: self.mime,
             engines,
         })
     }

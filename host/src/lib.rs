@@ -11,6 +11,7 @@
 //! - [`registry`]: the configured engines and their current generations.
 //! - [`message`]: reading messages from files, directories, mbox, Maildir and
 //!   stdin.
+//! - [`mime`]: a message into decoded leaf parts, once, within limits.
 //! - [`scan`]: one message fanned out to every enabled engine.
 //! - [`policy`]: outcomes to a [`policy::Decision`]; pure, no I/O.
 //! - [`cli`]: the `cordon` subcommands.
@@ -20,6 +21,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod message;
+pub mod mime;
 pub mod policy;
 pub mod registry;
 pub mod scan;

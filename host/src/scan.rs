@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use crate::bindings::Envelope;
 use crate::engine::{EngineOutcome, Generation, ScanTiming};
+use crate::mime::{MimeLimits, decompose};
 
 /// A message to scan.
 #[derive(Clone)]
@@ -65,15 +66,44 @@ pub struct ScanReport {
     pub elapsed: Duration,
 }
 
-/// Scans `message` with every generation in `engines`, concurrently.
-pub async fn scan_message(engines: &[Arc<Generation>], message: &Message) -> ScanReport {
+/// Scans `message` with every generation in `engines`, concurrently. If
+/// any engine wants decoded parts, the message is decomposed once, within
+/// `mime`, and the parts are shared.
+pub async fn scan_message(
+    engines: &[Arc<Generation>],
+    message: &Message,
+    mime: &MimeLimits,
+) -> ScanReport {
     let started = Instant::now();
+    let parts = if engines.iter().any(|g| g.info.wants_parts) {
+        let bytes = message.bytes.clone();
+        let limits = mime.clone();
+        tokio::task::spawn_blocking(move || decompose(&bytes, &limits))
+            .await
+            .ok()
+            .map(Arc::new)
+    } else {
+        None
+    };
     let scans = engines.iter().map(|g| {
         let g = g.clone();
         let envelope = message.envelope.clone();
         let bytes = message.bytes.clone();
+        let parts = parts.clone();
         async move {
-            let (outcome, timing) = g.scan(envelope, bytes).await;
+            let (outcome, timing) = match &parts {
+                Some(_) => g.scan(envelope, bytes, parts).await,
+                // Decomposition itself failed (a panic in the parser): the
+                // engines that wanted parts cannot give a full verdict.
+                None if g.info.wants_parts => (
+                    EngineOutcome::fault(
+                        crate::engine::FaultKind::Trap,
+                        "MIME decomposition failed",
+                    ),
+                    ScanTiming::default(),
+                ),
+                None => g.scan(envelope, bytes, None).await,
+            };
             EngineResult {
                 engine: g.name.clone(),
                 generation: g.number,

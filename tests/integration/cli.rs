@@ -11,12 +11,13 @@ fn scan_samples_directory_prints_clamscan_lines_and_exits_1() {
     assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
     for line in [
         "samples/clean.eml: OK",
+        "samples/eicar-attachment.eml: Eicar-Test-Signature FOUND [reject 550 5.7.1 Message rejected: Eicar-Test-Signature found]",
         "samples/eicar.eml: Eicar-Test-Signature FOUND [reject 550 5.7.1 Message rejected: Eicar-Test-Signature found]",
         "samples/gtube.eml: GTUBE FOUND [reject 550 5.7.1 Message rejected: GTUBE found]",
         "samples/maildir/cur/1763800000.1.host:2,S: OK",
         "samples/maildir/new/1763800001.2.host: OK",
-        "Scanned messages: 9",
-        "Detected messages: 4",
+        "Scanned messages: 10",
+        "Detected messages: 5",
         "Errors: 0",
     ] {
         assert!(
@@ -83,7 +84,7 @@ fn json_output_parses_and_matches_the_text_output() {
         .collect();
     let messages: Vec<&serde_json::Value> =
         values.iter().filter(|v| v["type"] == "message").collect();
-    assert_eq!(messages.len(), 9);
+    assert_eq!(messages.len(), 10);
     let eicar = messages
         .iter()
         .find(|v| v["path"] == "samples/eicar.eml")
@@ -97,6 +98,15 @@ fn json_output_parses_and_matches_the_text_output() {
     assert_eq!(eicar["decision"]["threats"][0]["kind"], "virus");
     assert_eq!(eicar["engines"][0]["engine"], "testsig");
     assert_eq!(eicar["engines"][0]["outcome"], "detected");
+    // The base64 attachment is found in its decoded part, and says where.
+    let attached = messages
+        .iter()
+        .find(|v| v["path"] == "samples/eicar-attachment.eml")
+        .unwrap();
+    assert_eq!(
+        attached["decision"]["threats"][0]["part"],
+        "part 1 (invoice.com)"
+    );
     let gtube = messages
         .iter()
         .find(|v| v["path"] == "samples/gtube.eml")
@@ -105,8 +115,8 @@ fn json_output_parses_and_matches_the_text_output() {
     assert_eq!(gtube["decision"]["threats"][0]["kind"], "spam");
     let summary = values.last().unwrap();
     assert_eq!(summary["type"], "summary");
-    assert_eq!(summary["messages"], 9);
-    assert_eq!(summary["detected"], 4);
+    assert_eq!(summary["messages"], 10);
+    assert_eq!(summary["detected"], 5);
     assert_eq!(summary["errors"], 0);
 }
 
@@ -272,4 +282,41 @@ fn message_over_the_size_limit_is_not_scanned_and_is_deferred() {
     );
     assert!(out.contains(&want), "{out}");
     assert!(out.contains("mail/small.eml: OK"), "{out}");
+}
+
+#[test]
+fn mime_limits_exceeded_is_unscannable_and_deferred() {
+    let testsig = component("testsig");
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "cache_dir = {}\nmime.max_parts = 1\n[engines.av]\ncomponent = {}\n",
+            toml_path(&cache_dir()),
+            toml_path(&testsig)
+        ),
+    );
+    let o = cordon(&[
+        "scan",
+        "--json",
+        "--config",
+        cfg.to_str().unwrap(),
+        "samples/eicar-attachment.eml",
+        "samples/clean.eml",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    // Two parts, limit one: the attachment is never decoded, so the engine's
+    // clean word on the rest cannot stand.
+    assert_eq!(lines[0]["engines"][0]["outcome"], "unscannable");
+    assert_eq!(lines[0]["decision"]["action"], "tempfail");
+    assert_eq!(
+        lines[0]["decision"]["failures"][0]["kind"],
+        "unscannable:limits-exceeded"
+    );
+    // A single-part message is within the limit.
+    assert_eq!(lines[1]["decision"]["action"], "accept");
 }

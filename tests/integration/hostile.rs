@@ -40,7 +40,7 @@ async fn scan_twice(reg: &Registry) -> Vec<EngineResult> {
     let mut hostile = Vec::new();
     for round in 0..2 {
         let msg = Message::from_bytes(message("hostile", eicar()));
-        let report = scan_message(&engines, &msg).await;
+        let report = scan_message(&engines, &msg, &Default::default()).await;
         assert_eq!(report.results.len(), 2);
         let (h, t) = (&report.results[0], &report.results[1]);
         assert_eq!(&*t.engine, "testsig");
@@ -269,7 +269,12 @@ async fn a_full_pool_queues_instead_of_failing() {
     let scans = (0..16).map(|_| {
         let engines = engines.clone();
         tokio::spawn(async move {
-            scan_message(&engines, &Message::from_bytes(message("p", eicar()))).await
+            scan_message(
+                &engines,
+                &Message::from_bytes(message("p", eicar())),
+                &Default::default(),
+            )
+            .await
         })
     });
     for report in futures_util::future::join_all(scans).await {

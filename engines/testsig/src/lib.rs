@@ -1,6 +1,7 @@
 //! testsig: cordon's reference engine and the template for vendors.
 //!
-//! It detects the two industry test strings anywhere in the raw message:
+//! It detects the two industry test strings anywhere in the raw message and
+//! in every decoded MIME part (so a base64 attachment is found too):
 //! EICAR (the anti-virus test file) as the virus `Eicar-Test-Signature`, and
 //! GTUBE (the anti-spam test string) as spam with a score of 1000, the way
 //! SpamAssassin scores it. The matching lives in [`matcher`], plain Rust that
@@ -86,6 +87,7 @@ mod component {
         const NAME: &'static str = "testsig";
         const VENDOR: &'static str = "cordon";
         const VERSION: &'static str = env!("CARGO_PKG_VERSION");
+        const WANTS_PARTS: bool = true;
 
         fn init(settings: &Settings) -> Result<Self, String> {
             let mut definitions_version = "builtin".to_string();

@@ -8,12 +8,15 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 use wasmtime::Store;
 
-use super::outcome::{EngineOutcome, FaultKind, check_verdict, classify};
+use super::outcome::{EngineOutcome, FaultKind, check_verdict, classify, merge};
 use super::preinit::{self, PreinitError};
 use super::state::ScanState;
 use super::{LoadError, Runtime, deadline_ticks};
-use crate::bindings::{EngineInfo, Envelope, PartInfo, Scanner, ScannerPre, Verdict};
+use crate::bindings::{
+    EngineInfo, Envelope, Outcome, PartInfo, Scanner, ScannerPre, UnscannableReason, Verdict,
+};
 use crate::config::{EngineLimits, EngineSpec};
+use crate::mime::Decomposed;
 
 /// Time the engine's `init` may take: loading definitions is slower than a
 /// scan, so it gets the larger of this and the scan timeout.
@@ -143,11 +146,15 @@ fn pre_for(
 
 impl Generation {
     /// Scans a whole message on a fresh instance, waiting for a concurrency
-    /// slot and a pool slot first. The call runs on a blocking thread.
+    /// slot and a pool slot first. The call runs on a blocking thread. When
+    /// the engine wants parts and `parts` is given, the same instance also
+    /// scans each decoded part, and the verdicts are merged; a decomposition
+    /// cut short by a limit makes a clean result `unscannable(limits-exceeded)`.
     pub async fn scan(
         self: &Arc<Self>,
         envelope: Arc<Envelope>,
         message: Arc<[u8]>,
+        parts: Option<Arc<Decomposed>>,
     ) -> (EngineOutcome, ScanTiming) {
         if message.len() as u64 > self.limits.max_message_bytes {
             return (
@@ -162,19 +169,12 @@ impl Generation {
                 ScanTiming::default(),
             );
         }
-        self.run_blocking(move |g| g.scan_blocking(&envelope, &message))
-            .await
-    }
-
-    /// Scans one decoded part on a fresh instance (see [`Generation::scan`]).
-    pub async fn scan_part(
-        self: &Arc<Self>,
-        envelope: Arc<Envelope>,
-        part: PartInfo,
-        content: Arc<[u8]>,
-    ) -> (EngineOutcome, ScanTiming) {
-        self.run_blocking(move |g| g.scan_part_blocking(&envelope, &part, &content))
-            .await
+        let parts = parts.filter(|_| self.info.wants_parts);
+        self.run_blocking(move |g| match parts {
+            Some(parts) => g.scan_with_parts_blocking(&envelope, &message, &parts),
+            None => g.scan_blocking(&envelope, &message),
+        })
+        .await
     }
 
     async fn run_blocking(
@@ -213,22 +213,54 @@ impl Generation {
     /// without waiting for slots. For benchmarks and callers that manage
     /// concurrency themselves.
     pub fn scan_blocking(&self, envelope: &Envelope, message: &[u8]) -> EngineOutcome {
-        self.call_verdict(|s, store| {
-            s.cordon_scanner_engine()
-                .call_scan(store, envelope, message)
+        self.call_verdict(|s, store, limits| {
+            let v = s
+                .cordon_scanner_engine()
+                .call_scan(&mut *store, envelope, message)?;
+            Ok(check_verdict(&v, limits).map(|()| v))
         })
     }
 
-    /// Scans one decoded part on the calling thread.
+    /// Scans a message and then each of its decoded parts on one fresh
+    /// instance, on the calling thread; the verdicts are merged.
+    pub fn scan_with_parts_blocking(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        parts: &Decomposed,
+    ) -> EngineOutcome {
+        self.call_verdict(|s, store, limits| {
+            let engine = s.cordon_scanner_engine();
+            let mut acc = engine.call_scan(&mut *store, envelope, message)?;
+            if let Err(why) = check_verdict(&acc, limits) {
+                return Ok(Err(why));
+            }
+            for part in &parts.parts {
+                let v = engine.call_scan_part(&mut *store, envelope, &part.info, &part.content)?;
+                if let Err(why) = check_verdict(&v, limits) {
+                    return Ok(Err(format!("part {}: {why}", part.info.index)));
+                }
+                merge(&mut acc, v);
+            }
+            if parts.exceeded.is_some() && !matches!(acc.outcome, Outcome::Detected(_)) {
+                acc.outcome = Outcome::Unscannable(UnscannableReason::LimitsExceeded);
+            }
+            Ok(check_verdict(&acc, limits).map(|()| acc))
+        })
+    }
+
+    /// Scans one decoded part on a fresh instance, on the calling thread.
     pub fn scan_part_blocking(
         &self,
         envelope: &Envelope,
         part: &PartInfo,
         content: &[u8],
     ) -> EngineOutcome {
-        self.call_verdict(|s, store| {
-            s.cordon_scanner_engine()
-                .call_scan_part(store, envelope, part, content)
+        self.call_verdict(|s, store, limits| {
+            let v =
+                s.cordon_scanner_engine()
+                    .call_scan_part(&mut *store, envelope, part, content)?;
+            Ok(check_verdict(&v, limits).map(|()| v))
         })
     }
 
@@ -256,9 +288,15 @@ impl Generation {
         store
     }
 
+    /// Runs `call` on a fresh instance. `call` returns the guest's error, or
+    /// the verdict checked against the limits it is given.
     fn call_verdict(
         &self,
-        call: impl FnOnce(&Scanner, &mut Store<ScanState>) -> wasmtime::Result<Verdict>,
+        call: impl FnOnce(
+            &Scanner,
+            &mut Store<ScanState>,
+            &crate::config::VerdictLimits,
+        ) -> wasmtime::Result<Result<Verdict, String>>,
     ) -> EngineOutcome {
         let mut store = self.new_store();
         let outcome = match self.pre.instantiate(&mut store) {
@@ -269,11 +307,9 @@ impl Generation {
             Err(e) => {
                 EngineOutcome::fault(FaultKind::Overloaded, format!("cannot instantiate: {e:#}"))
             }
-            Ok(scanner) => match call(&scanner, &mut store) {
-                Ok(v) => match check_verdict(&v, &self.limits.verdict) {
-                    Ok(()) => EngineOutcome::Verdict(v),
-                    Err(why) => EngineOutcome::fault(FaultKind::BadOutput, why),
-                },
+            Ok(scanner) => match call(&scanner, &mut store, &self.limits.verdict) {
+                Ok(Ok(v)) => EngineOutcome::Verdict(v),
+                Ok(Err(why)) => EngineOutcome::fault(FaultKind::BadOutput, why),
                 Err(e) => EngineOutcome::Fault(classify(&e, store.data().limiter.memory_denied)),
             },
         };

@@ -120,6 +120,42 @@ fn first_line(err: &wasmtime::Error) -> String {
     s.lines().next().unwrap_or("").chars().take(300).collect()
 }
 
+/// Folds `next` (a part's verdict) into `acc` (the message's so far):
+/// threats add up, a detection outranks unscannable outranks clean, the
+/// highest spam score wins, rules, recipients and headers accumulate.
+pub fn merge(acc: &mut Verdict, next: Verdict) {
+    acc.outcome = match (
+        std::mem::replace(&mut acc.outcome, Outcome::Clean),
+        next.outcome,
+    ) {
+        (Outcome::Detected(mut a), Outcome::Detected(b)) => {
+            // One threat per name; a part location beats "the whole message".
+            for t in b {
+                match a.iter_mut().find(|x| x.name == t.name) {
+                    Some(x) if x.part.is_empty() => x.part = t.part,
+                    Some(_) => {}
+                    None => a.push(t),
+                }
+            }
+            Outcome::Detected(a)
+        }
+        (Outcome::Detected(a), _) | (_, Outcome::Detected(a)) => Outcome::Detected(a),
+        (Outcome::Unscannable(r), _) | (_, Outcome::Unscannable(r)) => Outcome::Unscannable(r),
+        (Outcome::Clean, Outcome::Clean) => Outcome::Clean,
+    };
+    acc.spam_score = match (acc.spam_score, next.spam_score) {
+        (Some(a), Some(b)) => Some(a.max(b)),
+        (a, b) => a.or(b),
+    };
+    for r in next.rules {
+        if !acc.rules.contains(&r) {
+            acc.rules.push(r);
+        }
+    }
+    acc.recipients.extend(next.recipients);
+    acc.headers.extend(next.headers);
+}
+
 /// Checks a verdict against the engine's limits. `Err` names the first bound
 /// it breaks.
 pub fn check_verdict(v: &Verdict, limits: &VerdictLimits) -> Result<(), String> {
