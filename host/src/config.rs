@@ -83,6 +83,10 @@ pub struct EngineConfig {
     /// A disabled engine is loaded by `check-config` but not used to scan.
     #[serde(default = "yes")]
     pub enabled: bool,
+    /// A directory of definitions the engine reads, read-only, during
+    /// `init` (it sees it as `/definitions`).
+    #[serde(default)]
+    pub definitions: Option<PathBuf>,
     /// Settings handed to the engine's `init`, as strings.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
@@ -248,6 +252,8 @@ pub struct EngineSpec {
     pub component: PathBuf,
     /// Whether it scans.
     pub enabled: bool,
+    /// The definitions directory, if any.
+    pub definitions: Option<PathBuf>,
     /// Settings for `init`.
     pub settings: BTreeMap<String, String>,
     /// Limits.
@@ -307,6 +313,7 @@ impl Config {
                 EngineConfig {
                     component: path.clone(),
                     enabled: true,
+                    definitions: None,
                     settings: BTreeMap::new(),
                     limits: LimitsConfig::default(),
                 },
@@ -338,14 +345,22 @@ impl Config {
                 });
             }
             let limits = e.limits.validate(path, &name)?;
-            let component = if e.component.is_absolute() {
-                e.component
-            } else {
-                base.join(e.component)
-            };
+            let resolve = |p: PathBuf| if p.is_absolute() { p } else { base.join(p) };
+            let component = resolve(e.component);
+            let definitions = e.definitions.map(resolve);
+            if let Some(d) = &definitions
+                && !d.is_dir()
+            {
+                return Err(ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: format!("engines.{name}.definitions"),
+                    reason: format!("{} is not a directory", d.display()),
+                });
+            }
             engines.push(EngineSpec {
                 name,
                 component,
+                definitions,
                 enabled: e.enabled,
                 settings: e.settings,
                 limits,

@@ -288,3 +288,45 @@ async fn a_full_pool_queues_instead_of_failing() {
         }
     }
 }
+
+/// An engine's definitions directory is readable during `init`, read-only,
+/// and not a way out; during scans it is not there at all: the engine's
+/// snapshotted handle to it names nothing in the scan's store, so touching
+/// it is a fault, not a read.
+#[tokio::test(flavor = "multi_thread")]
+async fn definitions_are_read_only_at_init_and_closed_during_scans() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::write(defs.join("version.txt"), "2026-11-22.7\n").unwrap();
+    let text = format!(
+        "cache_dir = {}\n[engines.defs]\ncomponent = {}\ndefinitions = {}\nsettings.mode = \"definitions\"\n",
+        toml_path(&cache_dir()),
+        toml_path(&component("hostile")),
+        toml_path(&defs),
+    );
+    let path = Path::new("defs-test.toml");
+    let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
+    let reg = Registry::load(&config).unwrap_or_else(|e| panic!("{e:#}"));
+    let g = &reg.enabled()[0];
+    assert_eq!(g.info.definitions_version, "2026-11-22.7");
+    assert!(!defs.join("written-by-engine").exists());
+    let report = scan_message(
+        &reg.enabled(),
+        &Message::from_bytes(message("d", "x")),
+        &Default::default(),
+    )
+    .await;
+    let (kind, detail) = fault_of(&report.results[0]);
+    assert_eq!(kind, FaultKind::Trap, "{detail}");
+
+    // A missing definitions directory is a config error naming the key.
+    let text = text.replace(&toml_path(&defs), &toml_path(&dir.path().join("nope")));
+    let err = Config::parse(&text, path)
+        .unwrap()
+        .validate(path)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("engines.defs.definitions"), "{err}");
+    assert!(err.contains("nope is not a directory"), "{err}");
+}

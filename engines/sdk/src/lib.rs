@@ -25,6 +25,11 @@
 //! `init` runs once per generation and its result is snapshotted: every scan
 //! starts from a fresh copy of the state `init` built, so `scan` takes
 //! `&self` and anything it changes is gone after the call.
+//!
+//! Definitions: when the operator configures `definitions = "DIR"`, `init`
+//! can read that directory (read-only) as `/definitions` with `std::fs`.
+//! Read everything you need in `init`: during scans there is no filesystem,
+//! and touching the handle `init` used is a fault.
 
 #[doc(hidden)]
 #[allow(unsafe_code, missing_docs)]

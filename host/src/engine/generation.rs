@@ -73,14 +73,25 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
     let _ = pre_for(rt, &original).map_err(invalid)?;
 
     let init_timeout = spec.limits.timeout.max(MIN_INIT_TIMEOUT);
-    let snapshot = preinit::snapshot(
-        rt,
-        &spec.name,
-        &bytes,
-        &spec.settings,
-        &spec.limits,
-        init_timeout,
-    )
+    // On a thread of its own: WASI's synchronous bridge blocks on a tokio
+    // runtime and must not find itself inside one (a caller's async task),
+    // so loading is safe from any context.
+    let snapshot = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                preinit::snapshot(
+                    rt,
+                    &spec.name,
+                    &bytes,
+                    &spec.settings,
+                    &spec.limits,
+                    spec.definitions.as_deref(),
+                    init_timeout,
+                )
+            })
+            .join()
+            .unwrap_or_else(|_| Err(PreinitError::Failed("pre-initialisation panicked".into())))
+    })
     .map_err(|e| match e {
         PreinitError::Refused(reason) | PreinitError::Failed(reason) => LoadError::Init {
             engine: spec.name.clone(),

@@ -18,9 +18,11 @@ pub enum FaultKind {
     Timeout,
     /// The engine asked for more memory than its limit.
     OutOfMemory,
-    /// The engine trapped: a panic, a stack overflow, an invalid access.
+    /// The engine trapped: a panic, a stack overflow, an invalid access, a
+    /// host call it made wrongly, or a result the host could not read.
     Trap,
-    /// The engine returned a verdict over the limits or malformed.
+    /// The engine returned a verdict over the limits or inconsistent (a
+    /// detection without threats, a header with a line break).
     BadOutput,
     /// The engine could not be instantiated or was shut out (pool or
     /// concurrency exhausted past waiting).
@@ -105,18 +107,17 @@ pub fn classify(err: &wasmtime::Error, memory_denied: bool) -> Fault {
             "unreachable code reached (a guest panic or abort)".to_string(),
         ),
         Some(t) => (FaultKind::Trap, t.to_string()),
-        // Not a trap: the host could not lift what the guest returned
-        // (invalid UTF-8, a bad discriminant, an out-of-bounds list).
-        None => (
-            FaultKind::BadOutput,
-            format!("cannot read the engine's result: {}", first_line(err)),
-        ),
+        // Not a trap, but the guest broke the contract all the same: a
+        // host call refused (an unknown resource handle) or a value the
+        // canonical ABI cannot lift (invalid UTF-8, a bad discriminant).
+        None => (FaultKind::Trap, root_cause(err)),
     };
     Fault { kind, detail: what }
 }
 
-fn first_line(err: &wasmtime::Error) -> String {
-    let s = format!("{err:#}");
+/// The innermost error's first line: the one that says what went wrong.
+fn root_cause(err: &wasmtime::Error) -> String {
+    let s = err.root_cause().to_string();
     s.lines().next().unwrap_or("").chars().take(300).collect()
 }
 

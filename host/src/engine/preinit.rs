@@ -35,6 +35,7 @@ pub(super) fn snapshot(
     bytes: &[u8],
     settings: &BTreeMap<String, String>,
     limits: &EngineLimits,
+    definitions: Option<&std::path::Path>,
     init_timeout: std::time::Duration,
 ) -> Result<Vec<u8>, PreinitError> {
     let list = Val::List(
@@ -55,10 +56,9 @@ pub(super) fn snapshot(
         .init_func(format!("{INIT_EXPORT}({wave})"))
         .keep_init_func(true);
 
-    let mut store = Store::new(
-        &rt.engine,
-        ScanState::new(engine_name.into(), limits.memory_bytes),
-    );
+    let state = ScanState::for_init(engine_name.into(), limits.memory_bytes, definitions)
+        .map_err(PreinitError::Failed)?;
+    let mut store = Store::new(&rt.engine, state);
     store.limiter(|s| &mut s.limiter);
     store.set_epoch_deadline(deadline_ticks(init_timeout));
     store.epoch_deadline_trap();

@@ -2,18 +2,25 @@
 //!
 //! Every scan gets a fresh [`ScanState`]. It grants no WASI capability: no
 //! preopened directories, no environment, no arguments, no network (the
-//! socket address check denies everything and name lookup is off). Guest
+//! socket address check denies everything and name lookup is off). The one
+//! exception is `init`: an engine with a definitions directory sees it,
+//! read-only, at `/definitions` while its generation is being initialised,
+//! and never during a scan. Guest
 //! stdout and stderr go to bounded in-memory pipes that the host logs after
 //! the call; nothing reaches the terminal.
 
+use std::path::Path;
 use std::sync::Arc;
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
 use wasmtime_wasi::p2::pipe::MemoryOutputPipe;
-use wasmtime_wasi::{WasiCtx, WasiCtxView, WasiView};
+use wasmtime_wasi::{FsPerms, WasiCtx, WasiCtxBuilder, WasiCtxView, WasiView};
 
 use crate::bindings::cordon::scanner::host::{Host, Level};
+
+/// Where an engine sees its definitions directory during `init`.
+pub const DEFINITIONS_GUEST_PATH: &str = "/definitions";
 
 /// Bytes of guest stdout/stderr kept per scan; the rest is dropped.
 const OUTPUT_CAPTURE_BYTES: usize = 16 * 1024;
@@ -39,9 +46,29 @@ impl ScanState {
     /// A state for a scan by `engine`, whose memories may each grow to
     /// `memory_bytes`.
     pub fn new(engine: Arc<str>, memory_bytes: u64) -> Self {
+        let mut wasi = WasiCtx::builder();
+        Self::build(engine, memory_bytes, &mut wasi)
+    }
+
+    /// A state for an engine's `init`, with `definitions` (if any) preopened
+    /// read-only at [`DEFINITIONS_GUEST_PATH`]. The error names the directory.
+    pub fn for_init(
+        engine: Arc<str>,
+        memory_bytes: u64,
+        definitions: Option<&Path>,
+    ) -> Result<Self, String> {
+        let mut wasi = WasiCtx::builder();
+        if let Some(dir) = definitions {
+            wasi.preopened_dir(dir, DEFINITIONS_GUEST_PATH, FsPerms::ReadOnly)
+                .map_err(|e| format!("cannot open definitions directory {}: {e}", dir.display()))?;
+        }
+        Ok(Self::build(engine, memory_bytes, &mut wasi))
+    }
+
+    fn build(engine: Arc<str>, memory_bytes: u64, wasi: &mut WasiCtxBuilder) -> Self {
         let stdout = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
         let stderr = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
-        let wasi = WasiCtx::builder()
+        let wasi = wasi
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_ip_name_lookup(false)

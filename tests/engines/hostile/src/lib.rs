@@ -13,6 +13,7 @@
 //! | `escape`   | tries files, sockets, environment; reports what it reached    |
 //! | `slow`     | busy-waits `slow_ms` milliseconds, then returns clean         |
 //! | `bad-init` | (not a scan mode) `init` refuses its settings                 |
+//! | `definitions` | `init` reads `/definitions/version.txt`, tries to write there and to climb out; `scan` tries to read it again |
 
 #[cfg(target_family = "wasm")]
 mod component {
@@ -26,6 +27,27 @@ mod component {
     struct Hostile {
         mode: String,
         slow: Duration,
+        definitions: String,
+    }
+
+    /// `init` in `definitions` mode: the version file must be readable and
+    /// nothing else reachable. Returns the version, or what went wrong.
+    fn probe_definitions() -> Result<String, String> {
+        let version = std::fs::read_to_string("/definitions/version.txt")
+            .map_err(|e| format!("cannot read /definitions/version.txt: {e}"))?;
+        if std::fs::write("/definitions/written-by-engine", b"x").is_ok() {
+            return Err("wrote into /definitions".into());
+        }
+        for outside in [
+            "/definitions/../etc/passwd",
+            "/etc/passwd",
+            "/definitions/../../",
+        ] {
+            if std::fs::read(outside).is_ok() || std::fs::read_dir(outside).is_ok() {
+                return Err(format!("reached {outside}"));
+            }
+        }
+        Ok(version.trim().to_string())
     }
 
     /// Small frames, nothing address-taken: all on the native wasm stack.
@@ -96,13 +118,22 @@ mod component {
                 })
                 .transpose()?
                 .unwrap_or(100);
+            let definitions = if mode == "definitions" {
+                probe_definitions()?
+            } else {
+                String::new()
+            };
             Ok(Hostile {
                 mode,
                 slow: Duration::from_millis(slow_ms),
+                definitions,
             })
         }
 
         fn definitions_version(&self) -> String {
+            if self.mode == "definitions" {
+                return self.definitions.clone();
+            }
             format!("mode={}", self.mode)
         }
 
@@ -158,6 +189,18 @@ mod component {
                     }
                     Verdict {
                         rules: vec!["slow-finished".into()],
+                        ..Verdict::clean()
+                    }
+                }
+                "definitions" => {
+                    if std::fs::read("/definitions/version.txt").is_ok() {
+                        return Verdict::detected(vec![Threat::new(
+                            "Escaped.definitions-during-scan",
+                            ThreatKind::Policy,
+                        )]);
+                    }
+                    Verdict {
+                        rules: vec!["definitions-closed".into()],
                         ..Verdict::clean()
                     }
                 }
