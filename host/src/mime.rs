@@ -236,7 +236,8 @@ Subject: inner\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-
     fn leaves_are_decoded_in_order_with_depth_and_names() {
         let d = decompose(MULTI.as_bytes(), &MimeLimits::default());
         assert_eq!(d.exceeded, None);
-        let got: Vec<(u32, u32, &str, Option<&str>, &[u8])> = d
+        type Row<'a> = (u32, u32, &'a str, Option<&'a str>, &'a [u8]);
+        let got: Vec<Row> = d
             .parts
             .iter()
             .map(|p| {

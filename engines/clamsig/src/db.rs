@@ -1,0 +1,414 @@
+//! Loading ClamAV signature databases.
+//!
+//! Read: `.hdb` (MD5 of a whole file), `.hsb` (MD5, SHA1 or SHA256), `.fp`
+//! and `.sfp` (allow lists in the same two forms), `.ign2` (signature names
+//! to ignore), `.ndb` (body patterns) and `.ldb` (logical signatures).
+//! Every signature from these plain files is unofficial, and its name gets
+//! the `.UNOFFICIAL` suffix, as clamscan prints it.
+//!
+//! What cannot apply to mail (PE offsets, bytecode, icon groups, boundary
+//! anchors, PCRE subsignatures) is skipped and counted, never silently: the
+//! counts come back in [`LoadStats`]. A line that does not parse is an
+//! error naming the file and line.
+
+use std::collections::{HashMap, HashSet};
+
+use crate::logical::Expr;
+use crate::pattern::{Modifiers, Pattern};
+
+/// The hash algorithm of a hash signature.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum HashKind {
+    /// 16 bytes.
+    Md5,
+    /// 20 bytes.
+    Sha1,
+    /// 32 bytes.
+    Sha256,
+}
+
+/// Where a body pattern may start.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Offset {
+    /// Anywhere (`*`).
+    Any,
+    /// At `n` to `n + span` from the start.
+    Start(usize, usize),
+    /// At `len - n` to `len - n + span`.
+    Eof(usize, usize),
+}
+
+impl Offset {
+    fn parse(s: &str) -> Result<Offset, String> {
+        if s == "*" {
+            return Ok(Offset::Any);
+        }
+        let (base, span) = match s.split_once(',') {
+            Some((b, sp)) => (
+                b,
+                sp.parse::<usize>()
+                    .map_err(|_| format!("bad offset span {sp:?}"))?,
+            ),
+            None => (s, 0),
+        };
+        if let Some(n) = base.strip_prefix("EOF-") {
+            let n = n.parse().map_err(|_| format!("bad offset {s:?}"))?;
+            return Ok(Offset::Eof(n, span));
+        }
+        if base.starts_with("EP") || base.starts_with('S') || base.starts_with("VI") {
+            return Err(format!(
+                "unsupported offset {s:?} (executable sections do not occur in mail)"
+            ));
+        }
+        base.parse()
+            .map(|n| Offset::Start(n, span))
+            .map_err(|_| format!("bad offset {s:?}"))
+    }
+
+    /// Whether a match may start at `start` in data of `len` bytes.
+    pub fn allows(self, start: usize, len: usize) -> bool {
+        match self {
+            Offset::Any => true,
+            Offset::Start(n, span) => start >= n && start <= n + span,
+            Offset::Eof(n, span) => len >= n && start >= len - n && start <= len - n + span,
+        }
+    }
+}
+
+/// A body signature (.ndb).
+#[derive(Debug, Clone)]
+pub struct BodySig {
+    /// The threat name as printed.
+    pub name: String,
+    /// The ClamAV target type.
+    pub target: u8,
+    /// Where it may start.
+    pub offset: Offset,
+    /// What it matches.
+    pub pattern: Pattern,
+}
+
+/// A logical signature (.ldb).
+#[derive(Debug, Clone)]
+pub struct LogicalSig {
+    /// The threat name as printed.
+    pub name: String,
+    /// The target type, if the description names one.
+    pub target: Option<u8>,
+    /// Inclusive file size range, if given.
+    pub file_size: Option<(u64, u64)>,
+    /// The logical expression over the subsignatures.
+    pub expr: Expr,
+    /// The subsignatures.
+    pub subs: Vec<(Offset, Pattern)>,
+}
+
+/// A hash signature.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HashSig {
+    /// The size the file must have, or None for any size.
+    pub size: Option<u64>,
+    /// The threat name as printed.
+    pub name: String,
+}
+
+/// What was loaded and what was skipped.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LoadStats {
+    /// Signatures loaded, by file extension.
+    pub loaded: Vec<(String, usize)>,
+    /// Signatures skipped because they cannot apply to mail or use a
+    /// feature this engine lacks, with the first few reasons.
+    pub skipped: usize,
+    /// Up to ten `file:line: reason` examples of skips.
+    pub skipped_examples: Vec<String>,
+    /// Files skipped whole (unsupported types), by name.
+    pub skipped_files: Vec<String>,
+}
+
+/// A loaded database.
+#[derive(Debug, Default)]
+pub struct Db {
+    /// Hash signatures by (kind, digest).
+    pub hashes: HashMap<(HashKind, Vec<u8>), Vec<HashSig>>,
+    /// Allow-listed (kind, digest, size).
+    pub allow: HashSet<(HashKind, Vec<u8>, Option<u64>)>,
+    /// Signature names to ignore (without the `.UNOFFICIAL` suffix).
+    pub ignored: HashSet<String>,
+    /// Body signatures.
+    pub body: Vec<BodySig>,
+    /// Logical signatures.
+    pub logical: Vec<LogicalSig>,
+    /// The load report.
+    pub stats: LoadStats,
+}
+
+const UNOFFICIAL: &str = ".UNOFFICIAL";
+
+fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    if !s.len().is_multiple_of(2) {
+        return None;
+    }
+    (0..s.len())
+        .step_by(2)
+        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
+        .collect()
+}
+
+fn hash_kind(len: usize) -> Option<HashKind> {
+    match len {
+        16 => Some(HashKind::Md5),
+        20 => Some(HashKind::Sha1),
+        32 => Some(HashKind::Sha256),
+        _ => None,
+    }
+}
+
+/// One line of a hash database: (kind, digest, size, name).
+fn parse_hash_line(
+    line: &str,
+    md5_only: bool,
+) -> Result<(HashKind, Vec<u8>, Option<u64>, String), String> {
+    let f: Vec<&str> = line.split(':').collect();
+    if f.len() < 3 {
+        return Err("expected HASH:SIZE:NAME".into());
+    }
+    let digest = parse_hex(f[0]).ok_or_else(|| format!("bad hash {:?}", f[0]))?;
+    let kind = hash_kind(digest.len())
+        .ok_or_else(|| format!("hash {:?} is not MD5, SHA1 or SHA256", f[0]))?;
+    if md5_only && kind != HashKind::Md5 {
+        return Err(format!(
+            "hash {:?} is not MD5 (use .hsb for SHA1/SHA256)",
+            f[0]
+        ));
+    }
+    let size = if f[1] == "*" {
+        let flevel: u32 = f.get(3).and_then(|v| v.parse().ok()).unwrap_or(0);
+        if flevel < 73 {
+            return Err("a '*' size needs a minimum engine level of 73 in field 4".into());
+        }
+        None
+    } else {
+        Some(f[1].parse().map_err(|_| format!("bad size {:?}", f[1]))?)
+    };
+    if f[2].is_empty() {
+        return Err("empty signature name".into());
+    }
+    Ok((kind, digest, size, f[2].to_string()))
+}
+
+/// Splits an .ldb subsignature into offset, pattern and modifiers.
+fn parse_subsig(s: &str) -> Result<(Offset, Pattern), String> {
+    let (body, mods) = match s.split_once("::") {
+        Some((b, m)) => (b, m),
+        None => (s, ""),
+    };
+    let mut m = Modifiers::default();
+    for c in mods.chars() {
+        match c {
+            'i' => m.nocase = true,
+            'w' => m.wide = true,
+            'a' => m.ascii = true,
+            other => return Err(format!("unsupported subsignature modifier '{other}'")),
+        }
+    }
+    if m.ascii && m.wide {
+        return Err("unsupported subsignature modifier combination 'wa'".into());
+    }
+    if body.contains('/') || body.contains('#') || body.starts_with("${") {
+        return Err("unsupported subsignature type (PCRE, byte compare or macro)".into());
+    }
+    let (offset, hex) = match body.split_once(':') {
+        Some((o, h)) => (Offset::parse(o)?, h),
+        None => (Offset::Any, body),
+    };
+    Ok((offset, Pattern::parse(hex, m)?))
+}
+
+fn parse_ldb(line: &str) -> Result<LogicalSig, String> {
+    let f: Vec<&str> = line.split(';').collect();
+    if f.len() < 4 {
+        return Err("expected NAME;TARGET-DESCRIPTION;EXPRESSION;SUBSIG0[;SUBSIG1...]".into());
+    }
+    let mut target = None;
+    let mut file_size = None;
+    for attr in f[1].split(',') {
+        let (k, v) = attr
+            .split_once(':')
+            .ok_or_else(|| format!("bad target description item {attr:?}"))?;
+        match k {
+            "Target" => target = Some(v.parse().map_err(|_| format!("bad Target {v:?}"))?),
+            "Engine" => {}
+            "FileSize" => {
+                let (a, b) = v
+                    .split_once('-')
+                    .ok_or_else(|| format!("bad FileSize {v:?}"))?;
+                file_size = Some((
+                    a.parse().map_err(|_| format!("bad FileSize {v:?}"))?,
+                    b.parse().map_err(|_| format!("bad FileSize {v:?}"))?,
+                ));
+            }
+            other => return Err(format!("unsupported target description item {other}")),
+        }
+    }
+    let subs = f[3..]
+        .iter()
+        .map(|s| parse_subsig(s))
+        .collect::<Result<Vec<_>, _>>()?;
+    let expr = Expr::parse(f[2], subs.len())?;
+    Ok(LogicalSig {
+        name: format!("{}{UNOFFICIAL}", f[0]),
+        target,
+        file_size,
+        expr,
+        subs,
+    })
+}
+
+fn parse_ndb(line: &str) -> Result<BodySig, String> {
+    let f: Vec<&str> = line.split(':').collect();
+    if f.len() < 4 {
+        return Err("expected NAME:TARGET:OFFSET:HEXSIG".into());
+    }
+    let target: u8 = f[1]
+        .parse()
+        .map_err(|_| format!("bad target type {:?}", f[1]))?;
+    if !matches!(target, 0 | 3 | 4 | 7) {
+        return Err(format!(
+            "unsupported target type {target} (cannot occur in mail)"
+        ));
+    }
+    Ok(BodySig {
+        name: format!("{}{UNOFFICIAL}", f[0]),
+        target,
+        offset: Offset::parse(f[2])?,
+        pattern: Pattern::parse(f[3], Modifiers::default())?,
+    })
+}
+
+impl Db {
+    /// Adds one file's contents. `file` names it in errors; its extension
+    /// picks the format. A parse error is `Err("FILE line N: reason")`.
+    pub fn add_file(&mut self, file: &str, text: &str) -> Result<(), String> {
+        let ext = file
+            .rsplit_once('.')
+            .map(|(_, e)| e.to_ascii_lowercase())
+            .unwrap_or_default();
+        if !matches!(
+            ext.as_str(),
+            "hdb" | "hsb" | "fp" | "sfp" | "ign2" | "ndb" | "ldb"
+        ) {
+            self.stats.skipped_files.push(file.to_string());
+            return Ok(());
+        }
+        let mut count = 0;
+        for (i, raw) in text.lines().enumerate() {
+            let line = raw.trim_end_matches('\r');
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            let at = |e: String| format!("{file} line {}: {e}", i + 1);
+            let result = match ext.as_str() {
+                "hdb" | "hsb" => parse_hash_line(line, ext == "hdb").map(|(k, d, size, name)| {
+                    self.hashes.entry((k, d)).or_default().push(HashSig {
+                        size,
+                        name: format!("{name}{UNOFFICIAL}"),
+                    });
+                }),
+                "fp" | "sfp" => parse_hash_line(line, ext == "fp").map(|(k, d, size, _)| {
+                    self.allow.insert((k, d, size));
+                }),
+                "ign2" => {
+                    let name = line.split(':').next().unwrap_or(line).trim();
+                    self.ignored
+                        .insert(name.trim_end_matches(UNOFFICIAL).to_string());
+                    Ok(())
+                }
+                "ndb" => parse_ndb(line).map(|s| self.body.push(s)),
+                _ => parse_ldb(line).map(|s| self.logical.push(s)),
+            };
+            match result {
+                Ok(()) => count += 1,
+                Err(e) if e.starts_with("unsupported") => {
+                    self.stats.skipped += 1;
+                    if self.stats.skipped_examples.len() < 10 {
+                        self.stats.skipped_examples.push(at(e));
+                    }
+                }
+                Err(e) => return Err(at(e)),
+            }
+        }
+        self.stats.loaded.push((file.to_string(), count));
+        Ok(())
+    }
+
+    /// Signatures loaded in all.
+    pub fn signatures(&self) -> usize {
+        self.stats.loaded.iter().map(|(_, n)| n).sum()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn loads_each_format_and_names_errors() {
+        let mut db = Db::default();
+        db.add_file(
+            "a.hdb",
+            "aa15bcf478d165efd2065190eb473bcb:544:ClamAV-Test-File\n# comment\n",
+        )
+        .unwrap();
+        db.add_file(
+            "a.hsb",
+            "2ef7bde608ce5404e97d5f042f95f89f1c232871:*:Sha1Any:73\n",
+        )
+        .unwrap();
+        db.add_file("a.ndb", "Ndb.Test:0:*:41424344\nPe.Only:1:EP+0:4d5a\n")
+            .unwrap();
+        db.add_file(
+            "a.ldb",
+            "Ldb.Test;Engine:51-255,Target:0;0&1;4142;EOF-4:4344::i\n",
+        )
+        .unwrap();
+        db.add_file("a.ign2", "Ndb.Test\n").unwrap();
+        db.add_file("daily.cbc", "bytecode").unwrap();
+        assert_eq!(db.signatures(), 5);
+        assert_eq!(db.stats.skipped, 1);
+        assert!(db.stats.skipped_examples[0].starts_with("a.ndb line 2: unsupported"));
+        assert_eq!(db.stats.skipped_files, ["daily.cbc"]);
+        assert_eq!(db.body[0].name, "Ndb.Test.UNOFFICIAL");
+        assert!(db.ignored.contains("Ndb.Test"));
+        assert_eq!(db.logical[0].subs[1].0, Offset::Eof(4, 0));
+
+        let err = db
+            .add_file("bad.ndb", "ok:0:*:4142\nbroken:0:*:41zz\n")
+            .unwrap_err();
+        assert!(err.starts_with("bad.ndb line 2: bad hex digit"), "{err}");
+        let err = db.add_file("bad.hsb", "abcd:*:X\n").unwrap_err();
+        assert!(err.starts_with("bad.hsb line 1:"), "{err}");
+        let err = db
+            .add_file("bad.hsb", "aa15bcf478d165efd2065190eb473bcb:*:X\n")
+            .unwrap_err();
+        assert!(err.contains("engine level of 73"), "{err}");
+        let err = db
+            .add_file("bad.ldb", "X;Target:0;0&2;4142;4344\n")
+            .unwrap_err();
+        assert!(err.contains("subsignature 2"), "{err}");
+    }
+
+    #[test]
+    fn offsets() {
+        assert!(Offset::parse("10").unwrap().allows(10, 100));
+        assert!(!Offset::parse("10").unwrap().allows(11, 100));
+        assert!(Offset::parse("10,5").unwrap().allows(15, 100));
+        assert!(Offset::parse("EOF-10").unwrap().allows(90, 100));
+        assert!(!Offset::parse("EOF-10").unwrap().allows(89, 100));
+        assert!(
+            Offset::parse("EP+10")
+                .unwrap_err()
+                .starts_with("unsupported")
+        );
+    }
+}

@@ -1,0 +1,573 @@
+//! ClamAV body patterns (the hex part of .ndb and .ldb signatures): parsing
+//! and matching.
+//!
+//! Supported, with ClamAV's meaning: hex bytes; `??` any byte; `a?` and `?a`
+//! nibble wildcards; `*` any number of bytes; `{n}`, `{-n}`, `{n-}`,
+//! `{n-m}` and `[n-m]` bounded gaps; `(aa|bb)` alternatives (generic: the
+//! alternatives may differ in length and hold nibble wildcards); `!(aa|bb)`
+//! negated fixed-length alternatives. The `i` (case-insensitive) and `w`
+//! (wide: each byte followed by NUL) modifiers of logical subsignatures are
+//! applied at parse time.
+//!
+//! A pattern is matched by anchoring: its longest run of literal bytes is
+//! the key handed to Aho-Corasick, and each hit is verified by matching the
+//! tokens before the anchor backwards and the tokens after it forwards, with
+//! backtracking over gaps.
+
+/// One byte test: `(value & mask) == want`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ByteTest {
+    /// Bits that must match.
+    pub mask: u8,
+    /// Their value.
+    pub want: u8,
+    /// Also accept the other ASCII case.
+    pub nocase: bool,
+}
+
+impl ByteTest {
+    fn exact(b: u8) -> Self {
+        Self {
+            mask: 0xff,
+            want: b,
+            nocase: false,
+        }
+    }
+    #[inline]
+    fn test(self, b: u8) -> bool {
+        if self.nocase {
+            (b.to_ascii_lowercase() & self.mask) == self.want
+        } else {
+            (b & self.mask) == self.want
+        }
+    }
+    /// The byte this test accepts, if only one (up to ASCII case when
+    /// `nocase`).
+    fn literal(self) -> Option<u8> {
+        (self.mask == 0xff).then_some(self.want)
+    }
+}
+
+/// One token of a pattern.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Tok {
+    /// One byte.
+    Byte(ByteTest),
+    /// Between `min` and `max` (None: unbounded) bytes of anything.
+    Gap {
+        /// At least.
+        min: usize,
+        /// At most.
+        max: Option<usize>,
+    },
+    /// One of several byte sequences.
+    Alt(Vec<Vec<ByteTest>>),
+    /// Any sequence of this length that is none of these.
+    NotAlt(Vec<Vec<ByteTest>>),
+}
+
+/// A parsed body pattern.
+#[derive(Debug, Clone)]
+pub struct Pattern {
+    toks: Vec<Tok>,
+    /// Index range of the anchor (a run of literal bytes) in `toks`.
+    anchor: (usize, usize),
+    /// The anchor's bytes.
+    pub key: Vec<u8>,
+    /// The anchor is to be found regardless of ASCII case.
+    pub key_nocase: bool,
+}
+
+/// Modifiers of a logical subsignature.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Modifiers {
+    /// `i`: case-insensitive.
+    pub nocase: bool,
+    /// `w`: wide (UTF-16LE of ASCII).
+    pub wide: bool,
+    /// `a`: also ASCII when wide.
+    pub ascii: bool,
+}
+
+fn hexval(c: u8) -> Option<u8> {
+    match c {
+        b'0'..=b'9' => Some(c - b'0'),
+        b'a'..=b'f' => Some(c - b'a' + 10),
+        b'A'..=b'F' => Some(c - b'A' + 10),
+        _ => None,
+    }
+}
+
+fn parse_byte(hi: u8, lo: u8) -> Result<ByteTest, String> {
+    match (hi, lo) {
+        (b'?', b'?') => Ok(ByteTest {
+            mask: 0,
+            want: 0,
+            nocase: false,
+        }),
+        (b'?', l) => {
+            let l = hexval(l).ok_or_else(|| format!("bad hex digit {:?}", l as char))?;
+            Ok(ByteTest {
+                mask: 0x0f,
+                want: l,
+                nocase: false,
+            })
+        }
+        (h, b'?') => {
+            let h = hexval(h).ok_or_else(|| format!("bad hex digit {:?}", h as char))?;
+            Ok(ByteTest {
+                mask: 0xf0,
+                want: h << 4,
+                nocase: false,
+            })
+        }
+        (h, l) => {
+            let h = hexval(h).ok_or_else(|| format!("bad hex digit {:?}", h as char))?;
+            let l = hexval(l).ok_or_else(|| format!("bad hex digit {:?}", l as char))?;
+            Ok(ByteTest::exact((h << 4) | l))
+        }
+    }
+}
+
+fn parse_bytes(s: &[u8]) -> Result<Vec<ByteTest>, String> {
+    if !s.len().is_multiple_of(2) {
+        return Err(format!(
+            "odd number of hex digits in {:?}",
+            String::from_utf8_lossy(s)
+        ));
+    }
+    s.chunks(2).map(|c| parse_byte(c[0], c[1])).collect()
+}
+
+fn parse_range(s: &str) -> Result<(usize, Option<usize>), String> {
+    let num = |t: &str| {
+        t.trim()
+            .parse::<usize>()
+            .map_err(|_| format!("bad number {t:?} in range {s:?}"))
+    };
+    match s.split_once('-') {
+        None => {
+            let n = num(s)?;
+            Ok((n, Some(n)))
+        }
+        Some(("", m)) => Ok((0, Some(num(m)?))),
+        Some((n, "")) => Ok((num(n)?, None)),
+        Some((n, m)) => {
+            let (n, m) = (num(n)?, num(m)?);
+            if m < n {
+                return Err(format!("range {s:?} ends before it starts"));
+            }
+            Ok((n, Some(m)))
+        }
+    }
+}
+
+impl Pattern {
+    /// Parses a hex body pattern. `Err` says what is wrong; an unsupported
+    /// construct is an error starting with `unsupported`.
+    pub fn parse(src: &str, m: Modifiers) -> Result<Pattern, String> {
+        let s = src.as_bytes();
+        let mut toks = Vec::new();
+        let mut i = 0;
+        while i < s.len() {
+            match s[i] {
+                b'*' => {
+                    toks.push(Tok::Gap { min: 0, max: None });
+                    i += 1;
+                }
+                b'{' | b'[' => {
+                    let close = if s[i] == b'{' { b'}' } else { b']' };
+                    let end = s[i..]
+                        .iter()
+                        .position(|&c| c == close)
+                        .ok_or("unclosed gap")?
+                        + i;
+                    let (min, max) = parse_range(&src[i + 1..end])?;
+                    toks.push(Tok::Gap { min, max });
+                    i = end + 1;
+                }
+                b'!' | b'(' => {
+                    let negate = s[i] == b'!';
+                    let open = if negate { i + 1 } else { i };
+                    if s.get(open) != Some(&b'(') {
+                        return Err("'!' must be followed by '('".into());
+                    }
+                    let end = s[open..]
+                        .iter()
+                        .position(|&c| c == b')')
+                        .ok_or("unclosed '('")?
+                        + open;
+                    let body = &src[open + 1..end];
+                    if matches!(body, "B" | "L" | "W") {
+                        return Err(format!("unsupported boundary anchor ({body})"));
+                    }
+                    let alts = body
+                        .split('|')
+                        .map(|a| parse_bytes(a.as_bytes()))
+                        .collect::<Result<Vec<_>, _>>()?;
+                    if alts.iter().any(|a| a.is_empty()) {
+                        return Err("empty alternative".into());
+                    }
+                    if negate {
+                        if alts.iter().any(|a| a.len() != alts[0].len()) {
+                            return Err("negated alternatives must have one length".into());
+                        }
+                        toks.push(Tok::NotAlt(alts));
+                    } else {
+                        toks.push(Tok::Alt(alts));
+                    }
+                    i = end + 1;
+                }
+                _ => {
+                    if i + 1 >= s.len() {
+                        return Err("odd number of hex digits".into());
+                    }
+                    toks.push(Tok::Byte(parse_byte(s[i], s[i + 1])?));
+                    i += 2;
+                }
+            }
+        }
+        if m.wide {
+            toks = widen(toks);
+        }
+        if m.nocase {
+            fold_case(&mut toks);
+        }
+        Pattern::from_toks(toks)
+            .ok_or_else(|| format!("pattern {src:?} has no literal byte to anchor on"))
+    }
+
+    fn from_toks(toks: Vec<Tok>) -> Option<Pattern> {
+        // The longest run of literal bytes is the anchor.
+        let (mut best, mut start) = ((0, 0), None);
+        for (i, t) in toks.iter().enumerate() {
+            let lit = matches!(t, Tok::Byte(b) if b.literal().is_some());
+            match (lit, start) {
+                (true, None) => start = Some(i),
+                (false, Some(s)) => {
+                    if i - s > best.1 - best.0 {
+                        best = (s, i);
+                    }
+                    start = None;
+                }
+                _ => {}
+            }
+        }
+        if let Some(s) = start
+            && toks.len() - s > best.1 - best.0
+        {
+            best = (s, toks.len());
+        }
+        if best.1 == best.0 {
+            return None;
+        }
+        let key = toks[best.0..best.1]
+            .iter()
+            .filter_map(|t| match t {
+                Tok::Byte(b) => b.literal(),
+                _ => None,
+            })
+            .collect();
+        let key_nocase = toks[best.0..best.1]
+            .iter()
+            .any(|t| matches!(t, Tok::Byte(b) if b.nocase));
+        Some(Pattern {
+            toks,
+            anchor: best,
+            key,
+            key_nocase,
+        })
+    }
+
+    /// All match start positions given an anchor hit at `at` (the position
+    /// of `key` in `data`), filtered by `start_ok`. Returns the first start
+    /// that allows a full match.
+    pub fn verify(
+        &self,
+        data: &[u8],
+        at: usize,
+        start_ok: &dyn Fn(usize) -> bool,
+    ) -> Option<usize> {
+        let (a0, a1) = self.anchor;
+        let after = at + self.key.len();
+        if self.key_nocase && !seq_at_toks(&self.toks[a0..a1], data, at) {
+            return None;
+        }
+        // Forward part first (cheap to reject), then backward to the start.
+        if !match_fwd(&self.toks[a1..], data, after) {
+            return None;
+        }
+        let mut found = None;
+        match_bwd(&self.toks[..a0], data, at, &mut |start| {
+            if start_ok(start) {
+                found = Some(start);
+                true
+            } else {
+                false
+            }
+        });
+        found
+    }
+}
+
+/// `w`: every byte test becomes the byte followed by NUL.
+fn widen(toks: Vec<Tok>) -> Vec<Tok> {
+    let nul = Tok::Byte(ByteTest::exact(0));
+    let wide_seq = |seq: Vec<ByteTest>| -> Vec<ByteTest> {
+        seq.into_iter()
+            .flat_map(|b| [b, ByteTest::exact(0)])
+            .collect()
+    };
+    let mut out = Vec::new();
+    for t in toks {
+        match t {
+            Tok::Byte(b) => {
+                out.push(Tok::Byte(b));
+                out.push(nul.clone());
+            }
+            Tok::Gap { min, max } => out.push(Tok::Gap {
+                min: min * 2,
+                max: max.map(|m| m * 2),
+            }),
+            Tok::Alt(a) => out.push(Tok::Alt(a.into_iter().map(wide_seq).collect())),
+            Tok::NotAlt(a) => out.push(Tok::NotAlt(a.into_iter().map(wide_seq).collect())),
+        }
+    }
+    out
+}
+
+fn fold_case(toks: &mut [Tok]) {
+    let fold = |b: &mut ByteTest| {
+        if b.mask == 0xff && b.want.is_ascii_alphabetic() {
+            b.want = b.want.to_ascii_lowercase();
+            b.nocase = true;
+        }
+    };
+    for t in toks {
+        match t {
+            Tok::Byte(b) => fold(b),
+            Tok::Alt(a) | Tok::NotAlt(a) => a.iter_mut().flatten().for_each(fold),
+            Tok::Gap { .. } => {}
+        }
+    }
+}
+
+fn seq_at_toks(toks: &[Tok], data: &[u8], pos: usize) -> bool {
+    data.len() >= pos + toks.len()
+        && toks
+            .iter()
+            .zip(&data[pos..])
+            .all(|(t, &b)| matches!(t, Tok::Byte(bt) if bt.test(b)))
+}
+
+fn seq_at(seq: &[ByteTest], data: &[u8], pos: usize) -> bool {
+    data.len() >= pos + seq.len() && seq.iter().zip(&data[pos..]).all(|(t, &b)| t.test(b))
+}
+
+/// Whether `toks` match `data` starting at `pos` (any end).
+fn match_fwd(toks: &[Tok], data: &[u8], pos: usize) -> bool {
+    let Some((first, rest)) = toks.split_first() else {
+        return true;
+    };
+    match first {
+        Tok::Byte(t) => data.get(pos).is_some_and(|&b| t.test(b)) && match_fwd(rest, data, pos + 1),
+        Tok::Alt(alts) => alts
+            .iter()
+            .any(|a| seq_at(a, data, pos) && match_fwd(rest, data, pos + a.len())),
+        Tok::NotAlt(alts) => {
+            let n = alts[0].len();
+            data.len() >= pos + n
+                && !alts.iter().any(|a| seq_at(a, data, pos))
+                && match_fwd(rest, data, pos + n)
+        }
+        Tok::Gap { min, max } => {
+            let lo = pos + min;
+            if lo > data.len() {
+                return false;
+            }
+            if rest.is_empty() {
+                return true;
+            }
+            let hi = max.map_or(data.len(), |m| (pos + m).min(data.len()));
+            (lo..=hi).any(|p| match_fwd(rest, data, p))
+        }
+    }
+}
+
+/// Matches `toks` so that they end at `end`, calling `done(start)` for each
+/// way they can; stops at the first `done` that returns true.
+fn match_bwd(toks: &[Tok], data: &[u8], end: usize, done: &mut dyn FnMut(usize) -> bool) -> bool {
+    let Some((last, rest)) = toks.split_last() else {
+        return done(end);
+    };
+    match last {
+        Tok::Byte(t) => end >= 1 && t.test(data[end - 1]) && match_bwd(rest, data, end - 1, done),
+        Tok::Alt(alts) => alts.iter().any(|a| {
+            end >= a.len()
+                && seq_at(a, data, end - a.len())
+                && match_bwd(rest, data, end - a.len(), done)
+        }),
+        Tok::NotAlt(alts) => {
+            let n = alts[0].len();
+            end >= n
+                && !alts.iter().any(|a| seq_at(a, data, end - n))
+                && match_bwd(rest, data, end - n, done)
+        }
+        Tok::Gap { min, max } => {
+            if *min > end {
+                return false;
+            }
+            let hi = end - min;
+            let lo = max.map_or(0, |m| end.saturating_sub(m));
+            (lo..=hi).rev().any(|p| match_bwd(rest, data, p, done))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn hex(s: &str) -> String {
+        s.bytes().map(|b| format!("{b:02x}")).collect()
+    }
+
+    /// Whether `pat` matches anywhere in `data` (scanning for the key).
+    fn matches(pat: &str, m: Modifiers, data: &[u8]) -> bool {
+        let p = Pattern::parse(pat, m).unwrap_or_else(|e| panic!("{pat}: {e}"));
+        let mut from = 0;
+        while let Some(i) = memfind(&data[from..], &p.key, p.key_nocase) {
+            if p.verify(data, from + i, &|_| true).is_some() {
+                return true;
+            }
+            from += i + 1;
+        }
+        false
+    }
+
+    fn memfind(h: &[u8], n: &[u8], nocase: bool) -> Option<usize> {
+        h.windows(n.len()).position(|w| {
+            if nocase {
+                w.eq_ignore_ascii_case(n)
+            } else {
+                w == n
+            }
+        })
+    }
+
+    #[test]
+    fn syntax_table() {
+        let none = Modifiers::default();
+        let data = b"xxHELLO, big WORLD!yy";
+        let rows: &[(&str, bool)] = &[
+            (&hex("HELLO"), true),
+            (&hex("HELLX"), false),
+            (&format!("{}??{}", hex("HELL"), hex(",")), true),
+            (&format!("{}4?{}", hex("HE"), hex("LO")), true), // L = 4c
+            (&format!("{}?c{}", hex("HE"), hex("LO")), true),
+            (&format!("{}?d{}", hex("HE"), hex("LO")), false),
+            (&format!("{}*{}", hex("HELLO"), hex("WORLD")), true),
+            (&format!("{}*{}", hex("WORLD"), hex("HELLO")), false),
+            (&format!("{}{{6}}{}", hex("HELLO"), hex("WORLD")), true),
+            (&format!("{}{{5}}{}", hex("HELLO"), hex("WORLD")), false),
+            (&format!("{}{{-6}}{}", hex("HELLO"), hex("WORLD")), true),
+            (&format!("{}{{-5}}{}", hex("HELLO"), hex("WORLD")), false),
+            (&format!("{}{{6-}}{}", hex("HELLO"), hex("WORLD")), true),
+            (&format!("{}{{7-}}{}", hex("HELLO"), hex("WORLD")), false),
+            (&format!("{}{{2-8}}{}", hex("HELLO"), hex("WORLD")), true),
+            (&format!("{}[6-7]{}", hex("HELLO"), hex("WORLD")), true),
+            (
+                &format!(
+                    "{}({}|{}){}",
+                    hex("HELLO, "),
+                    hex("small"),
+                    hex("big"),
+                    hex(" WORLD")
+                ),
+                true,
+            ),
+            (
+                &format!(
+                    "{}({}|{}){}",
+                    hex("HELLO, "),
+                    hex("small"),
+                    hex("tiny"),
+                    hex(" WORLD")
+                ),
+                false,
+            ),
+            (
+                &format!(
+                    "{}!({}|{}){}",
+                    hex("HELLO, "),
+                    hex("bag"),
+                    hex("bog"),
+                    hex(" WORLD")
+                ),
+                true,
+            ),
+            (
+                &format!(
+                    "{}!({}|{}){}",
+                    hex("HELLO, "),
+                    hex("big"),
+                    hex("bog"),
+                    hex(" WORLD")
+                ),
+                false,
+            ),
+            // Anchor in the middle, wildcards on both sides.
+            (&format!("??{}??", hex("big")), true),
+            (&format!("{}??", hex("yy")), false),
+        ];
+        for (pat, want) in rows {
+            assert_eq!(matches(pat, none, data), *want, "{pat}");
+        }
+    }
+
+    #[test]
+    fn modifiers() {
+        let i = Modifiers {
+            nocase: true,
+            ..Default::default()
+        };
+        assert!(matches(&hex("hello"), i, b"..HeLLo.."));
+        assert!(!matches(&hex("hello"), Modifiers::default(), b"..HeLLo.."));
+        let w = Modifiers {
+            wide: true,
+            ..Default::default()
+        };
+        assert!(matches(&hex("abc"), w, b"..a\0b\0c\0.."));
+        assert!(!matches(&hex("abc"), w, b"..abc.."));
+    }
+
+    #[test]
+    fn errors_say_what_is_wrong() {
+        let m = Modifiers::default();
+        assert!(
+            Pattern::parse("4142zz", m)
+                .unwrap_err()
+                .contains("bad hex digit")
+        );
+        assert!(Pattern::parse("414", m).unwrap_err().contains("odd number"));
+        assert!(Pattern::parse("41{3", m).unwrap_err().contains("unclosed"));
+        assert!(
+            Pattern::parse("41(B)42", m)
+                .unwrap_err()
+                .starts_with("unsupported")
+        );
+        assert!(
+            Pattern::parse("????", m)
+                .unwrap_err()
+                .contains("no literal byte")
+        );
+    }
+
+    #[test]
+    fn start_predicate_selects_among_starts() {
+        let p = Pattern::parse(&format!("??{}", hex("b")), Modifiers::default()).unwrap();
+        // "abab": key "b" at 1 and 3; with start fixed at 2, only the hit at 3 works.
+        assert_eq!(p.verify(b"abab", 1, &|s| s == 2), None);
+        assert_eq!(p.verify(b"abab", 3, &|s| s == 2), Some(2));
+    }
+}

@@ -1,0 +1,352 @@
+//! Scanning one object (the raw message or one decoded part) against a
+//! loaded [`Db`].
+//!
+//! Every body and logical subsignature contributes its anchor (its longest
+//! literal run) to one of two Aho-Corasick automatons, exact or
+//! ASCII-case-insensitive; one pass over the data finds every anchor hit,
+//! and each hit is verified against its full pattern and offset. Logical
+//! signatures then evaluate their expressions over the subsignature match
+//! counts. Hash signatures are looked up by digest and size; an object whose
+//! digest is allow-listed reports nothing; ignored names are dropped.
+
+use std::collections::{BTreeSet, HashMap};
+
+use aho_corasick::{AhoCorasick, AhoCorasickBuilder, MatchKind};
+use md5::Md5;
+use sha1::Sha1;
+use sha2::{Digest, Sha256};
+
+use crate::db::{Db, HashKind};
+
+#[derive(Debug, Clone, Copy)]
+enum PatRef {
+    Body(u32),
+    Sub(u32, u16),
+}
+
+/// A database ready to scan.
+pub struct Matcher {
+    db: Db,
+    exact: Option<(AhoCorasick, Vec<PatRef>)>,
+    nocase: Option<(AhoCorasick, Vec<PatRef>)>,
+    kinds: BTreeSet<HashKindOrd>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+enum HashKindOrd {
+    Md5,
+    Sha1,
+    Sha256,
+}
+
+fn ord(k: HashKind) -> HashKindOrd {
+    match k {
+        HashKind::Md5 => HashKindOrd::Md5,
+        HashKind::Sha1 => HashKindOrd::Sha1,
+        HashKind::Sha256 => HashKindOrd::Sha256,
+    }
+}
+
+/// Which ClamAV target types apply to an object.
+#[derive(Debug, Clone, Copy)]
+pub struct Targets(u16);
+
+impl Targets {
+    /// From a list of target type numbers.
+    pub fn of(types: &[u8]) -> Self {
+        Targets(types.iter().fold(0, |m, &t| m | (1 << t)))
+    }
+    fn has(self, t: u8) -> bool {
+        t < 16 && self.0 & (1 << t) != 0
+    }
+}
+
+fn build(
+    keys: Vec<(Vec<u8>, PatRef)>,
+    nocase: bool,
+) -> Result<Option<(AhoCorasick, Vec<PatRef>)>, String> {
+    if keys.is_empty() {
+        return Ok(None);
+    }
+    let (pats, refs): (Vec<Vec<u8>>, Vec<PatRef>) = keys.into_iter().unzip();
+    let ac = AhoCorasickBuilder::new()
+        .match_kind(MatchKind::Standard)
+        .ascii_case_insensitive(nocase)
+        .build(&pats)
+        .map_err(|e| format!("cannot build the matcher: {e}"))?;
+    Ok(Some((ac, refs)))
+}
+
+impl Matcher {
+    /// Builds the automatons for `db`.
+    pub fn new(db: Db) -> Result<Matcher, String> {
+        let (mut exact, mut nocase) = (Vec::new(), Vec::new());
+        for (i, s) in db.body.iter().enumerate() {
+            let r = PatRef::Body(i as u32);
+            if s.pattern.key_nocase {
+                nocase.push((s.pattern.key.clone(), r));
+            } else {
+                exact.push((s.pattern.key.clone(), r));
+            }
+        }
+        for (i, l) in db.logical.iter().enumerate() {
+            for (j, (_, p)) in l.subs.iter().enumerate() {
+                let r = PatRef::Sub(i as u32, j as u16);
+                if p.key_nocase {
+                    nocase.push((p.key.clone(), r));
+                } else {
+                    exact.push((p.key.clone(), r));
+                }
+            }
+        }
+        let mut kinds: BTreeSet<HashKindOrd> = db.hashes.keys().map(|(k, _)| ord(*k)).collect();
+        kinds.extend(db.allow.iter().map(|(k, _, _)| ord(*k)));
+        Ok(Matcher {
+            exact: build(exact, false)?,
+            nocase: build(nocase, true)?,
+            kinds,
+            db,
+        })
+    }
+
+    /// The database.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// The digests of `data` this database can use.
+    fn digests(&self, data: &[u8]) -> Vec<(HashKind, Vec<u8>)> {
+        self.kinds
+            .iter()
+            .map(|k| match k {
+                HashKindOrd::Md5 => (HashKind::Md5, Md5::digest(data).to_vec()),
+                HashKindOrd::Sha1 => (HashKind::Sha1, Sha1::digest(data).to_vec()),
+                HashKindOrd::Sha256 => (HashKind::Sha256, Sha256::digest(data).to_vec()),
+            })
+            .collect()
+    }
+
+    /// Whether `hashed` (the bytes whose digests identify the object) is
+    /// allow-listed.
+    pub fn allowed(&self, hashed: &[u8]) -> bool {
+        if self.db.allow.is_empty() {
+            return false;
+        }
+        let size = hashed.len() as u64;
+        self.digests(hashed).into_iter().any(|(k, d)| {
+            self.db.allow.contains(&(k, d.clone(), Some(size)))
+                || self.db.allow.contains(&(k, d, None))
+        })
+    }
+
+    /// Names of the hash signatures `hashed` matches.
+    pub fn hash_matches(&self, hashed: &[u8]) -> Vec<String> {
+        if self.db.hashes.is_empty() {
+            return Vec::new();
+        }
+        let size = hashed.len() as u64;
+        let mut out = Vec::new();
+        for key in self.digests(hashed) {
+            if let Some(sigs) = self.db.hashes.get(&key) {
+                out.extend(
+                    sigs.iter()
+                        .filter(|s| s.size.is_none_or(|n| n == size))
+                        .map(|s| s.name.clone()),
+                );
+            }
+        }
+        out
+    }
+
+    /// Names of the body and logical signatures matching `data` among those
+    /// whose target is in `targets`.
+    pub fn body_matches(&self, data: &[u8], targets: Targets) -> Vec<String> {
+        let len = data.len();
+        let mut body_hits: BTreeSet<u32> = BTreeSet::new();
+        let mut counts: HashMap<u32, Vec<u64>> = HashMap::new();
+        for (ac, refs) in [&self.exact, &self.nocase].into_iter().flatten() {
+            for m in ac.find_overlapping_iter(data) {
+                match refs[m.pattern().as_usize()] {
+                    PatRef::Body(i) => {
+                        if body_hits.contains(&i) {
+                            continue;
+                        }
+                        let s = &self.db.body[i as usize];
+                        if !targets.has(s.target) {
+                            continue;
+                        }
+                        if s.pattern
+                            .verify(data, m.start(), &|st| s.offset.allows(st, len))
+                            .is_some()
+                        {
+                            body_hits.insert(i);
+                        }
+                    }
+                    PatRef::Sub(i, j) => {
+                        let l = &self.db.logical[i as usize];
+                        if !l.target.is_none_or(|t| targets.has(t)) {
+                            continue;
+                        }
+                        let (offset, p) = &l.subs[j as usize];
+                        if p.verify(data, m.start(), &|st| offset.allows(st, len))
+                            .is_some()
+                        {
+                            counts.entry(i).or_insert_with(|| vec![0; l.subs.len()])[j as usize] +=
+                                1;
+                        }
+                    }
+                }
+            }
+        }
+        let mut names: Vec<String> = body_hits
+            .into_iter()
+            .map(|i| self.db.body[i as usize].name.clone())
+            .collect();
+        // Logical signatures can be true with no subsignature matched
+        // (`0<2`): evaluate every one that applies, with zero counts.
+        let zero: Vec<u64> = Vec::new();
+        for (i, l) in self.db.logical.iter().enumerate() {
+            if !l.target.is_none_or(|t| targets.has(t)) {
+                continue;
+            }
+            if let Some((lo, hi)) = l.file_size
+                && !(lo..=hi).contains(&(len as u64))
+            {
+                continue;
+            }
+            let c = counts.get(&(i as u32)).unwrap_or(&zero);
+            if l.expr.eval(c) {
+                names.push(l.name.clone());
+            }
+        }
+        names
+    }
+
+    /// Drops ignored names and duplicates, keeping order.
+    pub fn finish(&self, names: Vec<String>) -> Vec<String> {
+        let mut seen = BTreeSet::new();
+        names
+            .into_iter()
+            .filter(|n| !self.db.ignored.contains(n.trim_end_matches(".UNOFFICIAL")))
+            .filter(|n| seen.insert(n.clone()))
+            .collect()
+    }
+}
+
+/// Text as ClamAV normalises it for target types 3 and 7: ASCII lower case,
+/// each run of white space one space.
+pub fn normalise_text(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len());
+    let mut in_space = false;
+    for &b in data {
+        if b.is_ascii_whitespace() {
+            if !in_space {
+                out.push(b' ');
+            }
+            in_space = true;
+        } else {
+            out.push(b.to_ascii_lowercase());
+            in_space = false;
+        }
+    }
+    out
+}
+
+/// A decoded text part as clamscan hashes it: CRLF becomes LF and a final
+/// LF is added.
+pub fn text_as_hashed(data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(data.len() + 1);
+    let mut i = 0;
+    while i < data.len() {
+        if data[i] == b'\r' && data.get(i + 1) == Some(&b'\n') {
+            i += 1;
+            continue;
+        }
+        out.push(data[i]);
+        i += 1;
+    }
+    out.push(b'\n');
+    out
+}
+
+/// Whether text content looks like HTML (clamscan types files by content).
+pub fn looks_like_html(data: &[u8]) -> bool {
+    let head = &data[..data.len().min(4096)];
+    let lower = head.to_ascii_lowercase();
+    [
+        &b"<html"[..],
+        b"<body",
+        b"<iframe",
+        b"<script",
+        b"<head",
+        b"<a href",
+        b"<div",
+        b"<table",
+    ]
+    .iter()
+    .any(|t| lower.windows(t.len()).any(|w| w == *t))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn matcher(files: &[(&str, &str)]) -> Matcher {
+        let mut db = Db::default();
+        for (f, t) in files {
+            db.add_file(f, t).unwrap();
+        }
+        Matcher::new(db).unwrap()
+    }
+
+    #[test]
+    fn body_logical_hash_allow_and_ignore() {
+        let m = matcher(&[
+            (
+                "t.ndb",
+                "Ab:0:*:4142\nMailOnly:4:*:4d41494c\nAtZero:0:0:5858\nNearEnd:0:EOF-2:5959\n",
+            ),
+            (
+                "t.ldb",
+                "Both;Target:0;0&1;6f6e65;74776f::i\nAbsent;Target:0;0<1;7a7a7a\n",
+            ),
+            ("t.hdb", &format!("{:x}:3:Hashed\n", Md5::digest(b"abc"))),
+            ("t.ign2", "Ab\n"),
+        ]);
+        let any = Targets::of(&[0]);
+        let names = m.finish(m.body_matches(b"XXAB one TWO YY", any));
+        assert_eq!(
+            names,
+            [
+                "AtZero.UNOFFICIAL",
+                "NearEnd.UNOFFICIAL",
+                "Both.UNOFFICIAL",
+                "Absent.UNOFFICIAL"
+            ]
+        );
+        // Target 4 only where mail targets apply.
+        assert!(
+            m.body_matches(b"MAIL", any)
+                .iter()
+                .all(|n| n != "MailOnly.UNOFFICIAL")
+        );
+        assert!(
+            m.body_matches(b"MAIL", Targets::of(&[0, 4]))
+                .contains(&"MailOnly.UNOFFICIAL".to_string())
+        );
+        assert_eq!(m.hash_matches(b"abc"), ["Hashed.UNOFFICIAL"]);
+        assert!(m.hash_matches(b"abcd").is_empty());
+
+        let allow = matcher(&[("a.fp", &format!("{:x}:3:Whatever\n", Md5::digest(b"abc")))]);
+        assert!(allow.allowed(b"abc"));
+        assert!(!allow.allowed(b"abd"));
+    }
+
+    #[test]
+    fn text_helpers() {
+        assert_eq!(normalise_text(b"Hello \r\n\t World"), b"hello world");
+        assert_eq!(text_as_hashed(b"a\r\nb"), b"a\nb\n");
+        assert!(looks_like_html(b"hi <IFRAME src=x>"));
+        assert!(!looks_like_html(b"plain"));
+    }
+}

