@@ -5,6 +5,7 @@
 //! generation never disturbs a scan in flight; the old generation is freed
 //! when its last scan drops it.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock};
 
 use crate::config::{EngineSpec, ValidConfig};
@@ -20,6 +21,7 @@ pub struct Slot {
     /// What config says about it.
     pub spec: EngineSpec,
     current: RwLock<Arc<Generation>>,
+    next_number: AtomicU64,
 }
 
 impl Slot {
@@ -50,6 +52,7 @@ impl Registry {
                 Ok(g) => slots.push(Slot {
                     spec: spec.clone(),
                     current: RwLock::new(Arc::new(g)),
+                    next_number: AtomicU64::new(2),
                 }),
                 Err(e) => errors.push(e),
             }
@@ -72,6 +75,26 @@ impl Registry {
             .filter(|s| s.spec.enabled)
             .map(Slot::current)
             .collect()
+    }
+
+    /// Loads a new generation of engine `name` from its component and
+    /// definitions as they are now, and swaps it in only if it loads (init
+    /// and snapshot included). On failure the current generation keeps
+    /// serving and the error names the file. Scans in flight finish on the
+    /// generation they started with. Blocking.
+    pub fn reload(&self, name: &str) -> anyhow::Result<Arc<Generation>> {
+        let slot = self
+            .slots
+            .iter()
+            .find(|s| s.spec.name == name)
+            .ok_or_else(|| anyhow::anyhow!("no engine named {name:?} in the config"))?;
+        let number = slot.next_number.fetch_add(1, Ordering::Relaxed);
+        let fresh = Arc::new(self.runtime.load(&slot.spec, number)?);
+        *slot
+            .current
+            .write()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh.clone();
+        Ok(fresh)
     }
 
     /// The runtime the engines run in.

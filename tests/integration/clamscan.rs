@@ -585,3 +585,75 @@ fn a_database_that_does_not_parse_names_file_and_line() {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     assert_eq!(v[0]["definitions_version"], "2 signatures");
 }
+
+/// A broken database does not replace a serving generation: the reload
+/// fails naming the file and line, and scans go on with the old one.
+#[tokio::test(flavor = "multi_thread")]
+async fn a_broken_database_on_reload_leaves_the_old_generation_serving() {
+    use cordon::config::Config;
+    use cordon::engine::EngineOutcome;
+    use cordon::registry::Registry;
+    use cordon::scan::{Message, scan_message};
+
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::write(
+        defs.join("local.ndb"),
+        format!("Cordon.Alpha:0:*:{}\n", hex(b"ALPHA-PAYLOAD")),
+    )
+    .unwrap();
+    let text = format!(
+        "cache_dir = {}\n[engines.clamsig]\ncomponent = {}\ndefinitions = {}\n",
+        toml_path(&cache_dir()),
+        toml_path(&component("clamsig")),
+        toml_path(&defs)
+    );
+    let path = Path::new("reload.toml");
+    let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
+    let registry = tokio::task::spawn_blocking(move || Registry::load(&config).unwrap())
+        .await
+        .unwrap();
+    let registry = std::sync::Arc::new(registry);
+
+    std::fs::write(defs.join("local.ndb"), "Cordon.Alpha:0:*:41zz\n").unwrap();
+    let r = registry.clone();
+    let err = tokio::task::spawn_blocking(move || r.reload("clamsig").map(|_| ()))
+        .await
+        .unwrap()
+        .unwrap_err();
+    let err = format!("{err:#}");
+    assert!(err.contains("local.ndb line 1: bad hex digit"), "{err}");
+
+    let engines = registry.enabled();
+    assert_eq!(
+        engines[0].number, 1,
+        "the old generation is still the current one"
+    );
+    let report = scan_message(
+        &engines,
+        &Message::from_bytes(message("r", "ALPHA-PAYLOAD")),
+        &Default::default(),
+    )
+    .await;
+    match &report.results[0].outcome {
+        EngineOutcome::Verdict(v) => assert!(
+            matches!(&v.outcome, cordon::bindings::Outcome::Detected(t) if t[0].name == "Cordon.Alpha.UNOFFICIAL"),
+            "{v:?}"
+        ),
+        other => panic!("{other:?}"),
+    }
+
+    // A good database swaps in; the rejected candidate kept its number 2.
+    std::fs::write(
+        defs.join("local.ndb"),
+        format!("Cordon.Beta:0:*:{}\n", hex(b"BETA-PAYLOAD")),
+    )
+    .unwrap();
+    let r = registry.clone();
+    let g = tokio::task::spawn_blocking(move || r.reload("clamsig").unwrap())
+        .await
+        .unwrap();
+    assert_eq!(g.number, 3);
+    assert_eq!(registry.enabled()[0].number, 3);
+}
