@@ -157,6 +157,76 @@ fn html_part(subject: &str, html: &str) -> Vec<u8> {
     .into_bytes()
 }
 
+/// A zip with the given members, each stored (method 0) or deflated (8).
+fn zip(members: &[(&str, &[u8])], deflate: bool) -> Vec<u8> {
+    use std::io::Write;
+    let mut out = Vec::new();
+    let mut central = Vec::new();
+    for (name, data) in members {
+        let mut crc = flate2::Crc::new();
+        crc.update(data);
+        let body = if deflate {
+            let mut e =
+                flate2::write::DeflateEncoder::new(Vec::new(), flate2::Compression::default());
+            e.write_all(data).unwrap();
+            e.finish().unwrap()
+        } else {
+            data.to_vec()
+        };
+        let method: u16 = if deflate { 8 } else { 0 };
+        let offset = out.len() as u32;
+        let fixed = |v: &mut Vec<u8>| {
+            v.extend_from_slice(&method.to_le_bytes());
+            v.extend_from_slice(&[0, 0, 0x21, 0]); // time, date
+            v.extend_from_slice(&crc.sum().to_le_bytes());
+            v.extend_from_slice(&(body.len() as u32).to_le_bytes());
+            v.extend_from_slice(&(data.len() as u32).to_le_bytes());
+            v.extend_from_slice(&(name.len() as u16).to_le_bytes());
+            v.extend_from_slice(&0u16.to_le_bytes());
+        };
+        out.extend_from_slice(b"PK\x03\x04\x14\x00\x00\x00");
+        fixed(&mut out);
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(&body);
+        central.extend_from_slice(b"PK\x01\x02\x14\x00\x14\x00\x00\x00");
+        fixed(&mut central);
+        central.extend_from_slice(&[0; 6]); // comment len, disk, internal attrs
+        central.extend_from_slice(&[0; 4]); // external attrs
+        central.extend_from_slice(&offset.to_le_bytes());
+        central.extend_from_slice(name.as_bytes());
+    }
+    let cd_offset = out.len() as u32;
+    out.extend_from_slice(&central);
+    out.extend_from_slice(b"PK\x05\x06\x00\x00\x00\x00");
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(members.len() as u16).to_le_bytes());
+    out.extend_from_slice(&(central.len() as u32).to_le_bytes());
+    out.extend_from_slice(&cd_offset.to_le_bytes());
+    out.extend_from_slice(&0u16.to_le_bytes());
+    out
+}
+
+fn gz(data: &[u8]) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::GzBuilder::new()
+        .filename("inner.bin")
+        .write(Vec::new(), flate2::Compression::default());
+    e.write_all(data).unwrap();
+    e.finish().unwrap()
+}
+
+fn tarball(members: &[(&str, &[u8])]) -> Vec<u8> {
+    let mut b = tar::Builder::new(Vec::new());
+    for (name, data) in members {
+        let mut h = tar::Header::new_ustar();
+        h.set_size(data.len() as u64);
+        h.set_mode(0o644);
+        h.set_cksum();
+        b.append_data(&mut h, name, *data).unwrap();
+    }
+    b.into_inner().unwrap()
+}
+
 /// Writes the signature files and the generated corpus.
 fn generate(defs: &Path, mail: &Path) {
     let hashed_md5 = binary(b"hash-md5", 3);
@@ -330,6 +400,55 @@ fn generate(defs: &Path, mail: &Path) {
         html_part("html", "<html><body>Uniform   Victor\r\nXray</body></html>"),
     )
     .unwrap();
+
+    // Archives: each carries a text payload and a hashed binary.
+    let alpha = b"here: CORDON-TEST-ALPHA-7c1f :there".as_slice();
+    let archives: Vec<(&str, Vec<u8>)> = vec![
+        (
+            "zip-stored",
+            zip(
+                &[("docs/alpha.txt", alpha), ("bin/h.bin", &hashed_md5)],
+                false,
+            ),
+        ),
+        (
+            "zip-deflate",
+            zip(
+                &[("docs/alpha.txt", alpha), ("bin/h.bin", &hashed_sha1)],
+                true,
+            ),
+        ),
+        ("gzip", gz(&hashed_sha256)),
+        (
+            "tar",
+            tarball(&[("x/alpha.txt", alpha), ("x/h.bin", &hashed_md5)]),
+        ),
+        (
+            "tar-gz",
+            gz(&tarball(&[("y/wild.txt", b"BRAVO-xy-CHARLIE")])),
+        ),
+        (
+            "zip-in-zip",
+            zip(
+                &[(
+                    "outer/inner.zip",
+                    &zip(&[("deep/and.txt", b"NOVEMBER and OSCAR")], true),
+                )],
+                true,
+            ),
+        ),
+        (
+            "zip-clean",
+            zip(&[("readme.txt", b"nothing to see here")], true),
+        ),
+    ];
+    for (name, data) in &archives {
+        std::fs::write(
+            mail.join(format!("archive-{name}.eml")),
+            with_attachment(name, "archive.bin", data),
+        )
+        .unwrap();
+    }
 
     let clam_exe = Path::new("/usr/share/clamav-testfiles/clam.exe");
     assert!(
@@ -656,4 +775,76 @@ async fn a_broken_database_on_reload_leaves_the_old_generation_serving() {
         .unwrap();
     assert_eq!(g.number, 3);
     assert_eq!(registry.enabled()[0].number, 3);
+}
+
+/// Threats inside archives name the member path; a zip bomb is
+/// `unscannable(limits-exceeded)` (deferred), found in bounded work.
+#[test]
+fn archive_member_paths_and_a_zip_bomb() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("defs");
+    let mail = dir.path().join("mail");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::create_dir(&mail).unwrap();
+    std::fs::write(
+        defs.join("t.ndb"),
+        format!("Cordon.Alpha:0:*:{}\n", hex(b"ALPHA-PAYLOAD")),
+    )
+    .unwrap();
+    let nested = zip(
+        &[(
+            "outer/inner.zip",
+            &zip(&[("deep/alpha.txt", b"x ALPHA-PAYLOAD x")], true),
+        )],
+        true,
+    );
+    std::fs::write(
+        mail.join("a-nested.eml"),
+        with_attachment("nested", "archive.zip", &nested),
+    )
+    .unwrap();
+    let zeros = vec![0u8; 300 << 20];
+    let bomb = zip(&[("zeros.bin", &zeros)], true);
+    drop(zeros);
+    assert!(bomb.len() < 1 << 20, "the bomb is {} bytes", bomb.len());
+    std::fs::write(
+        mail.join("b-bomb.eml"),
+        with_attachment("bomb", "bomb.zip", &bomb),
+    )
+    .unwrap();
+
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "cache_dir = {}\n[engines.clamsig]\ncomponent = {}\ndefinitions = {}\n",
+            toml_path(&cache_dir()),
+            toml_path(&component("clamsig")),
+            toml_path(&defs)
+        ),
+    );
+    let o = cordon(&[
+        "scan",
+        "--json",
+        "--config",
+        cfg.to_str().unwrap(),
+        mail.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let lines: Vec<serde_json::Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(
+        lines[0]["decision"]["threats"][0]["part"],
+        "part 1 (archive.zip) > outer/inner.zip > deep/alpha.txt"
+    );
+    assert_eq!(lines[1]["engines"][0]["outcome"], "unscannable");
+    assert_eq!(lines[1]["decision"]["action"], "tempfail");
+    assert_eq!(
+        lines[1]["decision"]["failures"][0]["kind"],
+        "unscannable:limits-exceeded"
+    );
+    // Bounded: the guest never held the 300 MiB (its memory limit is the
+    // default 256 MiB, and the run did not fault out-of-memory).
+    assert_eq!(lines[1]["engines"][0]["fault"], serde_json::Value::Null);
 }

@@ -8,12 +8,33 @@
 //! onto the host's `scan` (the raw message) and `scan-part` (each decoded
 //! part) calls.
 
+pub mod archive;
 pub mod db;
 pub mod logical;
 pub mod pattern;
 pub mod scanner;
 
+use archive::{Budget, Limits, Stop};
 use scanner::{Matcher, Targets, looks_like_html, normalise_text, text_as_hashed};
+
+/// A threat found in a part, with where inside the part (an archive member
+/// path, `a.zip > inner.tar > x.exe`; empty for the part itself).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Found {
+    /// The threat name, as clamscan prints it.
+    pub name: String,
+    /// The path inside the part.
+    pub path: String,
+}
+
+/// What scanning one decoded part found.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PartResult {
+    /// Threats, one per name, in the order found.
+    pub found: Vec<Found>,
+    /// Why archive extraction stopped early, if it did.
+    pub stop: Option<Stop>,
+}
 
 /// Threat names found in a raw message, as clamscan scans a mail file: the
 /// whole file is hashed and scanned raw with target types 0 and 4.
@@ -26,23 +47,26 @@ pub fn scan_raw(m: &Matcher, message: &[u8]) -> Vec<String> {
     m.finish(names)
 }
 
-/// Threat names found in one decoded part, as clamscan treats the parts it
-/// decodes (observed with ClamAV 1.4):
+/// Scans one decoded part as clamscan treats the parts it decodes
+/// (observed with ClamAV 1.4):
 /// - text parts are hashed as clamscan writes them (LF line ends, a final LF);
 /// - plain text is matched as decoded (target 0) and as normalised text
 ///   (targets 0 and 7);
 /// - HTML (by content type or by content) is matched only as normalised
 ///   text (targets 0 and 3), never as the decoded bytes;
-/// - anything else is hashed and matched as it is (target 0).
-pub fn scan_decoded(m: &Matcher, content_type: &str, content: &[u8]) -> Vec<String> {
+/// - anything else is hashed and matched as it is (target 0), and if it is
+///   a zip, gzip or tar archive, so is each member, recursively, within
+///   `limits`.
+pub fn scan_decoded(m: &Matcher, content_type: &str, content: &[u8], limits: Limits) -> PartResult {
     let text = content_type.starts_with("text/");
     let hashed = if text {
         text_as_hashed(content)
     } else {
         content.to_vec()
     };
+    let mut result = PartResult::default();
     if m.allowed(&hashed) {
-        return Vec::new();
+        return result;
     }
     let mut names = m.hash_matches(&hashed);
     let html = text && (content_type == "text/html" || looks_like_html(content));
@@ -53,15 +77,67 @@ pub fn scan_decoded(m: &Matcher, content_type: &str, content: &[u8]) -> Vec<Stri
         let kind = if html { 3 } else { 7 };
         names.extend(m.body_matches(&normalise_text(content), Targets::of(&[0, kind])));
     }
-    m.finish(names)
+    let mut found: Vec<Found> = names
+        .into_iter()
+        .map(|name| Found {
+            name,
+            path: String::new(),
+        })
+        .collect();
+    if archive::kind(content).is_some() {
+        let mut budget = Budget::new(limits);
+        result.stop = scan_archive(m, content, "", 1, &mut budget, &mut found).err();
+    }
+    let kept = m.finish(found.iter().map(|f| f.name.clone()).collect());
+    for name in kept {
+        if let Some(f) = found.iter().find(|f| f.name == name) {
+            result.found.push(f.clone());
+        }
+    }
+    result
+}
+
+/// Scans the members of the archive `data`, recursively.
+fn scan_archive(
+    m: &Matcher,
+    data: &[u8],
+    prefix: &str,
+    depth: u32,
+    budget: &mut Budget,
+    found: &mut Vec<Found>,
+) -> Result<(), Stop> {
+    if depth > budget.limits().max_depth {
+        return Err(Stop::Limits(format!(
+            "archives nested deeper than {} at {prefix}",
+            budget.limits().max_depth
+        )));
+    }
+    for (name, content) in archive::members(data, budget)? {
+        let path = format!("{prefix}{name}");
+        if m.allowed(&content) {
+            continue;
+        }
+        let mut names = m.hash_matches(&content);
+        names.extend(m.body_matches(&content, Targets::of(&[0])));
+        found.extend(names.into_iter().map(|n| Found {
+            name: n,
+            path: path.clone(),
+        }));
+        if archive::kind(&content).is_some() {
+            scan_archive(m, &content, &format!("{path} > "), depth + 1, budget, found)?;
+        }
+    }
+    Ok(())
 }
 
 #[cfg(target_family = "wasm")]
 mod component {
     use cordon_engine_sdk::{
-        Engine, Envelope, Level, PartInfo, Settings, Threat, ThreatKind, Verdict, export_engine,
-        log,
+        Engine, Envelope, Level, PartInfo, Settings, Threat, ThreatKind, UnscannableReason,
+        Verdict, export_engine, log,
     };
+
+    use crate::archive::{Limits, Stop};
 
     use crate::db::Db;
     use crate::scanner::Matcher;
@@ -69,6 +145,7 @@ mod component {
     struct Clamsig {
         matcher: Matcher,
         version: String,
+        limits: Limits,
     }
 
     fn threats(names: Vec<String>, part: String) -> Verdict {
@@ -92,12 +169,22 @@ mod component {
 
         fn init(settings: &Settings) -> Result<Self, String> {
             let mut version = None;
+            let mut limits = Limits::default();
+            let number = |k: &str, v: &str| {
+                v.parse::<usize>()
+                    .map_err(|_| format!("setting `{k}`: {v:?} is not a whole number"))
+            };
             for (k, v) in settings {
                 match k.as_str() {
                     "definitions_version" => version = Some(v.clone()),
+                    "archive_max_depth" => limits.max_depth = number(k, v)? as u32,
+                    "archive_max_member_bytes" => limits.max_member_bytes = number(k, v)?,
+                    "archive_max_total_bytes" => limits.max_total_bytes = number(k, v)?,
+                    "archive_max_ratio" => limits.max_ratio = number(k, v)?,
+                    "archive_max_members" => limits.max_members = number(k, v)?,
                     other => {
                         return Err(format!(
-                            "unknown setting `{other}` (clamsig knows: definitions_version)"
+                            "unknown setting `{other}` (clamsig knows: definitions_version, archive_max_depth, archive_max_member_bytes, archive_max_total_bytes, archive_max_ratio, archive_max_members)"
                         ));
                     }
                 }
@@ -145,6 +232,7 @@ mod component {
             Ok(Clamsig {
                 matcher,
                 version: version.unwrap_or_else(|| format!("{count} signatures")),
+                limits,
             })
         }
 
@@ -161,9 +249,36 @@ mod component {
                 Some(f) => format!("part {} ({f})", part.index),
                 None => format!("part {}", part.index),
             };
-            threats(
-                crate::scan_decoded(&self.matcher, &part.content_type, content),
-                location,
+            let r = crate::scan_decoded(&self.matcher, &part.content_type, content, self.limits);
+            if r.found.is_empty() {
+                return match r.stop {
+                    Some(Stop::Limits(why)) => {
+                        log(Level::Info, &format!("{location}: {why}"));
+                        Verdict::unscannable(UnscannableReason::LimitsExceeded)
+                    }
+                    Some(Stop::Encrypted(member)) => {
+                        log(
+                            Level::Info,
+                            &format!("{location}: encrypted member {member}"),
+                        );
+                        Verdict::unscannable(UnscannableReason::Encrypted)
+                    }
+                    None => Verdict::clean(),
+                };
+            }
+            Verdict::detected(
+                r.found
+                    .into_iter()
+                    .map(|f| Threat {
+                        name: f.name,
+                        kind: ThreatKind::Virus,
+                        part: if f.path.is_empty() {
+                            location.clone()
+                        } else {
+                            format!("{location} > {}", f.path)
+                        },
+                    })
+                    .collect(),
             )
         }
     }
