@@ -848,3 +848,76 @@ fn archive_member_paths_and_a_zip_bomb() {
     // default 256 MiB, and the run did not fault out-of-memory).
     assert_eq!(lines[1]["engines"][0]["fault"], serde_json::Value::Null);
 }
+
+/// A `.cvd` as Talos ships them: header with the MD5 of a tar.gz body.
+fn cvd(members: &[(&str, &[u8])], version: u32) -> Vec<u8> {
+    use std::io::Write;
+    let mut e = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::default());
+    e.write_all(&tarball(members)).unwrap();
+    let body = e.finish().unwrap();
+    let header = format!(
+        "ClamAV-VDB:22 Nov 2026 10-00 +0000:{version}:{}:90:{}:nosignature:cordon:1795000000",
+        members.len(),
+        md5_hex(&body)
+    );
+    let mut out = header.into_bytes();
+    out.resize(512, b' ');
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Official containers: their signatures keep their names (no
+/// `.UNOFFICIAL`), the header version is the definitions version, and a
+/// container whose MD5 does not match is refused, naming the file.
+#[test]
+fn cvd_containers_load_and_tampering_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    let ndb = format!("Cordon.Official:0:*:{}\n", hex(b"OFFICIAL-PAYLOAD"));
+    let mut container = cvd(
+        &[("daily.ndb", ndb.as_bytes()), ("daily.info", b"info\n")],
+        27001,
+    );
+    std::fs::write(defs.join("daily.cvd"), &container).unwrap();
+    std::fs::write(
+        dir.path().join("m.eml"),
+        message("cvd", "x OFFICIAL-PAYLOAD x"),
+    )
+    .unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "cache_dir = {}\n[engines.clamsig]\ncomponent = {}\ndefinitions = {}\n",
+            toml_path(&cache_dir()),
+            toml_path(&component("clamsig")),
+            toml_path(&defs)
+        ),
+    );
+    let o = cordon(&[
+        "scan",
+        "--no-summary",
+        "--config",
+        cfg.to_str().unwrap(),
+        dir.path().join("m.eml").to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains(": Cordon.Official FOUND"),
+        "{}",
+        stdout(&o)
+    );
+    let o = cordon(&["engines", "--json", "--config", cfg.to_str().unwrap()]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["definitions_version"], "daily 27001, 1 signatures");
+
+    // One byte changed in the body: the MD5 no longer matches.
+    let last = container.len() - 1;
+    container[last] ^= 0xff;
+    std::fs::write(defs.join("daily.cvd"), &container).unwrap();
+    let o = cordon(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(err.contains("daily.cvd: header MD5"), "{err}");
+    assert!(err.contains("does not match the contents"), "{err}");
+}

@@ -225,7 +225,7 @@ fn parse_subsig(s: &str) -> Result<(Offset, Pattern), String> {
     Ok((offset, Pattern::parse(hex, m)?))
 }
 
-fn parse_ldb(line: &str) -> Result<LogicalSig, String> {
+fn parse_ldb(line: &str, suffix: &str) -> Result<LogicalSig, String> {
     let f: Vec<&str> = line.split(';').collect();
     if f.len() < 4 {
         return Err("expected NAME;TARGET-DESCRIPTION;EXPRESSION;SUBSIG0[;SUBSIG1...]".into());
@@ -257,7 +257,7 @@ fn parse_ldb(line: &str) -> Result<LogicalSig, String> {
         .collect::<Result<Vec<_>, _>>()?;
     let expr = Expr::parse(f[2], subs.len())?;
     Ok(LogicalSig {
-        name: format!("{}{UNOFFICIAL}", f[0]),
+        name: format!("{}{suffix}", f[0]),
         target,
         file_size,
         expr,
@@ -265,7 +265,7 @@ fn parse_ldb(line: &str) -> Result<LogicalSig, String> {
     })
 }
 
-fn parse_ndb(line: &str) -> Result<BodySig, String> {
+fn parse_ndb(line: &str, suffix: &str) -> Result<BodySig, String> {
     let f: Vec<&str> = line.split(':').collect();
     if f.len() < 4 {
         return Err("expected NAME:TARGET:OFFSET:HEXSIG".into());
@@ -279,7 +279,7 @@ fn parse_ndb(line: &str) -> Result<BodySig, String> {
         ));
     }
     Ok(BodySig {
-        name: format!("{}{UNOFFICIAL}", f[0]),
+        name: format!("{}{suffix}", f[0]),
         target,
         offset: Offset::parse(f[2])?,
         pattern: Pattern::parse(f[3], Modifiers::default())?,
@@ -289,7 +289,14 @@ fn parse_ndb(line: &str) -> Result<BodySig, String> {
 impl Db {
     /// Adds one file's contents. `file` names it in errors; its extension
     /// picks the format. A parse error is `Err("FILE line N: reason")`.
+    /// Signatures get the `.UNOFFICIAL` suffix.
     pub fn add_file(&mut self, file: &str, text: &str) -> Result<(), String> {
+        self.add_file_as(file, text, false)
+    }
+
+    /// As [`Db::add_file`]; `official` signatures (from a `.cvd`/`.cld`)
+    /// keep their names as they are.
+    pub fn add_file_as(&mut self, file: &str, text: &str, official: bool) -> Result<(), String> {
         let ext = file
             .rsplit_once('.')
             .map(|(_, e)| e.to_ascii_lowercase())
@@ -301,6 +308,7 @@ impl Db {
             self.stats.skipped_files.push(file.to_string());
             return Ok(());
         }
+        let suffix = if official { "" } else { UNOFFICIAL };
         let mut count = 0;
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim_end_matches('\r');
@@ -312,7 +320,7 @@ impl Db {
                 "hdb" | "hsb" => parse_hash_line(line, ext == "hdb").map(|(k, d, size, name)| {
                     self.hashes.entry((k, d)).or_default().push(HashSig {
                         size,
-                        name: format!("{name}{UNOFFICIAL}"),
+                        name: format!("{name}{suffix}"),
                     });
                 }),
                 "fp" | "sfp" => parse_hash_line(line, ext == "fp").map(|(k, d, size, _)| {
@@ -324,8 +332,8 @@ impl Db {
                         .insert(name.trim_end_matches(UNOFFICIAL).to_string());
                     Ok(())
                 }
-                "ndb" => parse_ndb(line).map(|s| self.body.push(s)),
-                _ => parse_ldb(line).map(|s| self.logical.push(s)),
+                "ndb" => parse_ndb(line, suffix).map(|s| self.body.push(s)),
+                _ => parse_ldb(line, suffix).map(|s| self.logical.push(s)),
             };
             match result {
                 Ok(()) => count += 1,
@@ -340,6 +348,69 @@ impl Db {
         }
         self.stats.loaded.push((file.to_string(), count));
         Ok(())
+    }
+
+    /// Adds a signed ClamAV container (`.cvd`, or `.cld` as freshclam
+    /// leaves it): a 512-byte `ClamAV-VDB:` header, then a tar archive,
+    /// gzip-compressed in a `.cvd`. The header's MD5 of the body is checked
+    /// for `.cvd` files (the RSA signature is not: cordon has no key to check
+    /// it with, so keep the definitions directory writable only by the
+    /// updater). Returns the header's version number.
+    pub fn add_container(&mut self, file: &str, bytes: &[u8]) -> Result<u64, String> {
+        let header = bytes
+            .get(..512)
+            .filter(|h| h.starts_with(b"ClamAV-VDB:"))
+            .ok_or_else(|| {
+                format!("{file}: not a ClamAV database container (no ClamAV-VDB header)")
+            })?;
+        let header = String::from_utf8_lossy(header);
+        let fields: Vec<&str> = header.trim_end().split(':').collect();
+        let version: u64 = fields
+            .get(2)
+            .and_then(|v| v.trim().parse().ok())
+            .ok_or_else(|| format!("{file}: header has no version number"))?;
+        let body = &bytes[512..];
+        if file.ends_with(".cvd") {
+            use md5::{Digest, Md5};
+            let want = fields.get(5).copied().unwrap_or_default();
+            let got: String = Md5::digest(body)
+                .iter()
+                .map(|b| format!("{b:02x}"))
+                .collect();
+            if !want.eq_ignore_ascii_case(&got) {
+                return Err(format!(
+                    "{file}: header MD5 {want} does not match the contents ({got}): the file is damaged or was altered"
+                ));
+            }
+        }
+        let limits = crate::archive::Limits {
+            max_depth: 1,
+            max_member_bytes: 1 << 30,
+            max_total_bytes: 1 << 30,
+            max_ratio: 1000,
+            max_members: 10_000,
+        };
+        let mut budget = crate::archive::Budget::new(limits);
+        let tar = if body.starts_with(&[0x1f, 0x8b]) {
+            crate::archive::members(body, &mut budget)
+                .map_err(|e| format!("{file}: cannot decompress: {e:?}"))?
+                .into_iter()
+                .next()
+                .map(|(_, data)| data)
+                .unwrap_or_default()
+        } else {
+            body.to_vec()
+        };
+        let members = crate::archive::members(&tar, &mut budget)
+            .map_err(|e| format!("{file}: cannot unpack: {e:?}"))?;
+        if members.is_empty() {
+            return Err(format!("{file}: the container holds no files"));
+        }
+        for (name, data) in members {
+            let inner = format!("{file}/{name}");
+            self.add_file_as(&inner, &String::from_utf8_lossy(&data), true)?;
+        }
+        Ok(version)
     }
 
     /// Signatures loaded in all.

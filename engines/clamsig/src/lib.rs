@@ -198,14 +198,22 @@ mod component {
                 .collect();
             files.sort();
             let mut db = Db::default();
+            let mut containers = Vec::new();
             for path in &files {
                 let name = path
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 let bytes = std::fs::read(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
-                let text = String::from_utf8_lossy(&bytes);
-                db.add_file(&name, &text)?;
+                if name.ends_with(".cvd") || name.ends_with(".cld") {
+                    let v = db.add_container(&name, &bytes)?;
+                    containers.push(format!(
+                        "{} {v}",
+                        name.trim_end_matches(".cvd").trim_end_matches(".cld")
+                    ));
+                } else {
+                    db.add_file(&name, &String::from_utf8_lossy(&bytes))?;
+                }
             }
             let count = db.signatures();
             if count == 0 {
@@ -231,7 +239,13 @@ mod component {
             let matcher = Matcher::new(db)?;
             Ok(Clamsig {
                 matcher,
-                version: version.unwrap_or_else(|| format!("{count} signatures")),
+                version: version.unwrap_or_else(|| {
+                    if containers.is_empty() {
+                        format!("{count} signatures")
+                    } else {
+                        format!("{}, {count} signatures", containers.join(", "))
+                    }
+                }),
                 limits,
             })
         }
