@@ -133,14 +133,24 @@ impl Walker<'_> {
                         return false;
                     }
                 }
-                true
+                // Text after the closing boundary (mailing-list footers are
+                // appended there) is part of what recipients see.
+                match epilogue(msg, part) {
+                    Some(text) => self.push(depth + 1, "text/plain".into(), None, text),
+                    None => true,
+                }
             }
             PartType::Message(inner) => self.message(inner, depth + 1),
             PartType::Text(text) | PartType::Html(text) => {
-                if !self.push(depth, content_type, name, text.as_bytes()) {
+                let lenient = lenient_body(msg, part);
+                let bytes = lenient.as_deref().unwrap_or(text.as_bytes());
+                if !self.push(depth, content_type, name, bytes) {
                     return false;
                 }
-                for (file, data) in uudecode_blocks(text.as_bytes()) {
+                let embedded = uudecode_blocks(bytes)
+                    .into_iter()
+                    .chain(embedded_base64_blocks(bytes));
+                for (file, data) in embedded {
                     if !self.push(
                         depth + 1,
                         "application/octet-stream".into(),
@@ -153,10 +163,81 @@ impl Walker<'_> {
                 true
             }
             PartType::Binary(data) | PartType::InlineBinary(data) => {
-                self.push(depth, content_type, name, data)
+                let lenient = lenient_body(msg, part);
+                self.push(
+                    depth,
+                    content_type,
+                    name,
+                    lenient.as_deref().unwrap_or(data),
+                )
             }
         }
     }
+}
+
+/// The non-blank text after a multipart's closing boundary, if any.
+fn epilogue<'m>(
+    msg: &'m mail_parser::Message<'_>,
+    part: &mail_parser::MessagePart<'_>,
+) -> Option<&'m [u8]> {
+    let boundary = part.content_type()?.attribute("boundary")?;
+    let body = msg
+        .raw_message()
+        .get(part.offset_body as usize..part.offset_end as usize)?;
+    let close = format!("--{boundary}--");
+    let at = body
+        .windows(close.len())
+        .rposition(|w| w == close.as_bytes())?;
+    let after = &body[at + close.len()..];
+    let rest = &after[after
+        .iter()
+        .position(|&b| b == b'\n')
+        .map_or(after.len(), |p| p + 1)..];
+    (!rest.iter().all(u8::is_ascii_whitespace)).then_some(rest)
+}
+
+/// When mail-parser could not decode a base64 body (stray blank lines,
+/// junk between the lines), decodes it again as mail clients and ClamAV
+/// do: every character outside the base64 alphabet is skipped.
+fn lenient_body(
+    msg: &mail_parser::Message<'_>,
+    part: &mail_parser::MessagePart<'_>,
+) -> Option<Vec<u8>> {
+    // On failure mail-parser resets `encoding`, so ask the header.
+    let base64 = part
+        .content_transfer_encoding()
+        .is_some_and(|e| e.trim().eq_ignore_ascii_case("base64"));
+    if !part.is_encoding_problem || !base64 {
+        return None;
+    }
+    let raw = msg
+        .raw_message()
+        .get(part.offset_body as usize..part.offset_end as usize)?;
+    Some(base64_lenient(raw))
+}
+
+/// Base64 that skips anything outside the alphabet and stops at padding.
+pub fn base64_lenient(text: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(text.len() / 4 * 3);
+    let (mut acc, mut bits) = (0u32, 0u32);
+    for &c in text {
+        let v = match c {
+            b'A'..=b'Z' => c - b'A',
+            b'a'..=b'z' => c - b'a' + 26,
+            b'0'..=b'9' => c - b'0' + 52,
+            b'+' => 62,
+            b'/' => 63,
+            b'=' => break,
+            _ => continue,
+        };
+        acc = (acc << 6) | u32::from(v);
+        bits += 6;
+        if bits >= 8 {
+            bits -= 8;
+            out.push((acc >> bits) as u8);
+        }
+    }
+    out
 }
 
 /// Decomposes `raw` into decoded leaf parts within `limits`.
@@ -177,6 +258,65 @@ pub fn decompose(raw: &[u8], limits: &MimeLimits) -> Decomposed {
         }
     }
     w.out
+}
+
+/// Finds base64 blocks embedded in text under their own MIME headers: mail
+/// with a broken or missing top-level Content-Type is one text body with
+/// the parts pasted inside, and mail clients and ClamAV still decode them.
+/// A block starts after a blank line that ends a header group containing
+/// `Content-Transfer-Encoding: base64`, and runs while lines are base64.
+pub fn embedded_base64_blocks(text: &[u8]) -> Vec<(String, Vec<u8>)> {
+    let mut out = Vec::new();
+    let lines: Vec<&[u8]> = text
+        .split(|&b| b == b'\n')
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
+        .collect();
+    let is_b64_line = |l: &[u8]| {
+        !l.is_empty()
+            && l.iter()
+                .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
+    };
+    let mut i = 0;
+    while i < lines.len() {
+        let header = lines[i].to_ascii_lowercase();
+        if !(header.starts_with(b"content-transfer-encoding:")
+            && header.windows(6).any(|w| w == b"base64"))
+        {
+            i += 1;
+            continue;
+        }
+        // This header group: back to the blank line before it, forward to
+        // the blank line that ends it; a `name=` in it names the part.
+        let mut first = i;
+        while first > 0 && !lines[first - 1].is_empty() {
+            first -= 1;
+        }
+        let mut j = i;
+        while j < lines.len() && !lines[j].is_empty() {
+            j += 1;
+        }
+        let mut name = String::from("(embedded base64)");
+        for l in &lines[first..j] {
+            let l = String::from_utf8_lossy(l);
+            if let Some(pos) = l.to_ascii_lowercase().find("name=") {
+                name = l[pos + 5..]
+                    .trim()
+                    .trim_matches(|c| c == '"' || c == ';')
+                    .to_string();
+            }
+        }
+        let start = j + 1;
+        let mut end = start;
+        while end < lines.len() && is_b64_line(lines[end]) {
+            end += 1;
+        }
+        if end > start {
+            let joined: Vec<u8> = lines[start..end].concat();
+            out.push((name, base64_lenient(&joined)));
+        }
+        i = end.max(i + 1);
+    }
+    out
 }
 
 /// Finds uuencoded blocks (`begin MODE NAME` .. `end`) in text and decodes
@@ -289,6 +429,42 @@ Subject: inner\r\nContent-Type: text/plain\r\nContent-Transfer-Encoding: quoted-
         };
         let d = decompose(MULTI.as_bytes(), &small);
         assert!(d.exceeded.unwrap().contains("max_decoded_bytes"));
+    }
+
+    #[test]
+    fn broken_base64_is_decoded_leniently() {
+        let msg = b"Subject: b\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+--b\r\nContent-Type: text/html\r\nContent-Transfer-Encoding: base64\r\n\r\n\r\nPGh0bWw+\r\naGk=\r\n--b--\r\n";
+        let d = decompose(msg, &MimeLimits::default());
+        assert_eq!(&*d.parts[0].content, b"<html>hi");
+        assert_eq!(base64_lenient(b"aG k\r\n=\r\nzz"), b"hi");
+    }
+
+    #[test]
+    fn base64_pasted_into_a_text_body_becomes_a_part() {
+        let msg =
+            b"Subject: s\r\nMIME-Version: 1.0\r\n\r\nThis is a multipart MIME message.\r\n\r\n\
+--= Boundary\r\nContent-Type: application/octet-stream;\r\n\tname=\"p.htm\"\r\n\
+Content-Transfer-Encoding: base64\r\n\r\nPGh0bWw+\r\naGk=\r\n--= Boundary--\r\n";
+        let d = decompose(msg, &MimeLimits::default());
+        assert_eq!(d.parts.len(), 2);
+        assert_eq!(d.parts[1].info.file_name.as_deref(), Some("p.htm"));
+        assert_eq!(&*d.parts[1].content, b"<html>hi");
+    }
+
+    #[test]
+    fn the_epilogue_is_a_text_part() {
+        let msg = b"Subject: e\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nbody\r\n--b--\r\n\r\nTo unsubscribe: list-off@example.org\r\n";
+        let d = decompose(msg, &MimeLimits::default());
+        assert_eq!(d.parts.len(), 2);
+        assert_eq!(
+            &*d.parts[1].content,
+            b"\r\nTo unsubscribe: list-off@example.org\r\n"
+        );
+        let none = b"Subject: e\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"b\"\r\n\r\n\
+--b\r\nContent-Type: text/plain\r\n\r\nbody\r\n--b--\r\n\r\n";
+        assert_eq!(decompose(none, &MimeLimits::default()).parts.len(), 1);
     }
 
     #[test]

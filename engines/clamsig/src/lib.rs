@@ -15,7 +15,7 @@ pub mod pattern;
 pub mod scanner;
 
 use archive::{Budget, Limits, Stop};
-use scanner::{Matcher, Targets, looks_like_html, normalise_text, text_as_hashed};
+use scanner::{Matcher, Targets, looks_like_html, looks_textual, normalise_text, text_as_hashed};
 
 /// A threat found in a part, with where inside the part (an archive member
 /// path, `a.zip > inner.tar > x.exe`; empty for the part itself).
@@ -54,12 +54,14 @@ pub fn scan_raw(m: &Matcher, message: &[u8]) -> Vec<String> {
 ///   (targets 0 and 7);
 /// - HTML (by content type or by content) is matched only as normalised
 ///   text (targets 0 and 3), never as the decoded bytes;
+/// - a part whose content is text, whatever its declared type, is matched
+///   as plain text (clamscan types files by content);
 /// - anything else is hashed and matched as it is (target 0), and if it is
 ///   a zip, gzip or tar archive, so is each member, recursively, within
 ///   `limits`.
 pub fn scan_decoded(m: &Matcher, content_type: &str, content: &[u8], limits: Limits) -> PartResult {
-    let text = content_type.starts_with("text/");
-    let hashed = if text {
+    let mime_text = content_type.starts_with("text/");
+    let hashed = if mime_text {
         text_as_hashed(content)
     } else {
         content.to_vec()
@@ -69,7 +71,8 @@ pub fn scan_decoded(m: &Matcher, content_type: &str, content: &[u8], limits: Lim
         return result;
     }
     let mut names = m.hash_matches(&hashed);
-    let html = text && (content_type == "text/html" || looks_like_html(content));
+    let html = content_type == "text/html" || looks_like_html(content);
+    let text = mime_text || html || looks_textual(content);
     if !html {
         names.extend(m.body_matches(content, Targets::of(&[0])));
     }

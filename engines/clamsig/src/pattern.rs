@@ -51,7 +51,9 @@ impl ByteTest {
 /// One token of a pattern.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Tok {
-    /// One byte.
+    /// A run of exact bytes (most of most signatures: kept compact).
+    Lit(Box<[u8]>),
+    /// One byte test.
     Byte(ByteTest),
     /// Between `min` and `max` (None: unbounded) bytes of anything.
     Gap {
@@ -233,50 +235,64 @@ impl Pattern {
         if m.nocase {
             fold_case(&mut toks);
         }
-        Pattern::from_toks(toks)
+        Pattern::from_toks(compact(toks))
             .ok_or_else(|| format!("pattern {src:?} has no literal byte to anchor on"))
     }
 
     fn from_toks(toks: Vec<Tok>) -> Option<Pattern> {
-        // The longest run of literal bytes is the anchor.
-        let (mut best, mut start) = ((0, 0), None);
+        // The anchor is the longest exact run (one `Lit`), or failing that
+        // the longest run of case-insensitive literal bytes.
+        let mut best: Option<((usize, usize), usize, bool)> = None;
+        let mut consider = |range: (usize, usize), len: usize, nocase: bool| {
+            if len > 0 && best.is_none_or(|(_, l, _)| len > l) {
+                best = Some((range, len, nocase));
+            }
+        };
+        let mut run_start = None;
         for (i, t) in toks.iter().enumerate() {
-            let lit = matches!(t, Tok::Byte(b) if b.literal().is_some());
-            match (lit, start) {
-                (true, None) => start = Some(i),
+            if let Tok::Lit(b) = t {
+                consider((i, i + 1), b.len(), false);
+            }
+            let nocase_lit = matches!(t, Tok::Byte(b) if b.nocase && b.literal().is_some());
+            match (nocase_lit, run_start) {
+                (true, None) => run_start = Some(i),
                 (false, Some(s)) => {
-                    if i - s > best.1 - best.0 {
-                        best = (s, i);
-                    }
-                    start = None;
+                    consider((s, i), i - s, true);
+                    run_start = None;
                 }
                 _ => {}
             }
         }
-        if let Some(s) = start
-            && toks.len() - s > best.1 - best.0
-        {
-            best = (s, toks.len());
+        if let Some(s) = run_start {
+            consider((s, toks.len()), toks.len() - s, true);
         }
-        if best.1 == best.0 {
-            return None;
-        }
-        let key = toks[best.0..best.1]
-            .iter()
-            .filter_map(|t| match t {
-                Tok::Byte(b) => b.literal(),
-                _ => None,
-            })
-            .collect();
-        let key_nocase = toks[best.0..best.1]
-            .iter()
-            .any(|t| matches!(t, Tok::Byte(b) if b.nocase));
+        let (anchor, _, key_nocase) = best?;
+        let key = match &toks[anchor.0] {
+            Tok::Lit(b) if !key_nocase => b.to_vec(),
+            _ => toks[anchor.0..anchor.1]
+                .iter()
+                .filter_map(|t| match t {
+                    Tok::Byte(b) => b.literal(),
+                    _ => None,
+                })
+                .collect(),
+        };
         Some(Pattern {
             toks,
-            anchor: best,
+            anchor,
             key,
             key_nocase,
         })
+    }
+
+    /// Whether the whole anchor is at `at` (a gram hit only vouches for
+    /// its first four bytes; an automaton hit for all of it).
+    pub fn key_matches(&self, data: &[u8], at: usize) -> bool {
+        match data.get(at..at + self.key.len()) {
+            Some(w) if self.key_nocase => w.eq_ignore_ascii_case(&self.key),
+            Some(w) => w == self.key.as_slice(),
+            None => false,
+        }
     }
 
     /// All match start positions given an anchor hit at `at` (the position
@@ -310,6 +326,28 @@ impl Pattern {
     }
 }
 
+/// Merges runs of exact byte tests into `Lit` tokens.
+fn compact(toks: Vec<Tok>) -> Vec<Tok> {
+    let mut out = Vec::with_capacity(toks.len());
+    let mut run: Vec<u8> = Vec::new();
+    for t in toks {
+        match t {
+            Tok::Byte(b) if b.mask == 0xff && !b.nocase => run.push(b.want),
+            other => {
+                if !run.is_empty() {
+                    out.push(Tok::Lit(std::mem::take(&mut run).into_boxed_slice()));
+                }
+                out.push(other);
+            }
+        }
+    }
+    if !run.is_empty() {
+        out.push(Tok::Lit(run.into_boxed_slice()));
+    }
+    out.shrink_to_fit();
+    out
+}
+
 /// `w`: every byte test becomes the byte followed by NUL.
 fn widen(toks: Vec<Tok>) -> Vec<Tok> {
     let nul = Tok::Byte(ByteTest::exact(0));
@@ -325,6 +363,7 @@ fn widen(toks: Vec<Tok>) -> Vec<Tok> {
                 out.push(Tok::Byte(b));
                 out.push(nul.clone());
             }
+            Tok::Lit(bytes) => out.push(Tok::Lit(bytes.iter().flat_map(|&b| [b, 0]).collect())),
             Tok::Gap { min, max } => out.push(Tok::Gap {
                 min: min * 2,
                 max: max.map(|m| m * 2),
@@ -347,7 +386,8 @@ fn fold_case(toks: &mut [Tok]) {
         match t {
             Tok::Byte(b) => fold(b),
             Tok::Alt(a) | Tok::NotAlt(a) => a.iter_mut().flatten().for_each(fold),
-            Tok::Gap { .. } => {}
+            // Case folding runs before `compact`, so there are no runs yet.
+            Tok::Lit(_) | Tok::Gap { .. } => {}
         }
     }
 }
@@ -370,6 +410,9 @@ fn match_fwd(toks: &[Tok], data: &[u8], pos: usize) -> bool {
         return true;
     };
     match first {
+        Tok::Lit(lit) => {
+            data[pos.min(data.len())..].starts_with(lit) && match_fwd(rest, data, pos + lit.len())
+        }
         Tok::Byte(t) => data.get(pos).is_some_and(|&b| t.test(b)) && match_fwd(rest, data, pos + 1),
         Tok::Alt(alts) => alts
             .iter()
@@ -401,6 +444,11 @@ fn match_bwd(toks: &[Tok], data: &[u8], end: usize, done: &mut dyn FnMut(usize) 
         return done(end);
     };
     match last {
+        Tok::Lit(lit) => {
+            end >= lit.len()
+                && data[end - lit.len()..end] == **lit
+                && match_bwd(rest, data, end - lit.len(), done)
+        }
         Tok::Byte(t) => end >= 1 && t.test(data[end - 1]) && match_bwd(rest, data, end - 1, done),
         Tok::Alt(alts) => alts.iter().any(|a| {
             end >= a.len()

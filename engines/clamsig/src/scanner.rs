@@ -2,9 +2,12 @@
 //! loaded [`Db`].
 //!
 //! Every body and logical subsignature contributes its anchor (its longest
-//! literal run) to one of two Aho-Corasick automatons, exact or
-//! ASCII-case-insensitive; one pass over the data finds every anchor hit,
-//! and each hit is verified against its full pattern and offset. Logical
+//! literal run). Exact anchors of four bytes or more, the bulk of any real
+//! database, go into a sorted table of their first four bytes behind a
+//! bitmap filter: a few bytes per signature, so half a million signatures
+//! fit in a few MiB. Shorter and case-insensitive anchors go into
+//! Aho-Corasick automatons. Each anchor hit is verified against its full
+//! pattern and offset. Logical
 //! signatures then evaluate their expressions over the subsignature match
 //! counts. Hash signatures are looked up by digest and size; an object whose
 //! digest is allow-listed reports nothing; ignored names are dropped.
@@ -27,9 +30,56 @@ enum PatRef {
 /// A database ready to scan.
 pub struct Matcher {
     db: Db,
+    grams: Option<Grams>,
     exact: Option<(AhoCorasick, Vec<PatRef>)>,
     nocase: Option<(AhoCorasick, Vec<PatRef>)>,
     kinds: BTreeSet<HashKindOrd>,
+}
+
+/// Bits of the gram filter: 2^22 bits, 512 KiB.
+const GRAM_FILTER_BITS: u32 = 22;
+
+/// Exact anchors of four bytes or more, by their first four bytes.
+struct Grams {
+    filter: Vec<u64>,
+    /// (first four bytes, pattern), sorted.
+    table: Vec<(u32, PatRef)>,
+}
+
+impl Grams {
+    fn slot(g: u32) -> usize {
+        (g.wrapping_mul(0x9E37_79B1) >> (32 - GRAM_FILTER_BITS)) as usize
+    }
+
+    fn new(mut table: Vec<(u32, PatRef)>) -> Option<Grams> {
+        if table.is_empty() {
+            return None;
+        }
+        table.sort_by_key(|e| e.0);
+        table.shrink_to_fit();
+        let mut filter = vec![0u64; 1 << (GRAM_FILTER_BITS - 6)];
+        for (g, _) in &table {
+            let b = Self::slot(*g);
+            filter[b >> 6] |= 1 << (b & 63);
+        }
+        Some(Grams { filter, table })
+    }
+
+    /// Calls `hit(pattern, position)` for each position where a pattern's
+    /// first four anchor bytes occur.
+    fn scan(&self, data: &[u8], mut hit: impl FnMut(PatRef, usize)) {
+        for (i, w) in data.windows(4).enumerate() {
+            let g = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
+            let b = Self::slot(g);
+            if self.filter[b >> 6] & (1 << (b & 63)) == 0 {
+                continue;
+            }
+            let lo = self.table.partition_point(|e| e.0 < g);
+            for (_, r) in self.table[lo..].iter().take_while(|e| e.0 == g) {
+                hit(*r, i);
+            }
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
@@ -80,28 +130,31 @@ fn build(
 impl Matcher {
     /// Builds the automatons for `db`.
     pub fn new(db: Db) -> Result<Matcher, String> {
-        let (mut exact, mut nocase) = (Vec::new(), Vec::new());
-        for (i, s) in db.body.iter().enumerate() {
-            let r = PatRef::Body(i as u32);
-            if s.pattern.key_nocase {
-                nocase.push((s.pattern.key.clone(), r));
+        let (mut grams, mut exact, mut nocase) = (Vec::new(), Vec::new(), Vec::new());
+        let mut add = |p: &crate::pattern::Pattern, r: PatRef| {
+            if p.key_nocase {
+                nocase.push((p.key.clone(), r));
+            } else if p.key.len() >= 4 {
+                grams.push((
+                    u32::from_le_bytes([p.key[0], p.key[1], p.key[2], p.key[3]]),
+                    r,
+                ));
             } else {
-                exact.push((s.pattern.key.clone(), r));
+                exact.push((p.key.clone(), r));
             }
+        };
+        for (i, s) in db.body.iter().enumerate() {
+            add(&s.pattern, PatRef::Body(i as u32));
         }
         for (i, l) in db.logical.iter().enumerate() {
             for (j, (_, p)) in l.subs.iter().enumerate() {
-                let r = PatRef::Sub(i as u32, j as u16);
-                if p.key_nocase {
-                    nocase.push((p.key.clone(), r));
-                } else {
-                    exact.push((p.key.clone(), r));
-                }
+                add(p, PatRef::Sub(i as u32, j as u16));
             }
         }
         let mut kinds: BTreeSet<HashKindOrd> = db.hashes.keys().map(|(k, _)| ord(*k)).collect();
         kinds.extend(db.allow.iter().map(|(k, _, _)| ord(*k)));
         Ok(Matcher {
+            grams: Grams::new(grams),
             exact: build(exact, false)?,
             nocase: build(nocase, true)?,
             kinds,
@@ -164,38 +217,40 @@ impl Matcher {
         let len = data.len();
         let mut body_hits: BTreeSet<u32> = BTreeSet::new();
         let mut counts: HashMap<u32, Vec<u64>> = HashMap::new();
+        let mut on_hit = |r: PatRef, at: usize| match r {
+            PatRef::Body(i) => {
+                if body_hits.contains(&i) {
+                    return;
+                }
+                let s = &self.db.body[i as usize];
+                if targets.has(s.target)
+                    && s.pattern.key_matches(data, at)
+                    && s.pattern
+                        .verify(data, at, &|st| s.offset.allows(st, len))
+                        .is_some()
+                {
+                    body_hits.insert(i);
+                }
+            }
+            PatRef::Sub(i, j) => {
+                let l = &self.db.logical[i as usize];
+                if !l.target.is_none_or(|t| targets.has(t)) {
+                    return;
+                }
+                let (offset, p) = &l.subs[j as usize];
+                if p.key_matches(data, at)
+                    && p.verify(data, at, &|st| offset.allows(st, len)).is_some()
+                {
+                    counts.entry(i).or_insert_with(|| vec![0; l.subs.len()])[j as usize] += 1;
+                }
+            }
+        };
+        if let Some(g) = &self.grams {
+            g.scan(data, &mut on_hit);
+        }
         for (ac, refs) in [&self.exact, &self.nocase].into_iter().flatten() {
             for m in ac.find_overlapping_iter(data) {
-                match refs[m.pattern().as_usize()] {
-                    PatRef::Body(i) => {
-                        if body_hits.contains(&i) {
-                            continue;
-                        }
-                        let s = &self.db.body[i as usize];
-                        if !targets.has(s.target) {
-                            continue;
-                        }
-                        if s.pattern
-                            .verify(data, m.start(), &|st| s.offset.allows(st, len))
-                            .is_some()
-                        {
-                            body_hits.insert(i);
-                        }
-                    }
-                    PatRef::Sub(i, j) => {
-                        let l = &self.db.logical[i as usize];
-                        if !l.target.is_none_or(|t| targets.has(t)) {
-                            continue;
-                        }
-                        let (offset, p) = &l.subs[j as usize];
-                        if p.verify(data, m.start(), &|st| offset.allows(st, len))
-                            .is_some()
-                        {
-                            counts.entry(i).or_insert_with(|| vec![0; l.subs.len()])[j as usize] +=
-                                1;
-                        }
-                    }
-                }
+                on_hit(refs[m.pattern().as_usize()], m.start());
             }
         }
         let mut names: Vec<String> = body_hits
@@ -267,6 +322,16 @@ pub fn text_as_hashed(data: &[u8]) -> Vec<u8> {
     }
     out.push(b'\n');
     out
+}
+
+/// Whether content is text (no control bytes but white space and ESC in its
+/// first 4 KiB; bytes above 0x7f allowed for UTF-8 and Latin-1).
+pub fn looks_textual(data: &[u8]) -> bool {
+    let head = &data[..data.len().min(4096)];
+    !head.is_empty()
+        && head
+            .iter()
+            .all(|&b| b >= 0x20 && b != 0x7f || matches!(b, b'\t' | b'\n' | b'\r' | 0x0c | 0x1b))
 }
 
 /// Whether text content looks like HTML (clamscan types files by content).

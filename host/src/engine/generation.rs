@@ -90,7 +90,16 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
                 )
             })
             .join()
-            .unwrap_or_else(|_| Err(PreinitError::Failed("pre-initialisation panicked".into())))
+            .unwrap_or_else(|panic| {
+                let why = panic
+                    .downcast_ref::<String>()
+                    .map(String::as_str)
+                    .or_else(|| panic.downcast_ref::<&str>().copied())
+                    .unwrap_or("no message");
+                Err(PreinitError::Failed(format!(
+                    "pre-initialisation failed: {why}"
+                )))
+            })
     })
     .map_err(|e| match e {
         PreinitError::Refused(reason) | PreinitError::Failed(reason) => LoadError::Init {

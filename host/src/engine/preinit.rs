@@ -60,6 +60,12 @@ pub(super) fn snapshot(
         .map_err(PreinitError::Failed)?;
     let mut store = Store::new(&rt.engine, state);
     store.limiter(|s| &mut s.limiter);
+    // wizer reads the initialised memories back through host calls; the
+    // default cap on bytes per host call (128 MiB) is smaller than a large
+    // definitions set. The engine's memory limit bounds it instead.
+    store.set_hostcall_fuel(
+        usize::try_from(limits.memory_bytes.saturating_mul(2)).unwrap_or(usize::MAX),
+    );
     store.set_epoch_deadline(deadline_ticks(init_timeout));
     store.epoch_deadline_trap();
 
