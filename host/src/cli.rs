@@ -203,6 +203,7 @@ async fn engines_command(args: EnginesArgs) -> anyhow::Result<i32> {
                 "component": g.component.display().to_string(),
                 "generation": g.number,
                 "load_ms": g.load_time.as_millis() as u64,
+                "image_bytes": g.image_bytes,
                 "limits": {
                     "timeout_ms": g.limits.timeout.as_millis() as u64,
                     "memory_mib": g.limits.memory_bytes >> 20,

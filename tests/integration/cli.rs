@@ -11,9 +11,9 @@ fn scan_samples_directory_prints_clamscan_lines_and_exits_1() {
     assert_eq!(o.status.code(), Some(1), "{out}\n{}", stderr(&o));
     for line in [
         "samples/clean.eml: OK",
-        "samples/eicar-attachment.eml: Eicar-Test-Signature FOUND [reject 550 5.7.1 Message rejected: Eicar-Test-Signature found]",
-        "samples/eicar.eml: Eicar-Test-Signature FOUND [reject 550 5.7.1 Message rejected: Eicar-Test-Signature found]",
-        "samples/gtube.eml: GTUBE FOUND [reject 550 5.7.1 Message rejected: GTUBE found]",
+        "samples/eicar-attachment.eml: Sample.Eicar.File.UNOFFICIAL, Sample.Eicar.UNOFFICIAL, Eicar-Test-Signature FOUND [reject 550 5.7.1 Message rejected: Sample.Eicar.File.UNOFFICIAL, Sample.Eicar.UNOFFICIAL, Eicar-Test-Signature found]",
+        "samples/eicar.eml: Sample.Eicar.UNOFFICIAL, Eicar-Test-Signature FOUND [reject 550 5.7.1 Message rejected: Sample.Eicar.UNOFFICIAL, Eicar-Test-Signature found]",
+        "samples/gtube.eml: Sample.Gtube.UNOFFICIAL, GTUBE FOUND [reject 550 5.7.1 Message rejected: Sample.Gtube.UNOFFICIAL, GTUBE found]",
         "samples/maildir/cur/1763800000.1.host:2,S: OK",
         "samples/maildir/new/1763800001.2.host: OK",
         "Scanned messages: 10",
@@ -37,9 +37,9 @@ fn scan_mbox_reports_each_message() {
         lines,
         [
             "samples/inbox.mbox[1]: OK",
-            "samples/inbox.mbox[2]: Eicar-Test-Signature FOUND [reject 550 5.7.1 Message rejected: Eicar-Test-Signature found]",
+            "samples/inbox.mbox[2]: Sample.Eicar.UNOFFICIAL, Eicar-Test-Signature FOUND [reject 550 5.7.1 Message rejected: Sample.Eicar.UNOFFICIAL, Eicar-Test-Signature found]",
             "samples/inbox.mbox[3]: OK",
-            "samples/inbox.mbox[4]: GTUBE FOUND [reject 550 5.7.1 Message rejected: GTUBE found]",
+            "samples/inbox.mbox[4]: Sample.Gtube.UNOFFICIAL, GTUBE FOUND [reject 550 5.7.1 Message rejected: Sample.Gtube.UNOFFICIAL, GTUBE found]",
         ]
     );
 }
@@ -67,7 +67,7 @@ fn clean_input_exits_0_and_stdin_works() {
     let o = child.wait_with_output().unwrap();
     assert_eq!(o.status.code(), Some(1));
     assert!(
-        stdout(&o).starts_with("-: Eicar-Test-Signature FOUND"),
+        stdout(&o).starts_with("-: Sample.Eicar.UNOFFICIAL, Eicar-Test-Signature FOUND"),
         "{}",
         stdout(&o)
     );
@@ -91,28 +91,49 @@ fn json_output_parses_and_matches_the_text_output() {
         .unwrap();
     assert_eq!(eicar["decision"]["action"], "reject");
     assert_eq!(eicar["decision"]["reply"]["code"], 550);
+    // Both bundled engines found it, each under its own name.
+    let names: Vec<(&str, &str)> = eicar["decision"]["threats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|t| (t["engine"].as_str().unwrap(), t["name"].as_str().unwrap()))
+        .collect();
     assert_eq!(
-        eicar["decision"]["threats"][0]["name"],
-        "Eicar-Test-Signature"
+        names,
+        [
+            ("clamsig", "Sample.Eicar.UNOFFICIAL"),
+            ("testsig", "Eicar-Test-Signature")
+        ]
     );
     assert_eq!(eicar["decision"]["threats"][0]["kind"], "virus");
-    assert_eq!(eicar["engines"][0]["engine"], "testsig");
-    assert_eq!(eicar["engines"][0]["outcome"], "detected");
+    for (i, engine) in ["clamsig", "testsig"].iter().enumerate() {
+        assert_eq!(eicar["engines"][i]["engine"], *engine);
+        assert_eq!(eicar["engines"][i]["outcome"], "detected");
+    }
     // The base64 attachment is found in its decoded part, and says where.
     let attached = messages
         .iter()
         .find(|v| v["path"] == "samples/eicar-attachment.eml")
         .unwrap();
-    assert_eq!(
-        attached["decision"]["threats"][0]["part"],
-        "part 1 (invoice.com)"
-    );
+    let by_testsig = attached["decision"]["threats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["engine"] == "testsig")
+        .unwrap();
+    assert_eq!(by_testsig["part"], "part 1 (invoice.com)");
     let gtube = messages
         .iter()
         .find(|v| v["path"] == "samples/gtube.eml")
         .unwrap();
     assert_eq!(gtube["decision"]["spam_score"], 1000.0);
-    assert_eq!(gtube["decision"]["threats"][0]["kind"], "spam");
+    let gtube_by_testsig = gtube["decision"]["threats"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["engine"] == "testsig")
+        .unwrap();
+    assert_eq!(gtube_by_testsig["kind"], "spam");
     let summary = values.last().unwrap();
     assert_eq!(summary["type"], "summary");
     assert_eq!(summary["messages"], 10);

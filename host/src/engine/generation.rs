@@ -38,6 +38,10 @@ pub struct Generation {
     pub loaded_at: SystemTime,
     /// How long loading took (compile or cache load, init, snapshot).
     pub load_time: Duration,
+    /// Bytes of the pre-initialised component: mostly the memory image
+    /// `init` built, which every instance maps copy-on-write instead of
+    /// building its own.
+    pub image_bytes: usize,
     pre: ScannerPre<ScanState>,
     engine: wasmtime::Engine,
     concurrency: Arc<Semaphore>,
@@ -126,6 +130,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         component: spec.component.clone(),
         loaded_at: SystemTime::now(),
         load_time: Duration::ZERO,
+        image_bytes: snapshot.len(),
         pre,
         engine: rt.engine.clone(),
         concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
