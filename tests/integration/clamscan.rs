@@ -495,6 +495,21 @@ fn spamassassin() -> PathBuf {
     out
 }
 
+/// Config text for clamsig reading `defs`.
+fn clamsig_config_text(defs: &Path) -> String {
+    format!(
+        "cache_dir = {}\n[engines.clamsig]\ncomponent = {}\ndefinitions = {}\n",
+        toml_path(&cache_dir()),
+        toml_path(&component("clamsig")),
+        toml_path(defs)
+    )
+}
+
+/// Writes a config for clamsig reading `defs` into `dir`.
+fn clamsig_config(dir: &Path, defs: &Path) -> PathBuf {
+    write_config(dir, &clamsig_config_text(defs))
+}
+
 fn clamscan(defs: &Path, dirs: &[&Path]) -> BTreeMap<String, BTreeSet<String>> {
     let tmp = Path::new("/dev/shm").join(format!("cordon-clamscan-{}", std::process::id()));
     std::fs::create_dir_all(&tmp).unwrap();
@@ -527,15 +542,7 @@ fn clamscan(defs: &Path, dirs: &[&Path]) -> BTreeMap<String, BTreeSet<String>> {
 }
 
 fn cordon_scan(defs: &Path, dirs: &[&Path], dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let cfg = write_config(
-        dir,
-        &format!(
-            "cache_dir = {}\n[engines.clamsig]\ncomponent = {}\ndefinitions = {}\n",
-            toml_path(&cache_dir()),
-            toml_path(&component("clamsig")),
-            toml_path(defs)
-        ),
-    );
+    let cfg = clamsig_config(dir, &defs);
     let mut args = vec![
         "scan".to_string(),
         "--json".into(),
@@ -662,15 +669,7 @@ fn a_database_that_does_not_parse_names_file_and_line() {
         "Fine:0:*:41424344\n\nBroken:0:*:4142zz44\n",
     )
     .unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "cache_dir = {}\n[engines.clamsig]\ncomponent = {}\ndefinitions = {}\n",
-            toml_path(&cache_dir()),
-            toml_path(&component("clamsig")),
-            toml_path(&defs)
-        ),
-    );
+    let cfg = clamsig_config(dir.path(), &defs);
     let o = cordon(&["check-config", "--config", cfg.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
@@ -705,12 +704,7 @@ async fn a_broken_database_on_reload_leaves_the_old_generation_serving() {
         format!("Cordon.Alpha:0:*:{}\n", hex(b"ALPHA-PAYLOAD")),
     )
     .unwrap();
-    let text = format!(
-        "cache_dir = {}\n[engines.clamsig]\ncomponent = {}\ndefinitions = {}\n",
-        toml_path(&cache_dir()),
-        toml_path(&component("clamsig")),
-        toml_path(&defs)
-    );
+    let text = clamsig_config_text(&defs);
     let path = Path::new("reload.toml");
     let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
     let registry = tokio::task::spawn_blocking(move || Registry::load(&config).unwrap())
@@ -796,15 +790,7 @@ fn archive_member_paths_and_a_zip_bomb() {
     )
     .unwrap();
 
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "cache_dir = {}\n[engines.clamsig]\ncomponent = {}\ndefinitions = {}\n",
-            toml_path(&cache_dir()),
-            toml_path(&component("clamsig")),
-            toml_path(&defs)
-        ),
-    );
+    let cfg = clamsig_config(dir.path(), &defs);
     let o = cordon(&[
         "scan",
         "--json",
@@ -868,15 +854,7 @@ fn cvd_containers_load_and_tampering_is_refused() {
         message("cvd", "x OFFICIAL-PAYLOAD x"),
     )
     .unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "cache_dir = {}\n[engines.clamsig]\ncomponent = {}\ndefinitions = {}\n",
-            toml_path(&cache_dir()),
-            toml_path(&component("clamsig")),
-            toml_path(&defs)
-        ),
-    );
+    let cfg = clamsig_config(dir.path(), &defs);
     let o = cordon(&[
         "scan",
         "--no-summary",
