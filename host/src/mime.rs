@@ -163,6 +163,22 @@ impl Walker<'_> {
                 true
             }
             PartType::Binary(data) | PartType::InlineBinary(data) => {
+                // A part sent with Content-Transfer-Encoding: x-uuencode
+                // reaches us undecoded: its blocks are its content.
+                let uu = part
+                    .content_transfer_encoding()
+                    .is_some_and(|e| e.to_ascii_lowercase().contains("uu"));
+                if uu {
+                    let blocks = uudecode_blocks(data);
+                    if !blocks.is_empty() {
+                        for (file, decoded) in blocks {
+                            if !self.push(depth, content_type.clone(), Some(file), &decoded) {
+                                return false;
+                            }
+                        }
+                        return true;
+                    }
+                }
                 let lenient = lenient_body(msg, part);
                 self.push(
                     depth,

@@ -22,6 +22,19 @@ use crate::common::*;
 /// Messages where cordon and clamscan may differ, and why.
 const TOLERATED: &[(&str, &str)] = &[
     (
+        "testfile-clam.bz2.zip.eml",
+        "a bzip2-compressed zip member: clamsig has no bzip2 decoder, so the part is \
+         unscannable(unsupported), which the policy defers (451), never a pass",
+    ),
+    (
+        "testfile-clam.d64.zip.eml",
+        "a deflate64-compressed zip member: unscannable(unsupported) in clamsig, deferred",
+    ),
+    (
+        "testfile-clam.impl.zip.eml",
+        "an imploded zip member: unscannable(unsupported) in clamsig, deferred",
+    ),
+    (
         "spam-2-00758.13f37fcfbc515a7f7de269852fb7b842.eml",
         "its only Content-Type header ends in a bare ';' (`Content-Type: text/html;`): \
          ClamAV 1.4 then neither recognises the type nor normalises the HTML, and misses \
@@ -476,6 +489,36 @@ fn generate(defs: &Path, mail: &Path) {
         format!("{}:{}:ClamAV-Test-File\n", md5_hex(&exe), exe.len()),
     )
     .unwrap();
+    // The testfiles in containers clamsig opens, attached; and those that
+    // are mail themselves, as messages.
+    for name in [
+        "clam.zip",
+        "clam.tar.gz",
+        "clam_cache_emax.tgz",
+        "clam.bz2.zip",
+        "clam.d64.zip",
+        "clam.impl.zip",
+    ] {
+        let data = std::fs::read(clam_exe.with_file_name(name)).unwrap();
+        std::fs::write(
+            mail.join(format!("testfile-{name}.eml")),
+            with_attachment("testfile", name, &data),
+        )
+        .unwrap();
+    }
+    for name in ["clam.mail", "clam.exe.mbox.base64", "clam.exe.mbox.uu"] {
+        let data = std::fs::read(clam_exe.with_file_name(name)).unwrap();
+        // One message per file: drop an mbox "From " separator line.
+        let data = match data.strip_prefix(b"From ") {
+            Some(rest) => rest[rest
+                .iter()
+                .position(|&b| b == b'\n')
+                .map_or(rest.len(), |p| p + 1)..]
+                .to_vec(),
+            None => data,
+        };
+        std::fs::write(mail.join(format!("testfile-{name}")), data).unwrap();
+    }
     std::fs::write(
         mail.join("clam-exe-b64.eml"),
         with_attachment("clamexe", "clam.exe", &exe),
@@ -542,7 +585,7 @@ fn clamscan(defs: &Path, dirs: &[&Path]) -> BTreeMap<String, BTreeSet<String>> {
 }
 
 fn cordon_scan(defs: &Path, dirs: &[&Path], dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
-    let cfg = clamsig_config(dir, &defs);
+    let cfg = clamsig_config(dir, defs);
     let mut args = vec![
         "scan".to_string(),
         "--json".into(),
@@ -552,8 +595,10 @@ fn cordon_scan(defs: &Path, dirs: &[&Path], dir: &Path) -> BTreeMap<String, BTre
     args.extend(dirs.iter().map(|d| d.display().to_string()));
     let args: Vec<&str> = args.iter().map(String::as_str).collect();
     let o = cordon(&args);
+    // 2 is expected too: some parts are unscannable (deferred). A run that
+    // failed outright prints no messages, which the caller's count catches.
     assert!(
-        matches!(o.status.code(), Some(0 | 1)),
+        matches!(o.status.code(), Some(0..=2)),
         "cordon scan failed: {}",
         stderr(&o)
     );

@@ -45,6 +45,10 @@ pub enum Stop {
     Limits(String),
     /// A member is encrypted.
     Encrypted(String),
+    /// A member uses a compression method this reader lacks (bzip2,
+    /// deflate64, implode, ...): it cannot be scanned, which is said, not
+    /// skipped.
+    Unsupported(String),
 }
 
 /// The kind of archive `data` is, by its magic bytes.
@@ -242,7 +246,12 @@ fn zip(data: &[u8], budget: &mut Budget) -> Result<Vec<(String, Vec<u8>)>, Stop>
                 compressed.to_vec()
             }
             8 => budget.inflate(&e.name, compressed)?,
-            _ => continue,
+            other => {
+                return Err(Stop::Unsupported(format!(
+                    "{}: zip compression method {other}",
+                    e.name
+                )));
+            }
         };
         out.push((e.name, content));
     }

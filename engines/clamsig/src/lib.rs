@@ -280,6 +280,10 @@ mod component {
                         );
                         Verdict::unscannable(UnscannableReason::Encrypted)
                     }
+                    Some(Stop::Unsupported(what)) => {
+                        log(Level::Info, &format!("{location}: cannot unpack {what}"));
+                        Verdict::unscannable(UnscannableReason::Unsupported)
+                    }
                     None => Verdict::clean(),
                 };
             }
