@@ -13,7 +13,7 @@ use super::preinit::{self, PreinitError};
 use super::state::ScanState;
 use super::{LoadError, Runtime, deadline_ticks};
 use crate::bindings::{
-    EngineInfo, Envelope, Outcome, PartInfo, Scanner, ScannerPre, UnscannableReason, Verdict,
+    EngineInfo, Envelope, Outcome, Scanner, ScannerPre, UnscannableReason, Verdict,
 };
 use crate::config::{EngineLimits, EngineSpec};
 use crate::mime::Decomposed;
@@ -271,21 +271,6 @@ impl Generation {
                 acc.outcome = Outcome::Unscannable(UnscannableReason::LimitsExceeded);
             }
             Ok(check_verdict(&acc, limits).map(|()| acc))
-        })
-    }
-
-    /// Scans one decoded part on a fresh instance, on the calling thread.
-    pub fn scan_part_blocking(
-        &self,
-        envelope: &Envelope,
-        part: &PartInfo,
-        content: &[u8],
-    ) -> EngineOutcome {
-        self.call_verdict(|s, store, limits| {
-            let v =
-                s.cordon_scanner_engine()
-                    .call_scan_part(&mut *store, envelope, part, content)?;
-            Ok(check_verdict(&v, limits).map(|()| v))
         })
     }
 
