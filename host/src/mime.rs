@@ -484,6 +484,18 @@ Content-Transfer-Encoding: base64\r\n\r\nPGh0bWw+\r\naGk=\r\n--= Boundary--\r\n"
     }
 
     #[test]
+    fn an_x_uuencode_part_is_decoded_to_its_files() {
+        // "Cat" uuencoded, sent as the part's transfer encoding.
+        let msg = b"Subject: u\r\nMIME-Version: 1.0\r\n\
+Content-Type: application/octet-stream; name=\"cat.txt\"\r\n\
+Content-Transfer-Encoding: x-uuencode\r\n\r\nbegin 644 cat.txt\r\n#0V%T\r\n`\r\nend\r\n";
+        let d = decompose(msg, &MimeLimits::default());
+        assert_eq!(d.parts.len(), 1);
+        assert_eq!(d.parts[0].info.file_name.as_deref(), Some("cat.txt"));
+        assert_eq!(&*d.parts[0].content, b"Cat");
+    }
+
+    #[test]
     fn uuencoded_blocks_become_parts() {
         // "Cat" uuencoded.
         let msg = b"Subject: uu\r\n\r\nsee attached\r\nbegin 644 cat.txt\r\n#0V%T\r\n`\r\nend\r\n";
