@@ -445,11 +445,12 @@ fn print_result(out: &mut impl Write, s: &Scanned, args: &ScanArgs) -> std::io::
                 .unwrap_or_default();
             match d.action {
                 Action::Accept => writeln!(out, "{}: OK", s.label),
-                Action::Reject => {
-                    let mut names: Vec<&str> = d.threats.iter().map(|t| t.name.as_str()).collect();
-                    names.dedup();
-                    writeln!(out, "{}: {} FOUND{reply}", s.label, names.join(", "))
-                }
+                Action::Reject => writeln!(
+                    out,
+                    "{}: {} FOUND{reply}",
+                    s.label,
+                    policy::threat_names(&d.threats)
+                ),
                 Action::Tempfail => {
                     let why: Vec<String> = d
                         .failures

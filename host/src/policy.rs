@@ -148,6 +148,14 @@ fn reason_name(r: UnscannableReason) -> &'static str {
     }
 }
 
+/// The threat names, in engine order, repeats next to each other dropped,
+/// joined by ", ": what `%v` becomes and what `cordon scan` prints.
+pub fn threat_names(threats: &[Found]) -> String {
+    let mut names: Vec<&str> = threats.iter().map(|t| t.name.as_str()).collect();
+    names.dedup();
+    names.join(", ")
+}
+
 /// Judges one message's engine results.
 pub fn decide(policy: &Policy, results: &[EngineResult]) -> Decision {
     let mut threats = Vec::new();
@@ -185,10 +193,8 @@ pub fn decide(policy: &Policy, results: &[EngineResult]) -> Decision {
         }
     }
     let (action, reply) = if !threats.is_empty() {
-        let mut names: Vec<&str> = threats.iter().map(|t| t.name.as_str()).collect();
-        names.dedup();
         let mut reply = policy.reject.clone();
-        reply.text = reply.text.replace("%v", &names.join(", "));
+        reply.text = reply.text.replace("%v", &threat_names(&threats));
         (Action::Reject, Some(reply))
     } else if !failures.is_empty() {
         (Action::Tempfail, Some(policy.tempfail.clone()))

@@ -51,6 +51,16 @@ pub enum Stop {
     Unsupported(String),
 }
 
+impl std::fmt::Display for Stop {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Stop::Limits(why) => write!(f, "limit reached: {why}"),
+            Stop::Encrypted(member) => write!(f, "encrypted member {member}"),
+            Stop::Unsupported(what) => write!(f, "cannot unpack {what}"),
+        }
+    }
+}
+
 /// The kind of archive `data` is, by its magic bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Kind {

@@ -393,7 +393,7 @@ impl Db {
         let mut budget = crate::archive::Budget::new(limits);
         let tar = if body.starts_with(&[0x1f, 0x8b]) {
             crate::archive::members(body, &mut budget)
-                .map_err(|e| format!("{file}: cannot decompress: {e:?}"))?
+                .map_err(|e| format!("{file}: cannot decompress: {e}"))?
                 .into_iter()
                 .next()
                 .map(|(_, data)| data)
@@ -402,7 +402,7 @@ impl Db {
             body.to_vec()
         };
         let members = crate::archive::members(&tar, &mut budget)
-            .map_err(|e| format!("{file}: cannot unpack: {e:?}"))?;
+            .map_err(|e| format!("{file}: cannot unpack: {e}"))?;
         if members.is_empty() {
             return Err(format!("{file}: the container holds no files"));
         }

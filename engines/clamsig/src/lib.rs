@@ -268,24 +268,15 @@ mod component {
             };
             let r = crate::scan_decoded(&self.matcher, &part.content_type, content, self.limits);
             if r.found.is_empty() {
-                return match r.stop {
-                    Some(Stop::Limits(why)) => {
-                        log(Level::Info, &format!("{location}: {why}"));
-                        Verdict::unscannable(UnscannableReason::LimitsExceeded)
-                    }
-                    Some(Stop::Encrypted(member)) => {
-                        log(
-                            Level::Info,
-                            &format!("{location}: encrypted member {member}"),
-                        );
-                        Verdict::unscannable(UnscannableReason::Encrypted)
-                    }
-                    Some(Stop::Unsupported(what)) => {
-                        log(Level::Info, &format!("{location}: cannot unpack {what}"));
-                        Verdict::unscannable(UnscannableReason::Unsupported)
-                    }
-                    None => Verdict::clean(),
+                let Some(stop) = r.stop else {
+                    return Verdict::clean();
                 };
+                log(Level::Info, &format!("{location}: {stop}"));
+                return Verdict::unscannable(match stop {
+                    Stop::Limits(_) => UnscannableReason::LimitsExceeded,
+                    Stop::Encrypted(_) => UnscannableReason::Encrypted,
+                    Stop::Unsupported(_) => UnscannableReason::Unsupported,
+                });
             }
             Verdict::detected(
                 r.found
