@@ -1,5 +1,5 @@
-//! The `cordon` subcommands: `scan` (the test-scan CLI), `engines` and
-//! `check-config`.
+//! The `cordon` subcommands: `serve` (the milter daemon), `scan` (the
+//! test-scan CLI), `engines` and `check-config`.
 //!
 //! Arguments are parsed in two stages: clap reads raw flags into [`Cli`],
 //! then [`EngineSource::resolve`] turns them into a validated config, so
@@ -37,9 +37,10 @@ pub const EXIT_ERROR: i32 = 2;
     about = "Scan mail with sandboxed WebAssembly engines"
 )]
 pub struct Cli {
-    /// Log filter for stderr (`warn`, `info`, `debug`, or tracing directives).
-    #[arg(long, global = true, default_value = "warn", env = "CORDON_LOG")]
-    pub log: String,
+    /// Log filter for stderr (`warn`, `info`, `debug`, or tracing
+    /// directives). Default: `info` for `serve`, `warn` otherwise.
+    #[arg(long, global = true, env = "CORDON_LOG")]
+    pub log: Option<String>,
     /// What to do.
     #[command(subcommand)]
     pub command: Command,
@@ -48,6 +49,8 @@ pub struct Cli {
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
+    /// Run the milter daemon for Postfix or Sendmail, in the foreground.
+    Serve(ServeArgs),
     /// Scan files, directories, mbox files, Maildir folders or stdin (`-`)
     /// and print what an MTA would be told.
     Scan(ScanArgs),
@@ -92,6 +95,18 @@ pub struct ScanArgs {
     /// Files, directories, mbox files, Maildir folders; `-` for stdin.
     #[arg(required = true, value_name = "PATH")]
     pub inputs: Vec<PathBuf>,
+}
+
+/// `cordon serve`.
+#[derive(Debug, Args)]
+pub struct ServeArgs {
+    /// Engines and policy.
+    #[command(flatten)]
+    pub source: EngineSource,
+    /// Where to listen (repeatable; replaces `milter.listen`):
+    /// `unix:/path`, `inet:port@host`, `inet6:port@host`.
+    #[arg(long, value_name = "ADDR")]
+    pub listen: Vec<String>,
 }
 
 /// `cordon engines`.
@@ -146,6 +161,7 @@ fn find_config() -> anyhow::Result<PathBuf> {
 /// Runs a parsed command line and returns the exit code.
 pub async fn run(cli: Cli) -> anyhow::Result<i32> {
     match cli.command {
+        Command::Serve(args) => serve_command(args).await,
         Command::Scan(args) => scan_command(args).await,
         Command::Engines(args) => engines_command(args).await,
         Command::CheckConfig(source) => check_config(source).await,
@@ -157,6 +173,88 @@ async fn load_registry(config: ValidConfig) -> anyhow::Result<Arc<Registry>> {
         .await
         .context("engine loading task failed")??;
     Ok(Arc::new(registry))
+}
+
+async fn serve_command(args: ServeArgs) -> anyhow::Result<i32> {
+    let mut config = args.source.resolve()?;
+    if !args.listen.is_empty() {
+        config.milter.listen = args
+            .listen
+            .iter()
+            .map(|l| l.parse().map_err(|e: String| anyhow::anyhow!("--listen {e}")))
+            .collect::<anyhow::Result<_>>()?;
+    }
+    if config.milter.listen.is_empty() {
+        anyhow::bail!(
+            "{}: nowhere to listen: set milter.listen or pass --listen unix:/path",
+            config.source.display()
+        );
+    }
+    let milter = config.milter.clone();
+    let policy = config.policy.clone();
+    let mime = config.mime.clone();
+    let profiles = config.profiles.clone();
+    let started = Instant::now();
+    let registry = load_registry(config).await?;
+    for s in registry.slots().iter().filter(|s| s.spec.enabled) {
+        let g = s.current();
+        tracing::info!(
+            "engine {} {} {} (definitions {}) loaded in {:.0} ms",
+            s.spec.name,
+            g.info.name,
+            g.info.version,
+            g.info.definitions_version,
+            g.load_time.as_secs_f64() * 1000.0
+        );
+    }
+    let mut listeners = Vec::new();
+    for addr in &milter.listen {
+        let l = crate::milter::Listener::bind(addr, milter.socket_mode).await?;
+        tracing::info!("listening on {}", l.local_addr());
+        listeners.push(l);
+    }
+    let shared = Arc::new(crate::milter::Shared {
+        registry,
+        policy,
+        mime,
+        profiles,
+        host_name: milter.host_name.clone(),
+    });
+    tracing::info!(
+        "ready in {:.1} s, at most {} sessions",
+        started.elapsed().as_secs_f64(),
+        milter.max_sessions
+    );
+    crate::milter::notify_ready();
+    let served = crate::milter::serve(
+        listeners,
+        shared,
+        crate::milter::Limits {
+            max_sessions: milter.max_sessions,
+            shutdown_timeout: milter.shutdown_timeout,
+        },
+        shutdown_signal(),
+    )
+    .await;
+    tracing::info!("stopped after {served} session(s)");
+    Ok(EXIT_CLEAN)
+}
+
+/// SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    use tokio::signal::unix::{SignalKind, signal};
+    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+        (Ok(mut term), Ok(mut int)) => {
+            tokio::select! {
+                _ = term.recv() => tracing::info!("SIGTERM received"),
+                _ = int.recv() => tracing::info!("SIGINT received"),
+            }
+        }
+        _ => {
+            tracing::error!("cannot install signal handlers; stop with SIGKILL");
+            std::future::pending::<()>().await;
+        }
+    }
 }
 
 async fn check_config(source: EngineSource) -> anyhow::Result<i32> {
@@ -269,9 +367,9 @@ async fn scan_command(args: ScanArgs) -> anyhow::Result<i32> {
     let started = Instant::now();
     let config = args.source.resolve()?;
     let mime = Arc::new(config.mime.clone());
+    let policy = Arc::new(config.policy.clone());
     let registry = load_registry(config).await?;
     let engines = registry.enabled();
-    let policy = Arc::new(Policy::default());
     let jobs = args
         .jobs
         .unwrap_or_else(|| (registry.runtime().pool_instances() as usize / engines.len()).max(1))
@@ -308,11 +406,13 @@ async fn scan_command(args: ScanArgs) -> anyhow::Result<i32> {
             totals.messages += 1;
             match &s.result {
                 Err(_) => totals.errors += 1,
-                Ok((_, d)) => match d.action {
-                    Action::Reject => totals.detected += 1,
-                    Action::Tempfail => totals.errors += 1,
-                    Action::Accept => {}
-                },
+                Ok((_, d)) => {
+                    if d.action == Action::Tempfail {
+                        totals.errors += 1;
+                    } else if !d.threats.is_empty() {
+                        totals.detected += 1;
+                    }
+                }
             }
             progress.suspend(|| print_result(&mut out, &s, &args))?;
         }
@@ -382,9 +482,12 @@ async fn scan_operand(
         let result = match input.bytes {
             Err(e) => Err(e),
             Ok(bytes) => {
-                let report = scan::scan_message(engines, &Message::from_bytes(bytes), mime).await;
-                let decision = policy::decide(policy, &report.results);
-                Ok((report, decision))
+                let message = Message::from_bytes(bytes);
+                let names = message::header_names(&message.bytes);
+                let id = scan::scan_id();
+                let size = message.bytes.len() as u64;
+                let j = scan::judge(engines, &message, size, mime, policy, &names, &id, None).await;
+                Ok((j.report, j.decision))
             }
         };
         out.push(Scanned {
@@ -435,7 +538,7 @@ fn print_result(out: &mut impl Write, s: &Scanned, args: &ScanArgs) -> std::io::
     match &s.result {
         Err(e) => writeln!(out, "{}: ERROR {e}", s.label),
         Ok((_, d)) => {
-            if args.infected && d.action == Action::Accept {
+            if args.infected && d.action == Action::Accept && d.threats.is_empty() {
                 return Ok(());
             }
             let reply = d
@@ -444,12 +547,23 @@ fn print_result(out: &mut impl Write, s: &Scanned, args: &ScanArgs) -> std::io::
                 .map(|r| format!(" [{} {r}]", d.action.as_str()))
                 .unwrap_or_default();
             match d.action {
-                Action::Accept => writeln!(out, "{}: OK", s.label),
-                Action::Reject => writeln!(
+                Action::Accept if d.threats.is_empty() => writeln!(out, "{}: OK", s.label),
+                Action::Accept => writeln!(
                     out,
-                    "{}: {} FOUND{reply}",
+                    "{}: {} FOUND [accept, tagged]",
                     s.label,
                     policy::threat_names(&d.threats)
+                ),
+                Action::Reject | Action::Discard | Action::Quarantine => writeln!(
+                    out,
+                    "{}: {} FOUND{}",
+                    s.label,
+                    policy::threat_names(&d.threats),
+                    if d.action == Action::Reject {
+                        reply
+                    } else {
+                        format!(" [{}]", d.action.as_str())
+                    }
                 ),
                 Action::Tempfail => {
                     let why: Vec<String> = d

@@ -11,6 +11,10 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::mime::MimeLimits;
+use crate::policy::{
+    AlternateMode, DetectAction, ERROR_KINDS, EngineRules, ErrorAction, HeaderRules, OnDetect,
+    OnError, Policy, Reply, SkipRules,
+};
 
 /// A config file that could not be used.
 #[derive(Debug, thiserror::Error)]
@@ -61,6 +65,242 @@ pub struct Config {
     /// message run concurrently.
     #[serde(default)]
     pub engines: BTreeMap<String, EngineConfig>,
+    /// Policy defaults for every engine; each engine may override them.
+    #[serde(default)]
+    pub policy: RulesConfig,
+    /// The headers cordon writes.
+    #[serde(default)]
+    pub headers: HeadersConfig,
+    /// The milter daemon (`cordon serve`).
+    #[serde(default)]
+    pub milter: MilterConfig,
+    /// Recipient opt-in profiles handed to engines: profile name to
+    /// addresses (`user@domain`) and domains (`@domain`).
+    #[serde(default)]
+    pub profiles: BTreeMap<String, Vec<String>>,
+}
+
+/// Policy rules as written: in `[policy]` (defaults) or in an engine's
+/// table (overrides, key by key).
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RulesConfig {
+    /// Action on detection: one action, or a table by threat kind with an
+    /// optional `default`.
+    #[serde(default, deserialize_with = "detect_table")]
+    pub on_detect: Option<DetectTable>,
+    /// Action when the engine gives no verdict: one action, or a table by
+    /// fault kind with an optional `default`.
+    #[serde(default, deserialize_with = "error_table")]
+    pub on_error: Option<ErrorTable>,
+    /// The reject reply; `%v` becomes the threat names.
+    #[serde(default)]
+    pub reject: Option<ReplyConfig>,
+    /// The tempfail reply.
+    #[serde(default)]
+    pub tempfail: Option<ReplyConfig>,
+    /// When the engine is not asked.
+    #[serde(default)]
+    pub skip: Option<SkipConfig>,
+}
+
+/// `on_detect` by threat kind.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+#[allow(missing_docs)]
+pub struct DetectTable {
+    pub default: Option<DetectAction>,
+    pub virus: Option<DetectAction>,
+    pub malware: Option<DetectAction>,
+    pub phishing: Option<DetectAction>,
+    pub spam: Option<DetectAction>,
+    pub policy: Option<DetectAction>,
+    pub heuristic: Option<DetectAction>,
+}
+
+impl From<DetectAction> for DetectTable {
+    fn from(a: DetectAction) -> Self {
+        Self {
+            default: Some(a),
+            ..Self::default()
+        }
+    }
+}
+
+impl DetectTable {
+    fn by_kind(&self) -> [Option<DetectAction>; 6] {
+        [
+            self.virus,
+            self.malware,
+            self.phishing,
+            self.spam,
+            self.policy,
+            self.heuristic,
+        ]
+    }
+}
+
+/// `on_error` by fault kind.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, rename_all = "kebab-case")]
+#[allow(missing_docs)]
+pub struct ErrorTable {
+    pub default: Option<ErrorAction>,
+    pub timeout: Option<ErrorAction>,
+    pub out_of_memory: Option<ErrorAction>,
+    pub trap: Option<ErrorAction>,
+    pub bad_output: Option<ErrorAction>,
+    pub overloaded: Option<ErrorAction>,
+    pub message_too_large: Option<ErrorAction>,
+    pub unscannable: Option<ErrorAction>,
+}
+
+impl From<ErrorAction> for ErrorTable {
+    fn from(a: ErrorAction) -> Self {
+        Self {
+            default: Some(a),
+            ..Self::default()
+        }
+    }
+}
+
+impl ErrorTable {
+    /// In [`ERROR_KINDS`] order.
+    fn by_kind(&self) -> [Option<ErrorAction>; 7] {
+        [
+            self.timeout,
+            self.out_of_memory,
+            self.trap,
+            self.bad_output,
+            self.overloaded,
+            self.message_too_large,
+            self.unscannable,
+        ]
+    }
+}
+
+fn detect_table<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<DetectTable>, D::Error> {
+    one_or_table::<D, DetectTable, DetectAction>(d)
+}
+
+fn error_table<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<ErrorTable>, D::Error> {
+    one_or_table::<D, ErrorTable, ErrorAction>(d)
+}
+
+/// Accepts `key = "action"` or `key = { default = ..., kind = ... }`.
+fn one_or_table<'de, D, T, A>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de> + From<A>,
+    A: Deserialize<'de>,
+{
+    use serde::de::{self, IntoDeserializer};
+    struct V<T, A>(std::marker::PhantomData<(T, A)>);
+    impl<'de, T: Deserialize<'de> + From<A>, A: Deserialize<'de>> de::Visitor<'de> for V<T, A> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an action name, or a table of actions by kind")
+        }
+        fn visit_str<E: de::Error>(self, s: &str) -> Result<T, E> {
+            A::deserialize(s.into_deserializer()).map(T::from)
+        }
+        fn visit_map<M: de::MapAccess<'de>>(self, m: M) -> Result<T, M::Error> {
+            T::deserialize(de::value::MapAccessDeserializer::new(m))
+        }
+    }
+    d.deserialize_any(V(std::marker::PhantomData)).map(Some)
+}
+
+/// An SMTP reply as written; missing keys come from the default.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ReplyConfig {
+    /// Three-digit code: 5xx for reject, 4xx for tempfail.
+    pub code: Option<u16>,
+    /// Enhanced status code, `class.subject.detail`, class matching the code.
+    pub status: Option<String>,
+    /// Text, printable ASCII.
+    pub text: Option<String>,
+}
+
+/// Skip rules as written.
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SkipConfig {
+    /// Client networks in CIDR notation (`10.0.0.0/8`, `2001:db8::/32`) or
+    /// single addresses.
+    #[serde(default)]
+    pub client_networks: Vec<String>,
+    /// Skip authenticated senders.
+    #[serde(default)]
+    pub authenticated: bool,
+    /// Sender domains; `.example.com` also matches subdomains.
+    #[serde(default)]
+    pub sender_domains: Vec<String>,
+    /// Recipient domains: skipped when every recipient is in one.
+    #[serde(default)]
+    pub recipient_domains: Vec<String>,
+    /// Skip messages larger than this.
+    #[serde(default)]
+    pub larger_than_bytes: Option<u64>,
+}
+
+/// `[headers]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HeadersConfig {
+    /// Add X-Virus-*, X-Spam-* and X-Cordon-* headers (forged copies are
+    /// removed either way).
+    pub add: bool,
+    /// Spam score at or above which `X-Spam-Flag: YES`.
+    pub spam_threshold: f64,
+    /// Engine-proposed header names let through; a trailing `*` matches any
+    /// rest.
+    pub engine_headers: Vec<String>,
+    /// `header` (add `X-Cordon-Alternate`) or `replace` (redirect the
+    /// recipient).
+    pub alternate: AlternateMode,
+}
+
+impl Default for HeadersConfig {
+    fn default() -> Self {
+        let h = HeaderRules::default();
+        Self {
+            add: h.add,
+            spam_threshold: h.spam_threshold,
+            engine_headers: h.engine_headers,
+            alternate: h.alternate,
+        }
+    }
+}
+
+/// `[milter]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct MilterConfig {
+    /// Sockets, in Postfix's notation: `unix:/path`, `inet:port@host`,
+    /// `inet6:port@host`.
+    pub listen: Vec<String>,
+    /// Milter sessions at once; more wait in the listen queue.
+    pub max_sessions: u32,
+    /// Permissions of unix sockets, octal.
+    pub socket_mode: String,
+    /// On SIGTERM, how long sessions in flight may take to finish.
+    pub shutdown_timeout_s: u64,
+    /// The name in `X-Virus-Scanned`; default: the MTA's (`j` macro).
+    pub host_name: Option<String>,
+}
+
+impl Default for MilterConfig {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            max_sessions: 256,
+            socket_mode: "0660".into(),
+            shutdown_timeout_s: 30,
+            host_name: None,
+        }
+    }
 }
 
 /// The pooling allocator behind every engine instance.
@@ -93,6 +333,21 @@ pub struct EngineConfig {
     /// Resource limits.
     #[serde(default)]
     pub limits: LimitsConfig,
+    /// Action on detection (overrides `policy.on_detect`).
+    #[serde(default, deserialize_with = "detect_table")]
+    pub on_detect: Option<DetectTable>,
+    /// Action on faults (overrides `policy.on_error`).
+    #[serde(default, deserialize_with = "error_table")]
+    pub on_error: Option<ErrorTable>,
+    /// Reject reply (overrides `policy.reject`, key by key).
+    #[serde(default)]
+    pub reject: Option<ReplyConfig>,
+    /// Tempfail reply (overrides `policy.tempfail`, key by key).
+    #[serde(default)]
+    pub tempfail: Option<ReplyConfig>,
+    /// Skip rules, in addition to `policy.skip`.
+    #[serde(default)]
+    pub skip: Option<SkipConfig>,
 }
 
 fn yes() -> bool {
@@ -273,6 +528,90 @@ pub struct ValidConfig {
     pub mime: MimeLimits,
     /// Engines, in name order.
     pub engines: Vec<EngineSpec>,
+    /// The policy.
+    pub policy: Policy,
+    /// The milter daemon.
+    pub milter: MilterSettings,
+    /// Recipient profiles: (pattern, profile), patterns lower-cased.
+    pub profiles: Vec<(String, String)>,
+}
+
+/// A listening address, in Postfix's notation.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// `unix:/path`.
+    Unix(PathBuf),
+    /// `inet:port@host` or `inet6:port@host` (host may be empty: all).
+    Tcp(std::net::SocketAddr),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+            ListenAddr::Tcp(a) if a.is_ipv4() => write!(f, "inet:{}@{}", a.port(), a.ip()),
+            ListenAddr::Tcp(a) => write!(f, "inet6:{}@{}", a.port(), a.ip()),
+        }
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let (kind, rest) = s
+            .split_once(':')
+            .ok_or_else(|| format!("{s:?}: expected unix:/path, inet:port@host or inet6:port@host"))?;
+        match kind {
+            "unix" | "local" => {
+                if rest.is_empty() {
+                    return Err(format!("{s:?}: empty socket path"));
+                }
+                Ok(ListenAddr::Unix(PathBuf::from(rest)))
+            }
+            "inet" | "inet6" => {
+                let (port, host) = rest.split_once('@').unwrap_or((rest, ""));
+                let port: u16 = port
+                    .parse()
+                    .map_err(|_| format!("{s:?}: {port:?} is not a port number"))?;
+                let v6 = kind == "inet6";
+                let host = host.trim_start_matches('[').trim_end_matches(']');
+                let ip: std::net::IpAddr = match host {
+                    "" if v6 => std::net::Ipv6Addr::UNSPECIFIED.into(),
+                    "" => std::net::Ipv4Addr::UNSPECIFIED.into(),
+                    "localhost" if v6 => std::net::Ipv6Addr::LOCALHOST.into(),
+                    "localhost" => std::net::Ipv4Addr::LOCALHOST.into(),
+                    h => h
+                        .parse()
+                        .map_err(|_| format!("{s:?}: {h:?} is not an IP address"))?,
+                };
+                if ip.is_ipv6() != v6 {
+                    return Err(format!(
+                        "{s:?}: {ip} is not an {} address",
+                        if v6 { "IPv6" } else { "IPv4" }
+                    ));
+                }
+                Ok(ListenAddr::Tcp(std::net::SocketAddr::new(ip, port)))
+            }
+            other => Err(format!(
+                "{s:?}: unknown socket type {other:?} (unix, inet, inet6)"
+            )),
+        }
+    }
+}
+
+/// `[milter]` after validation.
+#[derive(Debug, Clone)]
+pub struct MilterSettings {
+    /// Where to listen.
+    pub listen: Vec<ListenAddr>,
+    /// Sessions at once.
+    pub max_sessions: u32,
+    /// Unix socket permissions.
+    pub socket_mode: u32,
+    /// Grace period on shutdown.
+    pub shutdown_timeout: Duration,
+    /// Name for `X-Virus-Scanned`.
+    pub host_name: Option<String>,
 }
 
 impl Config {
@@ -316,6 +655,11 @@ impl Config {
                     definitions: None,
                     settings: BTreeMap::new(),
                     limits: LimitsConfig::default(),
+                    on_detect: None,
+                    on_error: None,
+                    reject: None,
+                    tempfail: None,
+                    skip: None,
                 },
             );
         }
@@ -324,6 +668,10 @@ impl Config {
             pool: PoolConfig::default(),
             mime: MimeLimits::default(),
             engines,
+            policy: RulesConfig::default(),
+            headers: HeadersConfig::default(),
+            milter: MilterConfig::default(),
+            profiles: BTreeMap::new(),
         }
     }
 
@@ -332,6 +680,7 @@ impl Config {
     pub fn validate(self, path: &Path) -> Result<ValidConfig, ConfigError> {
         let base = path.parent().unwrap_or(Path::new(""));
         let mut engines = Vec::with_capacity(self.engines.len());
+        let mut engine_rules = Vec::with_capacity(self.engines.len());
         for (name, e) in self.engines {
             if name.is_empty()
                 || !name
@@ -357,6 +706,16 @@ impl Config {
                     reason: format!("{} is not a directory", d.display()),
                 });
             }
+            engine_rules.push((
+                name.clone(),
+                RulesConfig {
+                    on_detect: e.on_detect,
+                    on_error: e.on_error,
+                    reject: e.reject,
+                    tempfail: e.tempfail,
+                    skip: e.skip,
+                },
+            ));
             engines.push(EngineSpec {
                 name,
                 component,
@@ -389,6 +748,25 @@ impl Config {
             Some(n) => n,
             None => demand.max(1),
         };
+        let policy = build_policy(path, &self.policy, &engine_rules, &self.headers)?;
+        let milter = milter_settings(path, &self.milter)?;
+        let mut profiles = Vec::new();
+        for (name, patterns) in &self.profiles {
+            for p in patterns {
+                let ok = match p.split_once('@') {
+                    Some((local, domain)) => !domain.is_empty() && !domain.contains('@') && (local.is_empty() || !local.contains(char::is_whitespace)),
+                    None => false,
+                };
+                if !ok {
+                    return Err(ConfigError::Invalid {
+                        path: path.to_path_buf(),
+                        key: format!("profiles.{name}"),
+                        reason: format!("{p:?} is neither user@domain nor @domain"),
+                    });
+                }
+                profiles.push((p.to_ascii_lowercase(), name.clone()));
+            }
+        }
         let cache_dir = match self.cache_dir {
             Some(d) if d.is_absolute() => d,
             Some(d) => base.join(d),
@@ -400,8 +778,232 @@ impl Config {
             pool_instances,
             mime: self.mime,
             engines,
+            policy,
+            milter,
+            profiles,
         })
     }
+}
+
+fn build_policy(
+    path: &Path,
+    global: &RulesConfig,
+    engines: &[(String, RulesConfig)],
+    headers: &HeadersConfig,
+) -> Result<Policy, ConfigError> {
+    let bad = |key: String, reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key,
+        reason,
+    };
+    let base = EngineRules::default();
+    let global_skip = global
+        .skip
+        .as_ref()
+        .map(|s| skip_rules(s, "policy.skip", &bad))
+        .transpose()?;
+    let rules = |prefix: &str, own: &RulesConfig, fallback: &EngineRules| -> Result<EngineRules, ConfigError> {
+        let mut r = fallback.clone();
+        if let Some(t) = &own.on_detect {
+            let default = t.default.unwrap_or(r.on_detect.by_kind[0]);
+            let mut by_kind = if t.default.is_some() {
+                OnDetect::all(default).by_kind
+            } else {
+                r.on_detect.by_kind
+            };
+            for (slot, a) in by_kind.iter_mut().zip(t.by_kind()) {
+                if let Some(a) = a {
+                    *slot = a;
+                }
+            }
+            r.on_detect = OnDetect { by_kind };
+        }
+        if let Some(t) = &own.on_error {
+            let mut by_kind = match t.default {
+                Some(d) => OnError::all(d).by_kind,
+                None => r.on_error.by_kind,
+            };
+            for (slot, a) in by_kind.iter_mut().zip(t.by_kind()) {
+                if let Some(a) = a {
+                    *slot = a;
+                }
+            }
+            r.on_error = OnError { by_kind };
+        }
+        if let Some(c) = &own.reject {
+            r.reject = reply(c, &r.reject, b'5', &format!("{prefix}reject"), &bad)?;
+        }
+        if let Some(c) = &own.tempfail {
+            r.tempfail = reply(c, &r.tempfail, b'4', &format!("{prefix}tempfail"), &bad)?;
+        }
+        Ok(r)
+    };
+    let mut default = rules("policy.", global, &base)?;
+    default.skip = global_skip.into_iter().collect();
+    let mut policy = Policy {
+        default: default.clone(),
+        engines: BTreeMap::new(),
+        headers: HeaderRules {
+            add: headers.add,
+            spam_threshold: headers.spam_threshold,
+            engine_headers: headers.engine_headers.clone(),
+            alternate: headers.alternate,
+        },
+    };
+    if !headers.spam_threshold.is_finite() {
+        return Err(bad(
+            "headers.spam_threshold".into(),
+            "must be a finite number".into(),
+        ));
+    }
+    for (i, h) in headers.engine_headers.iter().enumerate() {
+        let name = h.strip_suffix('*').unwrap_or(h);
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':' && b != b'*') {
+            return Err(bad(
+                format!("headers.engine_headers[{i}]"),
+                format!("{h:?} is not a header name (a trailing * is allowed)"),
+            ));
+        }
+    }
+    for (name, own) in engines {
+        let prefix = format!("engines.{name}.");
+        let mut r = rules(&prefix, own, &default)?;
+        if let Some(s) = &own.skip {
+            r.skip.push(skip_rules(s, &format!("{prefix}skip"), &bad)?);
+        }
+        policy.engines.insert(name.clone(), r);
+    }
+    // Keep the kinds list and the table in step.
+    debug_assert_eq!(ERROR_KINDS.len(), ErrorTable::default().by_kind().len());
+    Ok(policy)
+}
+
+fn reply(
+    c: &ReplyConfig,
+    fallback: &Reply,
+    class: u8,
+    key: &str,
+    bad: &dyn Fn(String, String) -> ConfigError,
+) -> Result<Reply, ConfigError> {
+    let r = Reply {
+        code: c.code.unwrap_or(if fallback.code / 100 == u16::from(class - b'0') {
+            fallback.code
+        } else {
+            u16::from(class - b'0') * 100 + 50
+        }),
+        status: c.status.clone().unwrap_or_else(|| fallback.status.clone()),
+        text: c.text.clone().unwrap_or_else(|| fallback.text.clone()),
+    };
+    let code = r.code.to_string();
+    if code.len() != 3 || code.as_bytes()[0] != class {
+        return Err(bad(
+            format!("{key}.code"),
+            format!("{} is not a {}xx code", r.code, class as char),
+        ));
+    }
+    let parts: Vec<&str> = r.status.split('.').collect();
+    if parts.len() != 3
+        || parts[0].as_bytes() != [class]
+        || !parts[1..]
+            .iter()
+            .all(|p| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit()))
+    {
+        return Err(bad(
+            format!("{key}.status"),
+            format!(
+                "{:?} is not an enhanced status code {}.x.y",
+                r.status, class as char
+            ),
+        ));
+    }
+    if r.text.is_empty() || !r.text.bytes().all(|b| (b' '..=b'~').contains(&b)) {
+        return Err(bad(
+            format!("{key}.text"),
+            "must be non-empty printable ASCII on one line".into(),
+        ));
+    }
+    Ok(r)
+}
+
+fn skip_rules(
+    c: &SkipConfig,
+    key: &str,
+    bad: &dyn Fn(String, String) -> ConfigError,
+) -> Result<SkipRules, ConfigError> {
+    let mut nets = Vec::new();
+    for (i, n) in c.client_networks.iter().enumerate() {
+        let net = n
+            .parse::<ipnet::IpNet>()
+            .or_else(|_| n.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+            .map_err(|_| {
+                bad(
+                    format!("{key}.client_networks[{i}]"),
+                    format!("{n:?} is not a network (10.0.0.0/8) or address"),
+                )
+            })?;
+        nets.push(net);
+    }
+    let domains = |list: &[String], field: &str| -> Result<Vec<String>, ConfigError> {
+        list.iter()
+            .enumerate()
+            .map(|(i, d)| {
+                let bare = d.strip_prefix('.').unwrap_or(d);
+                if bare.is_empty() || bare.contains(['@', ' ', '*']) {
+                    Err(bad(
+                        format!("{key}.{field}[{i}]"),
+                        format!("{d:?} is not a domain (.example.com matches subdomains)"),
+                    ))
+                } else {
+                    Ok(d.to_ascii_lowercase())
+                }
+            })
+            .collect()
+    };
+    Ok(SkipRules {
+        client_networks: nets,
+        authenticated: c.authenticated,
+        sender_domains: domains(&c.sender_domains, "sender_domains")?,
+        recipient_domains: domains(&c.recipient_domains, "recipient_domains")?,
+        larger_than_bytes: c.larger_than_bytes,
+    })
+}
+
+fn milter_settings(path: &Path, c: &MilterConfig) -> Result<MilterSettings, ConfigError> {
+    let bad = |key: &str, reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: format!("milter.{key}"),
+        reason,
+    };
+    let base = path.parent().unwrap_or(Path::new(""));
+    let mut listen = Vec::new();
+    for (i, l) in c.listen.iter().enumerate() {
+        let mut a: ListenAddr = l.parse().map_err(|e| bad(&format!("listen[{i}]"), e))?;
+        if let ListenAddr::Unix(p) = &mut a
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
+        }
+        listen.push(a);
+    }
+    if c.max_sessions == 0 {
+        return Err(bad("max_sessions", "must be at least 1".into()));
+    }
+    let socket_mode = u32::from_str_radix(&c.socket_mode, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| bad("socket_mode", format!("{:?} is not an octal mode like \"0660\"", c.socket_mode)))?;
+    if let Some(h) = &c.host_name
+        && (h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(bad("host_name", format!("{h:?} is not a host name")));
+    }
+    Ok(MilterSettings {
+        listen,
+        max_sessions: c.max_sessions,
+        socket_mode,
+        shutdown_timeout: Duration::from_secs(c.shutdown_timeout_s),
+        host_name: c.host_name.clone(),
+    })
 }
 
 /// `$XDG_CACHE_HOME/cordon`, else `$HOME/.cache/cordon`, else a directory
@@ -492,5 +1094,94 @@ mod tests {
         ]);
         let names: Vec<_> = c.engines.keys().cloned().collect();
         assert_eq!(names, ["testsig", "testsig2"]);
+    }
+}
+
+#[cfg(test)]
+mod policy_tests {
+    use super::*;
+    use crate::bindings::ThreatKind;
+    use crate::policy::kind_index;
+
+    const PATH: &str = "/etc/cordon/cordon.toml";
+
+    fn parse(text: &str) -> Result<ValidConfig, ConfigError> {
+        Config::parse(text, Path::new(PATH))?.validate(Path::new(PATH))
+    }
+
+    #[test]
+    fn actions_as_one_word_or_by_kind_and_engine_overrides() {
+        let c = parse(
+            r#"
+            [policy]
+            on_detect = "quarantine"
+            on_error = { default = "tempfail", timeout = "accept" }
+            reject.text = "No: %v"
+            [engines.a]
+            component = "a.wasm"
+            on_detect = { spam = "tag" }
+            reject = { code = 554 }
+            [engines.b]
+            component = "b.wasm"
+            on_error = "accept"
+            "#,
+        )
+        .unwrap();
+        let a = c.policy.rules("a");
+        assert_eq!(a.on_detect.get(ThreatKind::Virus), DetectAction::Quarantine);
+        assert_eq!(a.on_detect.get(ThreatKind::Spam), DetectAction::Tag);
+        assert_eq!(a.on_error.by_kind[0], ErrorAction::Accept);
+        assert_eq!(a.on_error.by_kind[2], ErrorAction::Tempfail);
+        assert_eq!(a.reject.to_string(), "554 5.7.1 No: %v");
+        let b = c.policy.rules("b");
+        assert_eq!(b.on_error, OnError::all(ErrorAction::Accept));
+        assert_eq!(
+            b.on_detect.by_kind[kind_index(ThreatKind::Spam)],
+            DetectAction::Quarantine
+        );
+    }
+
+    #[test]
+    fn bad_policy_values_name_the_key() {
+        let cases = [
+            ("[policy]\non_detect = \"bounce\"\n", "bounce"),
+            ("[policy]\non_error = { timout = \"accept\" }\n", "timout"),
+            ("[policy]\nreject.code = 450\n", "policy.reject.code"),
+            ("[policy]\ntempfail.status = \"5.7.1\"\n", "policy.tempfail.status"),
+            ("[policy]\nreject.text = \"a\\r\\nb\"\n", "policy.reject.text"),
+            (
+                "[policy]\nskip.client_networks = [\"10.0.0.0/33\"]\n",
+                "policy.skip.client_networks[0]",
+            ),
+            ("[milter]\nlisten = [\"tcp:25\"]\n", "milter.listen[0]"),
+            ("[milter]\nlisten = [\"inet6:25@127.0.0.1\"]\n", "milter.listen[0]"),
+            ("[milter]\nsocket_mode = \"999\"\n", "milter.socket_mode"),
+            ("[profiles]\nspam-drop = [\"nobody\"]\n", "profiles.spam-drop"),
+            ("[headers]\nengine_headers = [\"X-A: b\"]\n", "headers.engine_headers[0]"),
+        ];
+        for (text, want) in cases {
+            let text = format!("{text}[engines.t]\ncomponent = \"t.wasm\"\n");
+            let err = parse(&text).unwrap_err().to_string();
+            assert!(err.contains(want), "{text:?}: {err}");
+            assert!(err.contains(PATH), "{err}");
+        }
+    }
+
+    #[test]
+    fn listen_addresses_in_postfix_notation() {
+        let table = [
+            ("unix:/run/cordon.sock", Some("unix:/run/cordon.sock")),
+            ("inet:7357@127.0.0.1", Some("inet:7357@127.0.0.1")),
+            ("inet:7357", Some("inet:7357@0.0.0.0")),
+            ("inet:7357@localhost", Some("inet:7357@127.0.0.1")),
+            ("inet6:7357@::1", Some("inet6:7357@::1")),
+            ("inet6:7357@[::1]", Some("inet6:7357@::1")),
+            ("inet:x@127.0.0.1", None),
+            ("unix:", None),
+        ];
+        for (text, want) in table {
+            let got = text.parse::<ListenAddr>().map(|a| a.to_string()).ok();
+            assert_eq!(got.as_deref(), want, "{text}");
+        }
     }
 }

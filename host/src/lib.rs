@@ -14,6 +14,8 @@
 //! - [`mime`]: a message into decoded leaf parts, once, within limits.
 //! - [`scan`]: one message fanned out to every enabled engine.
 //! - [`policy`]: outcomes to a [`policy::Decision`]; pure, no I/O.
+//! - [`milter`]: the milter daemon: listeners, sessions, a decision applied
+//!   as milter actions.
 //! - [`cli`]: the `cordon` subcommands.
 
 pub mod bindings;
@@ -21,6 +23,7 @@ pub mod cli;
 pub mod config;
 pub mod engine;
 pub mod message;
+pub mod milter;
 pub mod mime;
 pub mod policy;
 pub mod registry;

@@ -5,8 +5,15 @@ use clap::Parser;
 
 fn main() {
     let cli = cordon::cli::Cli::parse();
-    let filter = tracing_subscriber::EnvFilter::try_new(&cli.log).unwrap_or_else(|e| {
-        eprintln!("cordon: bad --log filter {:?}: {e}", cli.log);
+    let log = cli.log.clone().unwrap_or_else(|| {
+        match cli.command {
+            cordon::cli::Command::Serve(_) => "info",
+            _ => "warn",
+        }
+        .to_string()
+    });
+    let filter = tracing_subscriber::EnvFilter::try_new(&log).unwrap_or_else(|e| {
+        eprintln!("cordon: bad --log filter {log:?}: {e}");
         std::process::exit(cordon::cli::EXIT_ERROR);
     });
     tracing_subscriber::fmt()

@@ -127,6 +127,25 @@ fn split_if_mbox(label: &str, bytes: Result<Vec<u8>, String>) -> Vec<Input> {
     }
 }
 
+/// The names of a message's header fields, in order: each line of the header
+/// section that is not a continuation and has a colon.
+pub fn header_names(message: &[u8]) -> Vec<String> {
+    let mut names = Vec::new();
+    for line in message.split(|&b| b == b'\n') {
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            break;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            continue;
+        }
+        if let Some(colon) = line.iter().position(|&b| b == b':') {
+            names.push(String::from_utf8_lossy(&line[..colon]).trim_end().to_string());
+        }
+    }
+    names
+}
+
 /// Splits an mbox (mboxo or mboxrd) into messages. A message starts at a
 /// line beginning `From ` that is the first line or follows an empty line;
 /// the `From ` separator line itself is not part of the message, and one

@@ -1,33 +1,49 @@
 //! Engine outcomes to a [`Decision`]: what the MTA is told. Pure: no I/O, no
-//! clock, so it is tested as tables.
+//! clock, no randomness (the scan id comes in), so it is tested as tables.
 //!
-//! Severity, most severe first; the most severe action any engine's outcome
-//! calls for wins:
+//! Each engine's outcome first becomes that engine's action, by its rules:
+//! a clean verdict is `accept`; a detection takes `on_detect` for the
+//! threat's kind (the most severe, if several kinds); an unscannable verdict
+//! or a fault takes `on_error` for its kind (`tempfail` unless configured).
+//! The message's action is the most severe of the engines' actions, in this
+//! order, most severe first:
 //!
-//! 1. `reject` (5xx): some engine detected a threat;
-//! 2. `tempfail` (4xx): some engine faulted (timeout, out-of-memory, trap,
-//!    bad output, overload, message too large) or found the message
-//!    unscannable, and nothing was detected. Fail-closed: a message that
-//!    could not be scanned by every engine is never accepted by default;
-//! 3. `accept`: every engine returned a clean verdict.
+//! 1. `reject` (5xx): the message is known bad and the sender is told;
+//! 2. `discard`: known bad, accepted and dropped silently;
+//! 3. `quarantine`: known bad or suspect, accepted and held by the MTA
+//!    (Postfix: the hold queue);
+//! 4. `tempfail` (4xx): some engine could not give a verdict (fail-closed)
+//!    or a detection is configured to defer;
+//! 5. `accept`: delivered, with headers saying what was found (a detection
+//!    whose action is `tag` ends here).
 //!
-//! A detection outranks a fault because the message is known bad whatever
-//! the faulting engine would have said.
+//! A verdict-driven action outranks a fault because the message is known bad
+//! whatever the faulting engine would have said. When the message is
+//! delivered (accept, quarantine), per-recipient verdicts then edit the
+//! recipients: `drop` deletes one (all dropped: discard), `alternate` either
+//! replaces it with the location or adds a header naming the location.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::bindings::{Outcome, ThreatKind, UnscannableReason};
-use crate::engine::EngineOutcome;
+use crate::bindings::{Envelope, IpAddress, Outcome, RecipientAction, ThreatKind, UnscannableReason};
+use crate::engine::{EngineOutcome, FaultKind};
 use crate::scan::EngineResult;
 
 /// The action for the MTA, in ascending severity.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Action {
     /// Deliver.
     Accept,
     /// Ask the client to retry later (4xx).
     Tempfail,
+    /// Accept and hold (the milter quarantine action).
+    Quarantine,
+    /// Accept and drop silently.
+    Discard,
     /// Refuse (5xx).
     Reject,
 }
@@ -38,8 +54,117 @@ impl Action {
         match self {
             Action::Accept => "accept",
             Action::Tempfail => "tempfail",
+            Action::Quarantine => "quarantine",
+            Action::Discard => "discard",
             Action::Reject => "reject",
         }
+    }
+}
+
+/// What to do when an engine detects a threat.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum DetectAction {
+    /// Refuse with the engine's reject reply.
+    Reject,
+    /// Defer with the engine's tempfail reply.
+    Tempfail,
+    /// Accept and drop.
+    Discard,
+    /// Accept and hold.
+    Quarantine,
+    /// Deliver, with headers naming what was found.
+    Tag,
+}
+
+impl DetectAction {
+    fn action(self) -> Action {
+        match self {
+            DetectAction::Reject => Action::Reject,
+            DetectAction::Tempfail => Action::Tempfail,
+            DetectAction::Discard => Action::Discard,
+            DetectAction::Quarantine => Action::Quarantine,
+            DetectAction::Tag => Action::Accept,
+        }
+    }
+}
+
+/// What to do when an engine gives no verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ErrorAction {
+    /// Defer with the engine's tempfail reply (the default: fail-closed).
+    Tempfail,
+    /// Go on as if the engine had said clean.
+    Accept,
+}
+
+/// On-detection actions by threat kind.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnDetect {
+    /// By kind, in [`ThreatKind`] order: virus, malware, phishing, spam,
+    /// policy, heuristic.
+    pub by_kind: [DetectAction; 6],
+}
+
+impl OnDetect {
+    /// The same action for every kind.
+    pub fn all(a: DetectAction) -> Self {
+        Self { by_kind: [a; 6] }
+    }
+    /// The action for `kind`.
+    pub fn get(&self, kind: ThreatKind) -> DetectAction {
+        self.by_kind[kind_index(kind)]
+    }
+}
+
+/// Index of a kind in [`OnDetect::by_kind`].
+pub fn kind_index(kind: ThreatKind) -> usize {
+    match kind {
+        ThreatKind::Virus => 0,
+        ThreatKind::Malware => 1,
+        ThreatKind::Phishing => 2,
+        ThreatKind::Spam => 3,
+        ThreatKind::Policy => 4,
+        ThreatKind::Heuristic => 5,
+    }
+}
+
+/// The error kinds `on_error` distinguishes, in config order.
+pub const ERROR_KINDS: [&str; 7] = [
+    "timeout",
+    "out-of-memory",
+    "trap",
+    "bad-output",
+    "overloaded",
+    "message-too-large",
+    "unscannable",
+];
+
+/// On-error actions by fault kind (and `unscannable`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OnError {
+    /// By kind, in [`ERROR_KINDS`] order.
+    pub by_kind: [ErrorAction; 7],
+}
+
+impl OnError {
+    /// The same action for every kind.
+    pub fn all(a: ErrorAction) -> Self {
+        Self { by_kind: [a; 7] }
+    }
+    fn fault(&self, kind: FaultKind) -> ErrorAction {
+        self.by_kind[match kind {
+            FaultKind::Timeout => 0,
+            FaultKind::OutOfMemory => 1,
+            FaultKind::Trap => 2,
+            FaultKind::BadOutput => 3,
+            FaultKind::Overloaded => 4,
+            FaultKind::MessageTooLarge => 5,
+        }]
+    }
+    fn unscannable(&self) -> ErrorAction {
+        self.by_kind[6]
     }
 }
 
@@ -50,13 +175,240 @@ pub struct Reply {
     pub code: u16,
     /// Enhanced status code, e.g. `5.7.1`.
     pub status: String,
-    /// Human-readable text.
+    /// Human-readable text; in configured reject texts `%v` stands for the
+    /// threat names.
     pub text: String,
 }
 
 impl std::fmt::Display for Reply {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "{} {} {}", self.code, self.status, self.text)
+    }
+}
+
+impl Reply {
+    /// The default reject reply, as clamav-milter words it.
+    pub fn default_reject() -> Self {
+        Reply {
+            code: 550,
+            status: "5.7.1".into(),
+            text: "Message rejected: %v found".into(),
+        }
+    }
+    /// The default tempfail reply.
+    pub fn default_tempfail() -> Self {
+        Reply {
+            code: 451,
+            status: "4.7.1".into(),
+            text: "Message could not be scanned, try again later".into(),
+        }
+    }
+}
+
+/// When an engine is not asked about a message. A rule set matches when any
+/// one of its conditions holds.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SkipRules {
+    /// The SMTP client's address is in one of these networks.
+    pub client_networks: Vec<ipnet::IpNet>,
+    /// The sender authenticated (SMTP AUTH).
+    pub authenticated: bool,
+    /// The envelope sender's domain is one of these (`.example.com` also
+    /// matches subdomains).
+    pub sender_domains: Vec<String>,
+    /// Every envelope recipient's domain is one of these.
+    pub recipient_domains: Vec<String>,
+    /// The message is larger than this many bytes.
+    pub larger_than_bytes: Option<u64>,
+}
+
+impl SkipRules {
+    /// Why `envelope` (of a message of `size` bytes) is skipped, or `None`.
+    pub fn reason(&self, envelope: &Envelope, size: u64) -> Option<&'static str> {
+        if let Some(ip) = envelope.client_address.as_ref().map(ip_addr)
+            && self.client_networks.iter().any(|n| n.contains(&ip))
+        {
+            return Some("client-network");
+        }
+        if self.authenticated && envelope.authenticated_user.is_some() {
+            return Some("authenticated");
+        }
+        if let Some(d) = domain_of(&envelope.mail_from)
+            && self.sender_domains.iter().any(|p| domain_matches(p, &d))
+        {
+            return Some("sender-domain");
+        }
+        if !self.recipient_domains.is_empty()
+            && !envelope.recipients.is_empty()
+            && envelope.recipients.iter().all(|r| {
+                domain_of(&r.address)
+                    .is_some_and(|d| self.recipient_domains.iter().any(|p| domain_matches(p, &d)))
+            })
+        {
+            return Some("recipient-domain");
+        }
+        if self.larger_than_bytes.is_some_and(|max| size > max) {
+            return Some("size");
+        }
+        None
+    }
+}
+
+/// The WIT address as a std address.
+pub fn ip_addr(a: &IpAddress) -> IpAddr {
+    match *a {
+        IpAddress::Ipv4((a, b, c, d)) => IpAddr::from([a, b, c, d]),
+        IpAddress::Ipv6((a, b, c, d, e, f, g, h)) => IpAddr::from([a, b, c, d, e, f, g, h]),
+    }
+}
+
+/// An address without angle brackets and surrounding space.
+pub fn bare_address(a: &str) -> &str {
+    let a = a.trim();
+    a.strip_prefix('<')
+        .and_then(|a| a.strip_suffix('>'))
+        .unwrap_or(a)
+}
+
+/// The lower-cased domain of an address, if it has one.
+pub fn domain_of(address: &str) -> Option<String> {
+    let a = bare_address(address);
+    let (_, d) = a.rsplit_once('@')?;
+    (!d.is_empty()).then(|| d.to_ascii_lowercase())
+}
+
+/// `pattern` (lower case) matches `domain` exactly, or, when it starts with
+/// a dot, matches any subdomain.
+fn domain_matches(pattern: &str, domain: &str) -> bool {
+    match pattern.strip_prefix('.') {
+        Some(suffix) => domain
+            .strip_suffix(suffix)
+            .is_some_and(|head| head.ends_with('.')),
+        None => pattern == domain,
+    }
+}
+
+/// One engine's rules.
+#[derive(Debug, Clone, PartialEq)]
+pub struct EngineRules {
+    /// Action on detection, by kind.
+    pub on_detect: OnDetect,
+    /// Action when no verdict, by kind.
+    pub on_error: OnError,
+    /// Reply for `reject`.
+    pub reject: Reply,
+    /// Reply for `tempfail`.
+    pub tempfail: Reply,
+    /// Skip rule sets (the global one, then the engine's own); the engine
+    /// is skipped when any matches.
+    pub skip: Vec<SkipRules>,
+}
+
+impl Default for EngineRules {
+    fn default() -> Self {
+        Self {
+            on_detect: OnDetect::all(DetectAction::Reject),
+            on_error: OnError::all(ErrorAction::Tempfail),
+            reject: Reply::default_reject(),
+            tempfail: Reply::default_tempfail(),
+            skip: Vec::new(),
+        }
+    }
+}
+
+impl EngineRules {
+    /// Why this engine skips the message, or `None`.
+    pub fn skip_reason(&self, envelope: &Envelope, size: u64) -> Option<&'static str> {
+        self.skip.iter().find_map(|s| s.reason(envelope, size))
+    }
+}
+
+/// How `alternate` per-recipient verdicts are carried out.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AlternateMode {
+    /// Add an `X-Cordon-Alternate` header naming recipient and location;
+    /// delivery is unchanged.
+    Header,
+    /// Delete the recipient and add the location as a recipient.
+    Replace,
+}
+
+/// Headers cordon writes.
+#[derive(Debug, Clone, PartialEq)]
+pub struct HeaderRules {
+    /// Add headers at all (forged copies are removed either way).
+    pub add: bool,
+    /// Spam score at or above which `X-Spam-Flag: YES`.
+    pub spam_threshold: f64,
+    /// Names of engine-proposed headers let through (case-insensitive; a
+    /// trailing `*` matches any rest).
+    pub engine_headers: Vec<String>,
+    /// How alternates are carried out.
+    pub alternate: AlternateMode,
+}
+
+impl Default for HeaderRules {
+    fn default() -> Self {
+        Self {
+            add: true,
+            spam_threshold: 5.0,
+            engine_headers: Vec::new(),
+            alternate: AlternateMode::Header,
+        }
+    }
+}
+
+/// A header field name: printable ASCII without `:` (RFC 5322).
+fn valid_header_name(name: &str) -> bool {
+    !name.is_empty() && name.len() <= 64 && name.bytes().all(|b| b.is_ascii_graphic() && b != b':')
+}
+
+/// Headers cordon owns: removed from every message first, so that senders
+/// cannot forge them.
+pub const OWN_HEADERS: [&str; 8] = [
+    "X-Virus-Scanned",
+    "X-Virus-Status",
+    "X-Spam-Flag",
+    "X-Spam-Score",
+    "X-Spam-Status",
+    "X-Cordon-Scan",
+    "X-Cordon-Rules",
+    "X-Cordon-Alternate",
+];
+
+impl HeaderRules {
+    fn engine_header_allowed(&self, name: &str) -> bool {
+        valid_header_name(name) && self.engine_headers.iter().any(|p| match p.strip_suffix('*') {
+            Some(prefix) => {
+                name.len() >= prefix.len()
+                    && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
+            }
+            None => name.eq_ignore_ascii_case(p),
+        })
+    }
+    /// Whether an incoming header of this name is removed.
+    pub fn owns(&self, name: &str) -> bool {
+        OWN_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
+            || self.engine_header_allowed(name)
+    }
+}
+
+/// The whole policy: rules per engine, header rules.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Policy {
+    /// Rules for an engine not named in `engines`.
+    pub default: EngineRules,
+    /// Rules by engine name.
+    pub engines: BTreeMap<String, EngineRules>,
+    /// Headers.
+    pub headers: HeaderRules,
+}
+
+impl Policy {
+    /// The rules for engine `name`.
+    pub fn rules(&self, name: &str) -> &EngineRules {
+        self.engines.get(name).unwrap_or(&self.default)
     }
 }
 
@@ -83,6 +435,50 @@ pub struct Failure {
     pub kind: String,
     /// Detail for the operator.
     pub detail: String,
+    /// What the engine's rules made of it.
+    pub action: ErrorAction,
+}
+
+/// An engine that was not asked, and why.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Skipped {
+    /// The engine.
+    pub engine: String,
+    /// The skip rule that matched: `client-network`, `authenticated`,
+    /// `sender-domain`, `recipient-domain`, `size`.
+    pub reason: &'static str,
+}
+
+/// One engine's part in a decision, for the log line and the summary header.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct EngineSummary {
+    /// The engine.
+    pub engine: String,
+    /// `clean`, `detected`, `unscannable:<reason>`, a fault kind, or
+    /// `skipped:<reason>`.
+    pub outcome: String,
+    /// The action its outcome called for.
+    pub action: Action,
+}
+
+/// A change to the envelope recipients.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "edit", content = "address", rename_all = "lowercase")]
+pub enum RecipientEdit {
+    /// Delete this recipient, spelt as the MTA gave it.
+    Delete(String),
+    /// Add this recipient.
+    Add(String),
+}
+
+/// A header to remove: the `index`-th (from 1) header of that name, counted
+/// case-insensitively, as the milter protocol addresses it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct HeaderRemoval {
+    /// The name.
+    pub name: String,
+    /// Which occurrence, from 1.
+    pub index: u32,
 }
 
 /// What the MTA is told about one message.
@@ -92,40 +488,42 @@ pub struct Decision {
     pub action: Action,
     /// The SMTP reply for reject and tempfail.
     pub reply: Option<Reply>,
+    /// The reason handed to the MTA's quarantine.
+    pub quarantine: Option<String>,
     /// Threats found, in engine order.
     pub threats: Vec<Found>,
     /// Engines that gave no verdict.
     pub failures: Vec<Failure>,
+    /// Engines that were not asked.
+    pub skipped: Vec<Skipped>,
+    /// Each engine's outcome and action.
+    pub engines: Vec<EngineSummary>,
     /// The highest spam score any engine reported.
     pub spam_score: Option<f64>,
     /// Rules fired, as `engine:rule`.
     pub rules: Vec<String>,
+    /// Recipient edits.
+    pub recipients: Vec<RecipientEdit>,
+    /// Incoming headers to remove (forged copies of ours).
+    pub remove_headers: Vec<HeaderRemoval>,
+    /// Headers to add, in order.
+    pub add_headers: Vec<(String, String)>,
+    /// Verdict parts that were ignored, and why (for the log).
+    pub ignored: Vec<String>,
 }
 
-/// Replies used when a message is refused or deferred.
-#[derive(Debug, Clone)]
-pub struct Policy {
-    /// For detections; `%v` becomes the threat names.
-    pub reject: Reply,
-    /// For faults and unscannable messages.
-    pub tempfail: Reply,
-}
-
-impl Default for Policy {
-    fn default() -> Self {
-        Self {
-            reject: Reply {
-                code: 550,
-                status: "5.7.1".into(),
-                text: "Message rejected: %v found".into(),
-            },
-            tempfail: Reply {
-                code: 451,
-                status: "4.7.1".into(),
-                text: "Message could not be scanned, try again later".into(),
-            },
-        }
-    }
+/// What the policy knows about the message besides the engine results.
+#[derive(Debug, Clone, Copy)]
+pub struct Context<'a> {
+    /// The envelope (its recipients are the ones per-recipient verdicts may
+    /// edit).
+    pub envelope: &'a Envelope,
+    /// The names of the message's headers, in order.
+    pub header_names: &'a [String],
+    /// The scan reference id for the summary header.
+    pub scan_id: &'a str,
+    /// The host name for `X-Virus-Scanned`, if known.
+    pub host: Option<&'a str>,
 }
 
 fn kind_name(k: ThreatKind) -> &'static str {
@@ -156,172 +554,371 @@ pub fn threat_names(threats: &[Found]) -> String {
     names.join(", ")
 }
 
+/// Text from an engine made safe for a reply or header: printable ASCII
+/// only, `%` (a format character to some MTAs) replaced.
+fn printable(s: &str) -> String {
+    s.chars()
+        .map(|c| match c {
+            '%' => '_',
+            ' '..='~' => c,
+            _ => '?',
+        })
+        .collect()
+}
+
+fn substitute(reply: &Reply, names: &str) -> Reply {
+    Reply {
+        code: reply.code,
+        status: reply.status.clone(),
+        text: reply.text.replace("%v", &printable(names)),
+    }
+}
+
+/// Per-recipient severity: drop > alternate > deliver.
+fn recipient_rank(a: &RecipientAction) -> u8 {
+    match a {
+        RecipientAction::Deliver => 0,
+        RecipientAction::Alternate(_) => 1,
+        RecipientAction::Drop => 2,
+    }
+}
+
+/// An alternate location usable as a recipient address.
+fn valid_location(l: &str) -> bool {
+    !l.is_empty()
+        && l.len() <= 254
+        && l.contains('@')
+        && l.chars().all(|c| c.is_ascii_graphic() && !"<>()[],;:\"\\".contains(c))
+}
+
 /// Judges one message's engine results.
-pub fn decide(policy: &Policy, results: &[EngineResult]) -> Decision {
-    let mut threats = Vec::new();
-    let mut failures = Vec::new();
-    let mut spam_score: Option<f64> = None;
-    let mut rules = Vec::new();
+pub fn decide(
+    policy: &Policy,
+    results: &[EngineResult],
+    skipped: &[Skipped],
+    ctx: Context<'_>,
+) -> Decision {
+    let mut d = Decision {
+        action: Action::Accept,
+        reply: None,
+        quarantine: None,
+        threats: Vec::new(),
+        failures: Vec::new(),
+        skipped: skipped.to_vec(),
+        engines: Vec::new(),
+        spam_score: None,
+        rules: Vec::new(),
+        recipients: Vec::new(),
+        remove_headers: Vec::new(),
+        add_headers: Vec::new(),
+        ignored: Vec::new(),
+    };
+    // Per envelope recipient: the most severe verdict and its rules.
+    let mut per_rcpt: Vec<(RecipientAction, Vec<String>)> = ctx
+        .envelope
+        .recipients
+        .iter()
+        .map(|_| (RecipientAction::Deliver, Vec::new()))
+        .collect();
+    let mut spam_rules: Vec<String> = Vec::new();
+    let mut spam_detected = false;
+    let mut proposed: Vec<(String, String)> = Vec::new();
+    // (engine index, action) to pick replies from.
+    let mut actions: Vec<Action> = Vec::with_capacity(results.len());
+
     for r in results {
         let engine = r.engine.to_string();
-        match &r.outcome {
+        let rules = policy.rules(&engine);
+        let (action, outcome) = match &r.outcome {
             EngineOutcome::Verdict(v) => {
-                match &v.outcome {
-                    Outcome::Clean => {}
-                    Outcome::Detected(ts) => threats.extend(ts.iter().map(|t| Found {
-                        engine: engine.clone(),
-                        name: t.name.clone(),
-                        kind: kind_name(t.kind),
-                        part: t.part.clone(),
-                    })),
-                    Outcome::Unscannable(reason) => failures.push(Failure {
-                        engine: engine.clone(),
-                        kind: format!("unscannable:{}", reason_name(*reason)),
-                        detail: "the engine could not scan the message".into(),
-                    }),
+                let judged = match &v.outcome {
+                    Outcome::Clean => (Action::Accept, "clean".to_string()),
+                    Outcome::Detected(ts) => {
+                        let mut a = Action::Accept;
+                        for t in ts {
+                            a = a.max(rules.on_detect.get(t.kind).action());
+                            spam_detected |= t.kind == ThreatKind::Spam;
+                            d.threats.push(Found {
+                                engine: engine.clone(),
+                                name: t.name.clone(),
+                                kind: kind_name(t.kind),
+                                part: t.part.clone(),
+                            });
+                        }
+                        (a, "detected".to_string())
+                    }
+                    Outcome::Unscannable(reason) => {
+                        let kind = format!("unscannable:{}", reason_name(*reason));
+                        let ea = rules.on_error.unscannable();
+                        d.failures.push(Failure {
+                            engine: engine.clone(),
+                            kind: kind.clone(),
+                            detail: "the engine could not scan the message".into(),
+                            action: ea,
+                        });
+                        (error_action(ea), kind)
+                    }
+                };
+                if let Some(s) = v.spam_score.filter(|s| s.is_finite()) {
+                    d.spam_score = Some(d.spam_score.map_or(s, |m| m.max(s)));
+                    spam_rules.extend(v.rules.iter().cloned());
                 }
-                if let Some(s) = v.spam_score {
-                    spam_score = Some(spam_score.map_or(s, |m| m.max(s)));
+                d.rules
+                    .extend(v.rules.iter().map(|rule| format!("{engine}:{rule}")));
+                for rv in &v.recipients {
+                    let want = bare_address(&rv.address);
+                    match ctx
+                        .envelope
+                        .recipients
+                        .iter()
+                        .position(|e| bare_address(&e.address).eq_ignore_ascii_case(want))
+                    {
+                        Some(i) => {
+                            if recipient_rank(&rv.action) > recipient_rank(&per_rcpt[i].0) {
+                                per_rcpt[i].0 = rv.action.clone();
+                            }
+                            for rule in &rv.rules {
+                                let rule = format!("{engine}:{rule}");
+                                if !per_rcpt[i].1.contains(&rule) {
+                                    per_rcpt[i].1.push(rule);
+                                }
+                            }
+                        }
+                        None => d.ignored.push(format!(
+                            "{engine}: verdict for {:?}, not a recipient of this message",
+                            printable(&rv.address)
+                        )),
+                    }
                 }
-                rules.extend(v.rules.iter().map(|rule| format!("{engine}:{rule}")));
+                proposed.extend(
+                    v.headers
+                        .iter()
+                        .map(|h| (h.name.clone(), h.value.clone())),
+                );
+                judged
             }
-            EngineOutcome::Fault(f) => failures.push(Failure {
-                engine,
-                kind: f.kind.as_str().to_string(),
-                detail: f.detail.clone(),
-            }),
+            EngineOutcome::Fault(f) => {
+                let ea = rules.on_error.fault(f.kind);
+                d.failures.push(Failure {
+                    engine: engine.clone(),
+                    kind: f.kind.as_str().to_string(),
+                    detail: f.detail.clone(),
+                    action: ea,
+                });
+                (error_action(ea), f.kind.as_str().to_string())
+            }
+        };
+        actions.push(action);
+        d.engines.push(EngineSummary {
+            engine,
+            outcome,
+            action,
+        });
+    }
+    for s in skipped {
+        d.engines.push(EngineSummary {
+            engine: s.engine.clone(),
+            outcome: format!("skipped:{}", s.reason),
+            action: Action::Accept,
+        });
+    }
+
+    d.action = actions.iter().copied().max().unwrap_or(Action::Accept);
+    // The reply comes from the first engine (name order) that called for
+    // the winning action; %v names the threats of every engine that did.
+    let deciding = |want: Action| {
+        results
+            .iter()
+            .zip(&actions)
+            .filter(move |(_, a)| **a == want)
+            .map(|(r, _)| r.engine.to_string())
+    };
+    let names_of = |engines: &[String]| {
+        let found: Vec<Found> = d
+            .threats
+            .iter()
+            .filter(|t| engines.contains(&t.engine))
+            .cloned()
+            .collect();
+        threat_names(&found)
+    };
+    match d.action {
+        Action::Reject | Action::Tempfail => {
+            let engines: Vec<String> = deciding(d.action).collect();
+            let rules = policy.rules(&engines[0]);
+            let reply = if d.action == Action::Reject {
+                &rules.reject
+            } else {
+                &rules.tempfail
+            };
+            d.reply = Some(substitute(reply, &names_of(&engines)));
+        }
+        Action::Quarantine => {
+            let engines: Vec<String> = deciding(Action::Quarantine).collect();
+            d.quarantine = Some(printable(&format!(
+                "cordon {}: {} found",
+                ctx.scan_id,
+                names_of(&engines)
+            )));
+        }
+        Action::Discard | Action::Accept => {}
+    }
+
+    // Forged copies of our headers go, whatever happens next.
+    let mut seen: BTreeMap<String, u32> = BTreeMap::new();
+    for name in ctx.header_names {
+        let n = seen.entry(name.to_ascii_lowercase()).or_insert(0);
+        *n += 1;
+        if policy.headers.owns(name) {
+            d.remove_headers.push(HeaderRemoval {
+                name: name.clone(),
+                index: *n,
+            });
         }
     }
-    let (action, reply) = if !threats.is_empty() {
-        let mut reply = policy.reject.clone();
-        reply.text = reply.text.replace("%v", &threat_names(&threats));
-        (Action::Reject, Some(reply))
-    } else if !failures.is_empty() {
-        (Action::Tempfail, Some(policy.tempfail.clone()))
-    } else {
-        (Action::Accept, None)
-    };
-    Decision {
-        action,
-        reply,
-        threats,
-        failures,
-        spam_score,
-        rules,
+
+    if !matches!(d.action, Action::Accept | Action::Quarantine) {
+        return d;
+    }
+
+    // Per-recipient verdicts.
+    let mut alternates: Vec<(String, String)> = Vec::new();
+    let mut kept = 0;
+    for (rcpt, (action, rules)) in ctx.envelope.recipients.iter().zip(per_rcpt) {
+        match action {
+            RecipientAction::Drop => {
+                d.recipients.push(RecipientEdit::Delete(rcpt.address.clone()));
+                continue;
+            }
+            RecipientAction::Alternate(location) => match policy.headers.alternate {
+                AlternateMode::Replace if valid_location(&location) => {
+                    d.recipients.push(RecipientEdit::Delete(rcpt.address.clone()));
+                    d.recipients.push(RecipientEdit::Add(format!("<{location}>")));
+                }
+                AlternateMode::Replace => d.ignored.push(format!(
+                    "alternate location {:?} for {} is not an address",
+                    printable(&location),
+                    rcpt.address
+                )),
+                AlternateMode::Header => alternates.push((
+                    bare_address(&rcpt.address).to_string(),
+                    printable(&location),
+                )),
+            },
+            RecipientAction::Deliver => {}
+        }
+        kept += 1;
+        for rule in rules {
+            if !d.rules.contains(&rule) {
+                d.rules.push(rule);
+            }
+        }
+    }
+    if !ctx.envelope.recipients.is_empty() && kept == 0 {
+        d.action = Action::Discard;
+        d.quarantine = None;
+        d.recipients.clear();
+        return d;
+    }
+
+    if !policy.headers.add {
+        return d;
+    }
+    let h = &mut d.add_headers;
+    let scanned: Vec<&EngineSummary> = d
+        .engines
+        .iter()
+        .filter(|e| !e.outcome.starts_with("skipped:"))
+        .collect();
+    if !scanned.is_empty() {
+        let version = env!("CARGO_PKG_VERSION");
+        h.push((
+            "X-Virus-Scanned".into(),
+            match ctx.host {
+                Some(host) => format!("cordon {version} at {}", printable(host)),
+                None => format!("cordon {version}"),
+            },
+        ));
+        let viruses: Vec<Found> = d
+            .threats
+            .iter()
+            .filter(|t| t.kind != "spam")
+            .cloned()
+            .collect();
+        let status = if !viruses.is_empty() {
+            format!("Infected ({})", printable(&threat_names(&viruses)))
+        } else if !d.failures.is_empty() {
+            let why: Vec<String> = d
+                .failures
+                .iter()
+                .map(|f| format!("{}: {}", f.engine, f.kind))
+                .collect();
+            format!("Not scanned ({})", why.join(", "))
+        } else {
+            "Clean".to_string()
+        };
+        h.push(("X-Virus-Status".into(), status));
+    }
+    if d.spam_score.is_some() || spam_detected {
+        let score = d.spam_score.unwrap_or(0.0);
+        let spam = spam_detected || score >= policy.headers.spam_threshold;
+        let mut tests: Vec<String> = spam_rules.iter().map(|r| printable(r)).collect();
+        tests.sort();
+        tests.dedup();
+        let tests = if tests.is_empty() {
+            "none".to_string()
+        } else {
+            tests.join(",")
+        };
+        h.push((
+            "X-Spam-Flag".into(),
+            if spam { "YES" } else { "NO" }.to_string(),
+        ));
+        h.push(("X-Spam-Score".into(), format!("{score:.1}")));
+        h.push((
+            "X-Spam-Status".into(),
+            format!(
+                "{}, score={score:.1} required={:.1} tests={tests}",
+                if spam { "Yes" } else { "No" },
+                policy.headers.spam_threshold
+            ),
+        ));
+    }
+    if !d.rules.is_empty() {
+        let rules: Vec<String> = d.rules.iter().map(|r| printable(r)).collect();
+        h.push(("X-Cordon-Rules".into(), rules.join(", ")));
+    }
+    for (rcpt, location) in alternates {
+        h.push((
+            "X-Cordon-Alternate".into(),
+            format!("<{}> {location}", printable(&rcpt)),
+        ));
+    }
+    for (name, value) in proposed {
+        if policy.headers.engine_header_allowed(&name) && !OWN_HEADERS
+            .iter()
+            .any(|o| o.eq_ignore_ascii_case(&name))
+        {
+            h.push((name, printable(&value)));
+        } else {
+            d.ignored
+                .push(format!("header {:?} is not in headers.engine_headers", printable(&name)));
+        }
+    }
+    let mut summary = format!("id={}", ctx.scan_id);
+    for e in &d.engines {
+        summary.push_str(&format!("; {}={}", e.engine, e.outcome));
+    }
+    h.push(("X-Cordon-Scan".into(), summary));
+    d
+}
+
+fn error_action(a: ErrorAction) -> Action {
+    match a {
+        ErrorAction::Tempfail => Action::Tempfail,
+        ErrorAction::Accept => Action::Accept,
     }
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use crate::bindings::{Threat, Verdict};
-    use crate::engine::{FaultKind, ScanTiming};
-
-    fn verdict(outcome: Outcome) -> EngineOutcome {
-        EngineOutcome::Verdict(Verdict {
-            outcome,
-            spam_score: None,
-            rules: vec![],
-            recipients: vec![],
-            headers: vec![],
-        })
-    }
-    fn clean() -> EngineOutcome {
-        verdict(Outcome::Clean)
-    }
-    fn virus(name: &str) -> EngineOutcome {
-        verdict(Outcome::Detected(vec![Threat {
-            name: name.into(),
-            kind: ThreatKind::Virus,
-            part: String::new(),
-        }]))
-    }
-    fn fault(kind: FaultKind) -> EngineOutcome {
-        EngineOutcome::fault(kind, "test")
-    }
-    fn results(outcomes: Vec<EngineOutcome>) -> Vec<EngineResult> {
-        outcomes
-            .into_iter()
-            .enumerate()
-            .map(|(i, outcome)| EngineResult {
-                engine: format!("e{i}").into(),
-                generation: 1,
-                outcome,
-                timing: ScanTiming::default(),
-            })
-            .collect()
-    }
-
-    #[test]
-    fn most_severe_outcome_wins() {
-        use Action::*;
-        let table: Vec<(Vec<EngineOutcome>, Action)> = vec![
-            (vec![clean()], Accept),
-            (vec![clean(), clean()], Accept),
-            (vec![virus("V")], Reject),
-            (vec![clean(), virus("V")], Reject),
-            (vec![fault(FaultKind::Timeout)], Tempfail),
-            (vec![clean(), fault(FaultKind::Trap)], Tempfail),
-            (vec![fault(FaultKind::OutOfMemory), virus("V")], Reject),
-            (
-                vec![verdict(Outcome::Unscannable(UnscannableReason::Encrypted))],
-                Tempfail,
-            ),
-            (vec![clean(), fault(FaultKind::MessageTooLarge)], Tempfail),
-            (
-                vec![fault(FaultKind::BadOutput), fault(FaultKind::Overloaded)],
-                Tempfail,
-            ),
-            // No engine at all is not a clean scan: config validation
-            // refuses it, and accept here would still be the only sound
-            // answer for an empty list, so it is pinned.
-            (vec![], Accept),
-        ];
-        for (i, (outcomes, want)) in table.into_iter().enumerate() {
-            let d = decide(&Policy::default(), &results(outcomes));
-            assert_eq!(d.action, want, "row {i}: {d:?}");
-            assert_eq!(d.reply.is_some(), want != Accept, "row {i}");
-        }
-    }
-
-    #[test]
-    fn reject_text_names_threats_and_tempfail_is_451() {
-        let d = decide(
-            &Policy::default(),
-            &results(vec![
-                virus("Eicar-Test-Signature"),
-                fault(FaultKind::Timeout),
-            ]),
-        );
-        let reply = d.reply.unwrap();
-        assert_eq!(reply.code, 550);
-        assert_eq!(reply.text, "Message rejected: Eicar-Test-Signature found");
-        assert_eq!(d.failures.len(), 1);
-        assert_eq!(d.failures[0].kind, "timeout");
-
-        let d = decide(
-            &Policy::default(),
-            &results(vec![fault(FaultKind::Timeout)]),
-        );
-        assert_eq!(d.reply.unwrap().code, 451);
-    }
-
-    #[test]
-    fn spam_score_is_the_maximum() {
-        let mut a = Verdict {
-            outcome: Outcome::Clean,
-            spam_score: Some(2.5),
-            rules: vec!["R1".into()],
-            recipients: vec![],
-            headers: vec![],
-        };
-        let b = EngineOutcome::Verdict(a.clone());
-        a.spam_score = Some(7.0);
-        let d = decide(
-            &Policy::default(),
-            &results(vec![b, EngineOutcome::Verdict(a)]),
-        );
-        assert_eq!(d.spam_score, Some(7.0));
-        assert_eq!(d.rules, ["e0:R1", "e1:R1"]);
-    }
-}
+mod tests;

@@ -3,7 +3,8 @@
 //! The engines of one message run concurrently, each on its own fresh
 //! instance and under its own limits; the message bytes are shared, never
 //! copied per engine on the host side. The result is one [`EngineResult`]
-//! per engine, in engine order, for the policy to judge.
+//! per engine, in engine order, for the policy to judge; [`judge`] runs the
+//! whole way: skip rules, the scan, the policy.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,6 +12,7 @@ use std::time::{Duration, Instant};
 use crate::bindings::Envelope;
 use crate::engine::{EngineOutcome, Generation, ScanTiming};
 use crate::mime::{MimeLimits, decompose};
+use crate::policy::{self, Context, Decision, Policy, Skipped};
 
 /// A message to scan.
 #[derive(Clone)]
@@ -117,4 +119,112 @@ pub async fn scan_message(
         results,
         elapsed: started.elapsed(),
     }
+}
+
+/// A fresh scan reference id: 16 hex digits, unique enough to find one
+/// message in the logs (random per process, then counted).
+pub fn scan_id() -> String {
+    use std::hash::{BuildHasher, Hasher};
+    use std::sync::OnceLock;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    static BASE: OnceLock<u64> = OnceLock::new();
+    static COUNT: AtomicU64 = AtomicU64::new(0);
+    let base = *BASE.get_or_init(|| {
+        let mut h = std::collections::hash_map::RandomState::new().build_hasher();
+        h.write_u128(
+            std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_nanos())
+                .unwrap_or(0),
+        );
+        h.write_u32(std::process::id());
+        h.finish()
+    });
+    let n = COUNT.fetch_add(1, Ordering::Relaxed);
+    // A bijective mix, so consecutive ids do not look consecutive.
+    let mut x = base.wrapping_add(n.wrapping_mul(0x9E37_79B9_7F4A_7C15));
+    x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    format!("{:016x}", x ^ (x >> 31))
+}
+
+/// A message judged: the engines' results and the decision.
+#[derive(Debug, Clone)]
+pub struct Judged {
+    /// What the engines that were asked said.
+    pub report: ScanReport,
+    /// What the MTA is told.
+    pub decision: Decision,
+}
+
+/// Applies each engine's skip rules, scans with the engines left, and
+/// decides. `size` is the message's real size: when it is larger than
+/// `message.bytes` (the MTA sent more than any engine takes and the rest
+/// was not kept), the engines asked get a `message-too-large` fault
+/// without a scan. `header_names`, `scan_id` and `host` are handed to the
+/// policy.
+#[allow(clippy::too_many_arguments)]
+pub async fn judge(
+    engines: &[Arc<Generation>],
+    message: &Message,
+    size: u64,
+    mime: &MimeLimits,
+    policy: &Policy,
+    header_names: &[String],
+    scan_id: &str,
+    host: Option<&str>,
+) -> Judged {
+    let mut asked = Vec::with_capacity(engines.len());
+    let mut skipped = Vec::new();
+    for g in engines {
+        match policy
+            .rules(&g.name)
+            .skip_reason(&message.envelope, size)
+        {
+            Some(reason) => skipped.push(Skipped {
+                engine: g.name.to_string(),
+                reason,
+            }),
+            None => asked.push(g.clone()),
+        }
+    }
+    let report = if asked.is_empty() {
+        ScanReport {
+            results: Vec::new(),
+            elapsed: Duration::ZERO,
+        }
+    } else if size > message.bytes.len() as u64 {
+        ScanReport {
+            results: asked
+                .iter()
+                .map(|g| EngineResult {
+                    engine: g.name.clone(),
+                    generation: g.number,
+                    outcome: EngineOutcome::fault(
+                        crate::engine::FaultKind::MessageTooLarge,
+                        format!(
+                            "{size} bytes, over the engine's limit of {}",
+                            g.limits.max_message_bytes
+                        ),
+                    ),
+                    timing: ScanTiming::default(),
+                })
+                .collect(),
+            elapsed: Duration::ZERO,
+        }
+    } else {
+        scan_message(&asked, message, mime).await
+    };
+    let decision = policy::decide(
+        policy,
+        &report.results,
+        &skipped,
+        Context {
+            envelope: &message.envelope,
+            header_names,
+            scan_id,
+            host,
+        },
+    );
+    Judged { report, decision }
 }

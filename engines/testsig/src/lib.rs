@@ -4,7 +4,10 @@
 //! in every decoded MIME part (so a base64 attachment is found too):
 //! EICAR (the anti-virus test file) as the virus `Eicar-Test-Signature`, and
 //! GTUBE (the anti-spam test string) as spam with a score of 1000, the way
-//! SpamAssassin scores it. The matching lives in [`matcher`], plain Rust that
+//! SpamAssassin scores it. When GTUBE is found, recipients in the opt-in
+//! profile `spam-drop` get a `drop` verdict and those in `spam-alternate`
+//! an `alternate` verdict (to the setting `alternate_location`), the way
+//! Brightmail's per-recipient verdicts work. The matching lives in [`matcher`], plain Rust that
 //! the host's benchmark also links natively as its baseline; the component
 //! glue is the `export_engine!` call at the bottom, compiled only for wasm.
 
@@ -39,8 +42,8 @@ pub mod matcher {
 #[cfg(target_family = "wasm")]
 mod component {
     use cordon_engine_sdk::{
-        Engine, Envelope, Level, PartInfo, Settings, Threat, ThreatKind, Verdict, export_engine,
-        log,
+        Engine, Envelope, Level, PartInfo, RecipientAction, RecipientVerdict, Settings, Threat,
+        ThreatKind, Verdict, export_engine, log,
     };
 
     use crate::matcher;
@@ -50,12 +53,18 @@ mod component {
     /// Threat name and rule for GTUBE.
     const GTUBE_NAME: &str = "GTUBE";
 
+    /// Profile whose members do not get spam.
+    const PROFILE_DROP: &str = "spam-drop";
+    /// Profile whose members get spam at the alternate location.
+    const PROFILE_ALTERNATE: &str = "spam-alternate";
+
     struct Testsig {
         definitions_version: String,
+        alternate_location: String,
     }
 
     impl Testsig {
-        fn verdict(&self, data: &[u8], part: String) -> Verdict {
+        fn verdict(&self, envelope: &Envelope, data: &[u8], part: String) -> Verdict {
             let found = matcher::find(data);
             let mut threats = Vec::new();
             if found.eicar {
@@ -76,6 +85,20 @@ mod component {
             if found.gtube {
                 v.spam_score = Some(1000.0);
                 v.rules.push(GTUBE_NAME.into());
+                for r in &envelope.recipients {
+                    let action = if r.profiles.iter().any(|p| p == PROFILE_DROP) {
+                        RecipientAction::Drop
+                    } else if r.profiles.iter().any(|p| p == PROFILE_ALTERNATE) {
+                        RecipientAction::Alternate(self.alternate_location.clone())
+                    } else {
+                        continue;
+                    };
+                    v.recipients.push(RecipientVerdict {
+                        address: r.address.clone(),
+                        action,
+                        rules: vec![GTUBE_NAME.into()],
+                    });
+                }
             } else {
                 v.spam_score = Some(0.0);
             }
@@ -91,12 +114,15 @@ mod component {
 
         fn init(settings: &Settings) -> Result<Self, String> {
             let mut definitions_version = "builtin".to_string();
+            let mut alternate_location = "spam".to_string();
             for (key, value) in settings {
                 match key.as_str() {
                     "definitions_version" => definitions_version = value.clone(),
+                    "alternate_location" => alternate_location = value.clone(),
                     other => {
                         return Err(format!(
-                            "unknown setting `{other}` (testsig knows: definitions_version)"
+                            "unknown setting `{other}` (testsig knows: definitions_version, \
+                             alternate_location)"
                         ));
                     }
                 }
@@ -107,6 +133,7 @@ mod component {
             );
             Ok(Testsig {
                 definitions_version,
+                alternate_location,
             })
         }
 
@@ -114,16 +141,16 @@ mod component {
             self.definitions_version.clone()
         }
 
-        fn scan(&self, _envelope: &Envelope, message: &[u8]) -> Verdict {
-            self.verdict(message, String::new())
+        fn scan(&self, envelope: &Envelope, message: &[u8]) -> Verdict {
+            self.verdict(envelope, message, String::new())
         }
 
-        fn scan_part(&self, _envelope: &Envelope, part: &PartInfo, content: &[u8]) -> Verdict {
+        fn scan_part(&self, envelope: &Envelope, part: &PartInfo, content: &[u8]) -> Verdict {
             let location = match &part.file_name {
                 Some(f) => format!("part {} ({f})", part.index),
                 None => format!("part {}", part.index),
             };
-            self.verdict(content, location)
+            self.verdict(envelope, content, location)
         }
     }
 

@@ -1,0 +1,390 @@
+//! One milter connection: the MTA's callbacks collect the envelope, headers
+//! and body; end-of-message runs [`crate::scan::judge`] and answers with the
+//! decision as milter actions.
+//!
+//! The session works on any stream (`AsyncRead + AsyncWrite`), so tests
+//! drive it over an in-memory duplex and Postfix drives it over a socket.
+//! Nothing the MTA sends can panic it: malformed packets end the session
+//! with an error, and the MTA applies its `milter_default_action`.
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use bytes::BytesMut;
+use miltr_common::actions::{Action as MilterAction, Continue, Discard, Replycode};
+use miltr_common::commands::{Body, Connect, Header, Helo, Macro, Mail, Recipient};
+use miltr_common::encoding::Writable;
+use miltr_common::modifications::ModificationResponse;
+use miltr_common::modifications::headers::{AddHeader, ChangeHeader};
+use miltr_common::modifications::quarantine::Quarantine;
+use miltr_common::modifications::recipients::{AddRecipient, DeleteRecipient};
+use miltr_server::Milter;
+use tokio::sync::watch;
+
+use crate::bindings::{Envelope, IpAddress, Recipient as EnvRecipient};
+use crate::policy::{Action, Decision, RecipientEdit, bare_address};
+use crate::registry::Registry;
+use crate::scan::{self, Message};
+
+/// What every session of one daemon shares.
+pub struct Shared {
+    /// The engines.
+    pub registry: Arc<Registry>,
+    /// The policy.
+    pub policy: crate::policy::Policy,
+    /// MIME limits.
+    pub mime: crate::mime::MimeLimits,
+    /// Recipient profiles: (lower-cased pattern, profile).
+    pub profiles: Vec<(String, String)>,
+    /// Name for `X-Virus-Scanned`, overriding the MTA's `j` macro.
+    pub host_name: Option<String>,
+}
+
+impl Shared {
+    /// The profiles of one recipient.
+    fn profiles_of(&self, address: &str) -> Vec<String> {
+        let a = bare_address(address).to_ascii_lowercase();
+        let domain = a.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
+        let mut out: Vec<String> = self
+            .profiles
+            .iter()
+            .filter(|(p, _)| match p.strip_prefix('@') {
+                Some(d) => d == domain,
+                None => *p == a,
+            })
+            .map(|(_, name)| name.clone())
+            .collect();
+        out.dedup();
+        out
+    }
+}
+
+/// One message in progress.
+#[derive(Default)]
+struct Transaction {
+    mail_from: String,
+    recipients: Vec<String>,
+    auth_user: Option<String>,
+    queue_id: Option<String>,
+    header_names: Vec<String>,
+    bytes: Vec<u8>,
+    size: u64,
+    in_body: bool,
+}
+
+/// One milter connection.
+pub struct Session {
+    shared: Arc<Shared>,
+    busy: watch::Sender<bool>,
+    /// The largest message any enabled engine takes; bytes past it are
+    /// counted, not kept.
+    keep_bytes: u64,
+    client_name: String,
+    client_address: Option<IpAddress>,
+    helo: String,
+    mta_host: Option<String>,
+    tx: Transaction,
+}
+
+impl Session {
+    /// A session; `busy` is set while a message is in progress, so that
+    /// shutdown waits for it.
+    pub fn new(shared: Arc<Shared>, busy: watch::Sender<bool>) -> Self {
+        let keep_bytes = shared
+            .registry
+            .enabled()
+            .iter()
+            .map(|g| g.limits.max_message_bytes)
+            .max()
+            .unwrap_or(0);
+        Self {
+            shared,
+            busy,
+            keep_bytes,
+            client_name: String::new(),
+            client_address: None,
+            helo: String::new(),
+            mta_host: None,
+            tx: Transaction::default(),
+        }
+    }
+
+    fn reset(&mut self) {
+        self.tx = Transaction::default();
+        self.busy.send_replace(false);
+    }
+
+    fn append(&mut self, data: &[u8]) {
+        self.tx.size += data.len() as u64;
+        let room = self.keep_bytes.saturating_sub(self.tx.bytes.len() as u64);
+        let take = (data.len() as u64).min(room) as usize;
+        self.tx.bytes.extend_from_slice(&data[..take]);
+    }
+
+    fn envelope(&self) -> Envelope {
+        Envelope {
+            client_address: self.client_address,
+            client_name: self.client_name.clone(),
+            helo: self.helo.clone(),
+            mail_from: self.tx.mail_from.clone(),
+            recipients: self
+                .tx
+                .recipients
+                .iter()
+                .map(|r| EnvRecipient {
+                    address: r.clone(),
+                    profiles: self.shared.profiles_of(r),
+                })
+                .collect(),
+            authenticated_user: self.tx.auth_user.clone(),
+            queue_id: self.tx.queue_id.clone(),
+        }
+    }
+}
+
+/// The raw fields of a milter packet (`name\0value\0`, `addr\0args...`).
+fn raw_fields(w: &impl Writable) -> Vec<Vec<u8>> {
+    let mut buf = BytesMut::new();
+    w.write(&mut buf);
+    let mut fields: Vec<Vec<u8>> = buf[..].split(|&b| b == 0).map(<[u8]>::to_vec).collect();
+    if fields.last().is_some_and(Vec::is_empty) {
+        fields.pop();
+    }
+    fields
+}
+
+fn wit_address(ip: IpAddr) -> IpAddress {
+    match ip {
+        IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            IpAddress::Ipv4((a, b, c, d))
+        }
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => wit_address(IpAddr::V4(v4)),
+            None => {
+                let [a, b, c, d, e, f, g, h] = v6.segments();
+                IpAddress::Ipv6((a, b, c, d, e, f, g, h))
+            }
+        },
+    }
+}
+
+/// Postfix sends `ipv6:` before IPv6 addresses in some places; brackets too.
+fn parse_ip(s: &str) -> Option<IpAddr> {
+    let s = s.trim().trim_start_matches('[').trim_end_matches(']');
+    let s = s
+        .strip_prefix("IPv6:")
+        .or_else(|| s.strip_prefix("ipv6:"))
+        .unwrap_or(s);
+    s.parse().ok()
+}
+
+/// The milter response for a decision.
+pub fn response(d: &Decision) -> ModificationResponse {
+    let mut b = ModificationResponse::builder();
+    match d.action {
+        Action::Reject | Action::Tempfail => {
+            let reply = d.reply.clone().unwrap_or_else(|| {
+                if d.action == Action::Reject {
+                    crate::policy::Reply::default_reject()
+                } else {
+                    crate::policy::Reply::default_tempfail()
+                }
+            });
+            let digits = |n: u16| [(n / 100) as u8, (n / 10 % 10) as u8, (n % 10) as u8];
+            let mut x = [0u16; 3];
+            for (slot, p) in x.iter_mut().zip(reply.status.split('.')) {
+                *slot = p.parse().unwrap_or(0);
+            }
+            b.build(Replycode::new(digits(reply.code), x, &reply.text))
+        }
+        Action::Discard => b.build(MilterAction::from(Discard)),
+        Action::Accept | Action::Quarantine => {
+            for r in &d.remove_headers {
+                b.push(ChangeHeader::new(r.index, r.name.as_bytes(), b""));
+            }
+            for (name, value) in &d.add_headers {
+                b.push(AddHeader::new(name.as_bytes(), value.as_bytes()));
+            }
+            for e in &d.recipients {
+                match e {
+                    RecipientEdit::Delete(a) => b.push(DeleteRecipient::new(a.as_bytes())),
+                    RecipientEdit::Add(a) => b.push(AddRecipient::new(a.as_bytes())),
+                }
+            }
+            if let Some(reason) = &d.quarantine {
+                b.push(Quarantine::new(reason.as_bytes()));
+            }
+            b.build(MilterAction::from(Continue))
+        }
+    }
+}
+
+#[async_trait]
+impl Milter for Session {
+    type Error = std::convert::Infallible;
+
+    async fn macro_(&mut self, m: Macro) -> Result<(), Self::Error> {
+        for (k, v) in m.macros() {
+            let v = String::from_utf8_lossy(v).into_owned();
+            match k {
+                b"i" if !v.is_empty() => self.tx.queue_id = Some(v),
+                b"j" if !v.is_empty() => self.mta_host = Some(v),
+                b"{auth_authen}" if !v.is_empty() => self.tx.auth_user = Some(v),
+                _ => {}
+            }
+        }
+        Ok(())
+    }
+
+    async fn connect(&mut self, c: Connect) -> Result<MilterAction, Self::Error> {
+        self.client_name = c.hostname().into_owned();
+        self.client_address = parse_ip(&c.address()).map(wit_address);
+        Ok(Continue.into())
+    }
+
+    async fn helo(&mut self, h: Helo) -> Result<MilterAction, Self::Error> {
+        self.helo = h.helo().trim_end_matches('\0').to_string();
+        Ok(Continue.into())
+    }
+
+    async fn mail(&mut self, m: Mail) -> Result<MilterAction, Self::Error> {
+        // A new transaction; the macros for it arrive just before this.
+        let queue_id = self.tx.queue_id.take();
+        let auth_user = self.tx.auth_user.take();
+        self.tx = Transaction {
+            queue_id,
+            auth_user,
+            ..Transaction::default()
+        };
+        self.tx.mail_from = raw_fields(&m)
+            .first()
+            .map(|f| String::from_utf8_lossy(f).into_owned())
+            .unwrap_or_default();
+        self.busy.send_replace(true);
+        Ok(Continue.into())
+    }
+
+    async fn rcpt(&mut self, r: Recipient) -> Result<MilterAction, Self::Error> {
+        if let Some(a) = raw_fields(&r).first() {
+            self.tx.recipients.push(String::from_utf8_lossy(a).into_owned());
+        }
+        Ok(Continue.into())
+    }
+
+    async fn header(&mut self, h: Header) -> Result<MilterAction, Self::Error> {
+        let mut f = raw_fields(&h).into_iter();
+        let name = f.next().unwrap_or_default();
+        let value = f.next().unwrap_or_default();
+        self.tx
+            .header_names
+            .push(String::from_utf8_lossy(&name).into_owned());
+        // Postfix folds long values with bare LF; the message is CRLF.
+        let mut line = name;
+        line.extend_from_slice(b": ");
+        let mut prev = 0u8;
+        for &b in &value {
+            if b == b'\n' && prev != b'\r' {
+                line.push(b'\r');
+            }
+            line.push(b);
+            prev = b;
+        }
+        line.extend_from_slice(b"\r\n");
+        self.append(&line);
+        Ok(Continue.into())
+    }
+
+    async fn end_of_header(&mut self) -> Result<MilterAction, Self::Error> {
+        self.append(b"\r\n");
+        self.tx.in_body = true;
+        Ok(Continue.into())
+    }
+
+    async fn body(&mut self, b: Body) -> Result<MilterAction, Self::Error> {
+        self.append(b.as_bytes());
+        Ok(Continue.into())
+    }
+
+    async fn end_of_body(&mut self) -> Result<ModificationResponse, Self::Error> {
+        if !self.tx.in_body {
+            // No end-of-headers came (a client that skipped it): the message
+            // still needs its blank line.
+            self.append(b"\r\n");
+        }
+        let envelope = self.envelope();
+        let tx = std::mem::take(&mut self.tx);
+        let message = Message {
+            envelope: Arc::new(envelope),
+            bytes: tx.bytes.into(),
+        };
+        let shared = &self.shared;
+        let id = scan::scan_id();
+        let host = shared.host_name.as_deref().or(self.mta_host.as_deref());
+        let judged = scan::judge(
+            &shared.registry.enabled(),
+            &message,
+            tx.size,
+            &shared.mime,
+            &shared.policy,
+            &tx.header_names,
+            &id,
+            host,
+        )
+        .await;
+        log_line(&message, tx.size, &id, &judged);
+        // The busy flag stays up until the MTA ends the transaction
+        // (abort) or the connection, so shutdown never cuts this reply off.
+        Ok(response(&judged.decision))
+    }
+
+    async fn abort(&mut self) -> Result<(), Self::Error> {
+        self.reset();
+        Ok(())
+    }
+
+    async fn quit(&mut self) -> Result<(), Self::Error> {
+        self.reset();
+        Ok(())
+    }
+}
+
+/// The one log line per message.
+fn log_line(message: &Message, size: u64, id: &str, j: &scan::Judged) {
+    let d = &j.decision;
+    let mut engines = Vec::new();
+    for e in &d.engines {
+        let ms = j
+            .report
+            .results
+            .iter()
+            .find(|r| *r.engine == e.engine)
+            .map(|r| (r.timing.queued + r.timing.run).as_secs_f64() * 1000.0);
+        engines.push(match ms {
+            Some(ms) => format!("{}={}({ms:.1}ms)", e.engine, e.outcome),
+            None => format!("{}={}", e.engine, e.outcome),
+        });
+    }
+    let threats = crate::policy::threat_names(&d.threats);
+    let reply = d.reply.as_ref().map(|r| r.to_string()).unwrap_or_default();
+    let recipient_edits = d.recipients.len();
+    tracing::info!(
+        target: "cordon::message",
+        scan_id = %id,
+        queue_id = %message.envelope.queue_id.as_deref().unwrap_or("-"),
+        from = %message.envelope.mail_from,
+        recipients = message.envelope.recipients.len(),
+        size,
+        engines = %engines.join(" "),
+        threats = %threats,
+        action = d.action.as_str(),
+        reply = %reply,
+        recipient_edits,
+        elapsed_ms = format!("{:.1}", j.report.elapsed.as_secs_f64() * 1000.0),
+        "message"
+    );
+    for note in &d.ignored {
+        tracing::warn!(target: "cordon::message", scan_id = %id, "ignored: {note}");
+    }
+}
