@@ -8,4 +8,5 @@ mod clamscan;
 mod cli;
 mod common;
 mod hostile;
+mod milter;
 mod world;
