@@ -181,7 +181,10 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<i32> {
         config.milter.listen = args
             .listen
             .iter()
-            .map(|l| l.parse().map_err(|e: String| anyhow::anyhow!("--listen {e}")))
+            .map(|l| {
+                l.parse()
+                    .map_err(|e: String| anyhow::anyhow!("--listen {e}"))
+            })
             .collect::<anyhow::Result<_>>()?;
     }
     if config.milter.listen.is_empty() {
@@ -243,7 +246,10 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<i32> {
 /// SIGTERM or SIGINT.
 async fn shutdown_signal() {
     use tokio::signal::unix::{SignalKind, signal};
-    match (signal(SignalKind::terminate()), signal(SignalKind::interrupt())) {
+    match (
+        signal(SignalKind::terminate()),
+        signal(SignalKind::interrupt()),
+    ) {
         (Ok(mut term), Ok(mut int)) => {
             tokio::select! {
                 _ = term.recv() => tracing::info!("SIGTERM received"),

@@ -558,9 +558,9 @@ impl std::fmt::Display for ListenAddr {
 impl std::str::FromStr for ListenAddr {
     type Err = String;
     fn from_str(s: &str) -> Result<Self, String> {
-        let (kind, rest) = s
-            .split_once(':')
-            .ok_or_else(|| format!("{s:?}: expected unix:/path, inet:port@host or inet6:port@host"))?;
+        let (kind, rest) = s.split_once(':').ok_or_else(|| {
+            format!("{s:?}: expected unix:/path, inet:port@host or inet6:port@host")
+        })?;
         match kind {
             "unix" | "local" => {
                 if rest.is_empty() {
@@ -754,7 +754,11 @@ impl Config {
         for (name, patterns) in &self.profiles {
             for p in patterns {
                 let ok = match p.split_once('@') {
-                    Some((local, domain)) => !domain.is_empty() && !domain.contains('@') && (local.is_empty() || !local.contains(char::is_whitespace)),
+                    Some((local, domain)) => {
+                        !domain.is_empty()
+                            && !domain.contains('@')
+                            && (local.is_empty() || !local.contains(char::is_whitespace))
+                    }
                     None => false,
                 };
                 if !ok {
@@ -802,7 +806,10 @@ fn build_policy(
         .as_ref()
         .map(|s| skip_rules(s, "policy.skip", &bad))
         .transpose()?;
-    let rules = |prefix: &str, own: &RulesConfig, fallback: &EngineRules| -> Result<EngineRules, ConfigError> {
+    let rules = |prefix: &str,
+                 own: &RulesConfig,
+                 fallback: &EngineRules|
+     -> Result<EngineRules, ConfigError> {
         let mut r = fallback.clone();
         if let Some(t) = &own.on_detect {
             let default = t.default.unwrap_or(r.on_detect.by_kind[0]);
@@ -858,7 +865,11 @@ fn build_policy(
     }
     for (i, h) in headers.engine_headers.iter().enumerate() {
         let name = h.strip_suffix('*').unwrap_or(h);
-        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_graphic() && b != b':' && b != b'*') {
+        if name.is_empty()
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_graphic() && b != b':' && b != b'*')
+        {
             return Err(bad(
                 format!("headers.engine_headers[{i}]"),
                 format!("{h:?} is not a header name (a trailing * is allowed)"),
@@ -886,11 +897,13 @@ fn reply(
     bad: &dyn Fn(String, String) -> ConfigError,
 ) -> Result<Reply, ConfigError> {
     let r = Reply {
-        code: c.code.unwrap_or(if fallback.code / 100 == u16::from(class - b'0') {
-            fallback.code
-        } else {
-            u16::from(class - b'0') * 100 + 50
-        }),
+        code: c
+            .code
+            .unwrap_or(if fallback.code / 100 == u16::from(class - b'0') {
+                fallback.code
+            } else {
+                u16::from(class - b'0') * 100 + 50
+            }),
         status: c.status.clone().unwrap_or_else(|| fallback.status.clone()),
         text: c.text.clone().unwrap_or_else(|| fallback.text.clone()),
     };
@@ -991,7 +1004,12 @@ fn milter_settings(path: &Path, c: &MilterConfig) -> Result<MilterSettings, Conf
     let socket_mode = u32::from_str_radix(&c.socket_mode, 8)
         .ok()
         .filter(|m| *m <= 0o777)
-        .ok_or_else(|| bad("socket_mode", format!("{:?} is not an octal mode like \"0660\"", c.socket_mode)))?;
+        .ok_or_else(|| {
+            bad(
+                "socket_mode",
+                format!("{:?} is not an octal mode like \"0660\"", c.socket_mode),
+            )
+        })?;
     if let Some(h) = &c.host_name
         && (h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic()))
     {
@@ -1147,17 +1165,32 @@ mod policy_tests {
             ("[policy]\non_detect = \"bounce\"\n", "bounce"),
             ("[policy]\non_error = { timout = \"accept\" }\n", "timout"),
             ("[policy]\nreject.code = 450\n", "policy.reject.code"),
-            ("[policy]\ntempfail.status = \"5.7.1\"\n", "policy.tempfail.status"),
-            ("[policy]\nreject.text = \"a\\r\\nb\"\n", "policy.reject.text"),
+            (
+                "[policy]\ntempfail.status = \"5.7.1\"\n",
+                "policy.tempfail.status",
+            ),
+            (
+                "[policy]\nreject.text = \"a\\r\\nb\"\n",
+                "policy.reject.text",
+            ),
             (
                 "[policy]\nskip.client_networks = [\"10.0.0.0/33\"]\n",
                 "policy.skip.client_networks[0]",
             ),
             ("[milter]\nlisten = [\"tcp:25\"]\n", "milter.listen[0]"),
-            ("[milter]\nlisten = [\"inet6:25@127.0.0.1\"]\n", "milter.listen[0]"),
+            (
+                "[milter]\nlisten = [\"inet6:25@127.0.0.1\"]\n",
+                "milter.listen[0]",
+            ),
             ("[milter]\nsocket_mode = \"999\"\n", "milter.socket_mode"),
-            ("[profiles]\nspam-drop = [\"nobody\"]\n", "profiles.spam-drop"),
-            ("[headers]\nengine_headers = [\"X-A: b\"]\n", "headers.engine_headers[0]"),
+            (
+                "[profiles]\nspam-drop = [\"nobody\"]\n",
+                "profiles.spam-drop",
+            ),
+            (
+                "[headers]\nengine_headers = [\"X-A: b\"]\n",
+                "headers.engine_headers[0]",
+            ),
         ];
         for (text, want) in cases {
             let text = format!("{text}[engines.t]\ncomponent = \"t.wasm\"\n");

@@ -140,7 +140,11 @@ pub fn header_names(message: &[u8]) -> Vec<String> {
             continue;
         }
         if let Some(colon) = line.iter().position(|&b| b == b':') {
-            names.push(String::from_utf8_lossy(&line[..colon]).trim_end().to_string());
+            names.push(
+                String::from_utf8_lossy(&line[..colon])
+                    .trim_end()
+                    .to_string(),
+            );
         }
     }
     names

@@ -28,7 +28,9 @@ use std::net::IpAddr;
 
 use serde::Serialize;
 
-use crate::bindings::{Envelope, IpAddress, Outcome, RecipientAction, ThreatKind, UnscannableReason};
+use crate::bindings::{
+    Envelope, IpAddress, Outcome, RecipientAction, ThreatKind, UnscannableReason,
+};
 use crate::engine::{EngineOutcome, FaultKind};
 use crate::scan::EngineResult;
 
@@ -379,18 +381,22 @@ pub const OWN_HEADERS: [&str; 8] = [
 
 impl HeaderRules {
     fn engine_header_allowed(&self, name: &str) -> bool {
-        valid_header_name(name) && self.engine_headers.iter().any(|p| match p.strip_suffix('*') {
-            Some(prefix) => {
-                name.len() >= prefix.len()
-                    && name.as_bytes()[..prefix.len()].eq_ignore_ascii_case(prefix.as_bytes())
-            }
-            None => name.eq_ignore_ascii_case(p),
-        })
+        valid_header_name(name)
+            && self
+                .engine_headers
+                .iter()
+                .any(|p| match p.strip_suffix('*') {
+                    Some(prefix) => {
+                        name.len() >= prefix.len()
+                            && name.as_bytes()[..prefix.len()]
+                                .eq_ignore_ascii_case(prefix.as_bytes())
+                    }
+                    None => name.eq_ignore_ascii_case(p),
+                })
     }
     /// Whether an incoming header of this name is removed.
     pub fn owns(&self, name: &str) -> bool {
-        OWN_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name))
-            || self.engine_header_allowed(name)
+        OWN_HEADERS.iter().any(|h| h.eq_ignore_ascii_case(name)) || self.engine_header_allowed(name)
     }
 }
 
@@ -588,7 +594,8 @@ fn valid_location(l: &str) -> bool {
     !l.is_empty()
         && l.len() <= 254
         && l.contains('@')
-        && l.chars().all(|c| c.is_ascii_graphic() && !"<>()[],;:\"\\".contains(c))
+        && l.chars()
+            .all(|c| c.is_ascii_graphic() && !"<>()[],;:\"\\".contains(c))
 }
 
 /// Judges one message's engine results.
@@ -690,11 +697,7 @@ pub fn decide(
                         )),
                     }
                 }
-                proposed.extend(
-                    v.headers
-                        .iter()
-                        .map(|h| (h.name.clone(), h.value.clone())),
-                );
+                proposed.extend(v.headers.iter().map(|h| (h.name.clone(), h.value.clone())));
                 judged
             }
             EngineOutcome::Fault(f) => {
@@ -787,13 +790,16 @@ pub fn decide(
     for (rcpt, (action, rules)) in ctx.envelope.recipients.iter().zip(per_rcpt) {
         match action {
             RecipientAction::Drop => {
-                d.recipients.push(RecipientEdit::Delete(rcpt.address.clone()));
+                d.recipients
+                    .push(RecipientEdit::Delete(rcpt.address.clone()));
                 continue;
             }
             RecipientAction::Alternate(location) => match policy.headers.alternate {
                 AlternateMode::Replace if valid_location(&location) => {
-                    d.recipients.push(RecipientEdit::Delete(rcpt.address.clone()));
-                    d.recipients.push(RecipientEdit::Add(format!("<{location}>")));
+                    d.recipients
+                        .push(RecipientEdit::Delete(rcpt.address.clone()));
+                    d.recipients
+                        .push(RecipientEdit::Add(format!("<{location}>")));
                 }
                 AlternateMode::Replace => d.ignored.push(format!(
                     "alternate location {:?} for {} is not an address",
@@ -895,14 +901,15 @@ pub fn decide(
         ));
     }
     for (name, value) in proposed {
-        if policy.headers.engine_header_allowed(&name) && !OWN_HEADERS
-            .iter()
-            .any(|o| o.eq_ignore_ascii_case(&name))
+        if policy.headers.engine_header_allowed(&name)
+            && !OWN_HEADERS.iter().any(|o| o.eq_ignore_ascii_case(&name))
         {
             h.push((name, printable(&value)));
         } else {
-            d.ignored
-                .push(format!("header {:?} is not in headers.engine_headers", printable(&name)));
+            d.ignored.push(format!(
+                "header {:?} is not in headers.engine_headers",
+                printable(&name)
+            ));
         }
     }
     let mut summary = format!("id={}", ctx.scan_id);

@@ -177,10 +177,7 @@ pub async fn judge(
     let mut asked = Vec::with_capacity(engines.len());
     let mut skipped = Vec::new();
     for g in engines {
-        match policy
-            .rules(&g.name)
-            .skip_reason(&message.envelope, size)
-        {
+        match policy.rules(&g.name).skip_reason(&message.envelope, size) {
             Some(reason) => skipped.push(Skipped {
                 engine: g.name.to_string(),
                 reason,

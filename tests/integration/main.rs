@@ -9,4 +9,5 @@ mod cli;
 mod common;
 mod hostile;
 mod milter;
+mod postfix;
 mod world;

@@ -241,10 +241,7 @@ async fn tempfail_when_an_engine_hangs_and_accept_when_configured() {
     ));
     let r = session(&s, &Mail::default()).await;
     assert!(is_continue(&r), "{r:?}");
-    assert_eq!(
-        added(&r, "X-Virus-Status"),
-        ["Not scanned (hang: timeout)"]
-    );
+    assert_eq!(added(&r, "X-Virus-Status"), ["Not scanned (hang: timeout)"]);
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -264,7 +261,9 @@ async fn discard_quarantine_and_tag() {
         .iter()
         .filter_map(|m| match m {
             // miltr-common's parser keeps the wire's terminating NUL.
-            ModificationAction::Quarantine(q) => Some(q.reason().trim_end_matches('\0').to_string()),
+            ModificationAction::Quarantine(q) => {
+                Some(q.reason().trim_end_matches('\0').to_string())
+            }
             _ => None,
         })
         .collect();
@@ -465,7 +464,9 @@ async fn sockets_dropped_clients_and_graceful_shutdown() {
     c.mail(b"<a@outside.test>".as_slice()).await.unwrap();
     c.recipient(b"<dave@in.test>".as_slice()).await.unwrap();
     c.data().await.unwrap();
-    c.header(Header::new(b"Subject", b"in flight")).await.unwrap();
+    c.header(Header::new(b"Subject", b"in flight"))
+        .await
+        .unwrap();
     c.end_of_header().await.unwrap();
     c.body(body.as_bytes()).await.unwrap();
     stop_tx.send(()).unwrap();

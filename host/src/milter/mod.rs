@@ -54,11 +54,12 @@ impl Listener {
                             "cannot listen on {addr}: another process is listening there"
                         );
                     }
-                    std::fs::remove_file(path)
-                        .with_context(|| format!("cannot remove stale socket {}", path.display()))?;
+                    std::fs::remove_file(path).with_context(|| {
+                        format!("cannot remove stale socket {}", path.display())
+                    })?;
                 }
-                let l = UnixListener::bind(path)
-                    .with_context(|| format!("cannot listen on {addr}"))?;
+                let l =
+                    UnixListener::bind(path).with_context(|| format!("cannot listen on {addr}"))?;
                 std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
                     .with_context(|| format!("cannot set the mode of {}", path.display()))?;
                 Ok(Listener::Unix(l, path.clone()))

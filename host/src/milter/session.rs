@@ -268,7 +268,9 @@ impl Milter for Session {
 
     async fn rcpt(&mut self, r: Recipient) -> Result<MilterAction, Self::Error> {
         if let Some(a) = raw_fields(&r).first() {
-            self.tx.recipients.push(String::from_utf8_lossy(a).into_owned());
+            self.tx
+                .recipients
+                .push(String::from_utf8_lossy(a).into_owned());
         }
         Ok(Continue.into())
     }

@@ -214,7 +214,11 @@ fn on_error_by_fault_kind() {
             } else {
                 Action::Tempfail
             };
-            assert_eq!(d.action, want, "accepting {}, outcome {name}", ERROR_KINDS[accepting]);
+            assert_eq!(
+                d.action, want,
+                "accepting {}, outcome {name}",
+                ERROR_KINDS[accepting]
+            );
             assert!(d.failures[0].kind.starts_with(name));
             if want == Action::Accept {
                 assert_eq!(
@@ -255,7 +259,10 @@ fn replies_substitute_names_and_come_from_the_deciding_engine() {
         },
     );
     let d = run(&p, vec![clean(), virus("Bad%s\r\nX")]);
-    assert_eq!(d.reply.unwrap().to_string(), "554 5.7.0 Virus Bad_s??X refused");
+    assert_eq!(
+        d.reply.unwrap().to_string(),
+        "554 5.7.0 Virus Bad_s??X refused"
+    );
 }
 
 #[test]
@@ -339,7 +346,10 @@ fn per_recipient_verdicts() {
     let d = decide(
         &Policy::default(),
         &results(vec![
-            mk(vec![rv("a@in.test", RecipientAction::Alternate("x@y.test".into()))]),
+            mk(vec![rv(
+                "a@in.test",
+                RecipientAction::Alternate("x@y.test".into()),
+            )]),
             mk(vec![rv("a@in.test", RecipientAction::Drop)]),
         ]),
         &[],
@@ -366,7 +376,10 @@ fn per_recipient_verdicts() {
 #[test]
 fn headers_for_clean_virus_and_spam() {
     let d = run(&Policy::default(), vec![clean()]);
-    assert_eq!(header(&d, "X-Virus-Scanned"), Some(concat!("cordon ", env!("CARGO_PKG_VERSION"), " at mx.test")));
+    assert_eq!(
+        header(&d, "X-Virus-Scanned"),
+        Some(concat!("cordon ", env!("CARGO_PKG_VERSION"), " at mx.test"))
+    );
     assert_eq!(header(&d, "X-Virus-Status"), Some("Clean"));
     assert_eq!(header(&d, "X-Spam-Flag"), None);
     assert_eq!(header(&d, "X-Cordon-Scan"), Some("id=ID; e0=clean"));
@@ -413,7 +426,11 @@ fn headers_for_clean_virus_and_spam() {
     );
 
     // No headers on refusals, none at all when switched off.
-    assert!(run(&Policy::default(), vec![virus("V")]).add_headers.is_empty());
+    assert!(
+        run(&Policy::default(), vec![virus("V")])
+            .add_headers
+            .is_empty()
+    );
     let mut off = Policy::default();
     off.headers.add = false;
     assert!(run(&off, vec![clean()]).add_headers.is_empty());
@@ -501,14 +518,18 @@ fn engine_headers_pass_only_by_name_list() {
 #[test]
 fn skip_rules() {
     let rules = SkipRules {
-        client_networks: vec!["10.0.0.0/8".parse().unwrap(), "2001:db8::/32".parse().unwrap()],
+        client_networks: vec![
+            "10.0.0.0/8".parse().unwrap(),
+            "2001:db8::/32".parse().unwrap(),
+        ],
         authenticated: true,
         sender_domains: vec!["trusted.test".into(), ".corp.test".into()],
         recipient_domains: vec!["archive.test".into()],
         larger_than_bytes: Some(1000),
     };
     let base = envelope(&["a@in.test"]);
-    let table: Vec<(Box<dyn Fn(&mut Envelope)>, u64, Option<&str>)> = vec![
+    type Edit = Box<dyn Fn(&mut Envelope)>;
+    let table: Vec<(Edit, u64, Option<&str>)> = vec![
         (Box::new(|_| {}), 10, None),
         (
             Box::new(|e| e.client_address = Some(IpAddress::Ipv4((10, 1, 2, 3)))),
@@ -543,7 +564,11 @@ fn skip_rules() {
             Some("sender-domain"),
         ),
         (Box::new(|e| e.mail_from = "<x@corp.test>".into()), 10, None),
-        (Box::new(|e| e.mail_from = "<x@notcorp.test>".into()), 10, None),
+        (
+            Box::new(|e| e.mail_from = "<x@notcorp.test>".into()),
+            10,
+            None,
+        ),
         (Box::new(|e| e.mail_from = "<>".into()), 10, None),
         (
             Box::new(|e| *e = envelope(&["a@archive.test", "b@ARCHIVE.test"])),
