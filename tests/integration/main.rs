@@ -10,4 +10,6 @@ mod common;
 mod hostile;
 mod milter;
 mod postfix;
+#[path = "../support/postfix.rs"]
+mod pf;
 mod world;

@@ -6,270 +6,21 @@
 //! Needs root and the Debian packages `postfix` and `swaks`, which `./dev
 //! test` installs; without them the test fails and says so.
 
-use std::io::{BufRead, BufReader};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex, mpsc};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::process::Command;
 
 use crate::common::*;
+use crate::pf::{Daemon, Postfix, free_port, require, run, scratch};
 
 const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 
-fn require_tools() {
-    assert!(
-        is_root(),
-        "the Postfix test runs a private Postfix instance and needs root"
-    );
-    for tool in ["postfix", "postconf", "postqueue", "swaks"] {
-        let found = Command::new("sh")
-            .args(["-c", &format!("command -v {tool}")])
-            .output()
-            .map(|o| o.status.success())
-            .unwrap_or(false);
-        assert!(
-            found,
-            "{tool} is missing: install postfix and swaks (`./dev test` does)"
-        );
-    }
-}
-
-/// `id -u` says 0.
-fn is_root() -> bool {
-    Command::new("id")
-        .arg("-u")
-        .output()
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim() == "0")
-        .unwrap_or(false)
-}
-
-/// A port nobody listens on now.
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
-}
-
-fn run(cmd: &mut Command) -> String {
-    let out = cmd.output().unwrap_or_else(|e| panic!("{cmd:?}: {e}"));
-    assert!(
-        out.status.success(),
-        "{cmd:?} failed: {}{}",
-        stdout(&out),
-        stderr(&out)
-    );
-    stdout(&out)
-}
-
-/// A running `cordon serve`, its stderr collected.
-struct Daemon {
-    child: Child,
-    log: Arc<Mutex<Vec<String>>>,
-}
-
-impl Daemon {
-    /// Starts `cordon serve` on `config` and waits for its "ready" line.
-    fn start(config: &Path) -> Daemon {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cordon"))
-            .args(["serve", "--config"])
-            .arg(config)
-            .env("CORDON_LOG", "info")
-            .stdout(Stdio::null())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("starting cordon serve");
-        let log = Arc::new(Mutex::new(Vec::new()));
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let stderr = child.stderr.take().expect("piped stderr");
-        let sink = log.clone();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-                if line.contains("ready in") {
-                    let _ = ready_tx.send(());
-                }
-                sink.lock().unwrap().push(line);
-            }
-        });
-        if ready_rx.recv_timeout(Duration::from_secs(300)).is_err() {
-            let _ = child.kill();
-            panic!(
-                "cordon serve {} did not get ready:\n{}",
-                config.display(),
-                log.lock().unwrap().join("\n")
-            );
-        }
-        Daemon { child, log }
-    }
-
-    fn log(&self) -> String {
-        self.log.lock().unwrap().join("\n")
-    }
-
-    /// SIGTERM, then the exit status and the log.
-    fn stop(mut self) -> (std::process::ExitStatus, String) {
-        run(Command::new("kill")
-            .arg("-TERM")
-            .arg(self.child.id().to_string()));
-        let status = self.child.wait().expect("waiting for cordon");
-        let log = self.log();
-        (status, log)
-    }
-}
-
-impl Drop for Daemon {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
-/// A private Postfix instance.
-struct Postfix {
-    dir: PathBuf,
-    etc: PathBuf,
-}
-
-impl Postfix {
-    /// Writes the instance under `dir` with one smtpd per (port, milter)
-    /// and starts it.
-    fn start(dir: &Path, services: &[(u16, String)]) -> Postfix {
-        let etc = dir.join("etc");
-        for d in ["etc", "queue", "data", "mail"] {
-            std::fs::create_dir_all(dir.join(d)).unwrap();
-        }
-        let uid = run(Command::new("id").args(["-u", "postfix"]));
-        let gid = run(Command::new("id").args(["-g", "postfix"]));
-        run(Command::new("chown")
-            .arg("postfix")
-            .arg(dir.join("data"))
-            .arg(dir.join("mail")));
-        std::fs::copy("/etc/postfix/master.cf", etc.join("master.cf")).expect("master.cf");
-        let d = dir.display();
-        std::fs::write(
-            etc.join("main.cf"),
-            format!(
-                "compatibility_level = 3.6\n\
-                 queue_directory = {d}/queue\n\
-                 data_directory = {d}/data\n\
-                 mail_owner = postfix\n\
-                 setgid_group = postdrop\n\
-                 myhostname = mx.test.local\n\
-                 mydomain = test.local\n\
-                 mydestination =\n\
-                 inet_interfaces = 127.0.0.1\n\
-                 inet_protocols = ipv4\n\
-                 mynetworks = 127.0.0.0/8\n\
-                 smtpd_recipient_restrictions = permit_mynetworks, reject_unauth_destination\n\
-                 alias_maps =\n\
-                 alias_database =\n\
-                 local_recipient_maps =\n\
-                 virtual_mailbox_domains = sink.test\n\
-                 virtual_mailbox_base = {d}/mail\n\
-                 virtual_mailbox_maps = static:sink/\n\
-                 virtual_uid_maps = static:{uid}\n\
-                 virtual_gid_maps = static:{gid}\n\
-                 default_transport = error:no delivery outside the test\n\
-                 relay_transport = error:no delivery outside the test\n\
-                 maillog_file = {d}/maillog\n\
-                 maillog_file_prefixes = {d}\n\
-                 milter_protocol = 6\n\
-                 milter_default_action = tempfail\n\
-                 non_smtpd_milters =\n\
-                 smtputf8_enable = no\n\
-                 biff = no\n",
-                uid = uid.trim(),
-                gid = gid.trim(),
-            ),
-        )
-        .unwrap();
-        let postconf = || {
-            let mut c = Command::new("postconf");
-            c.arg("-c").arg(&etc);
-            c
-        };
-        run(postconf().arg("-M#").arg("smtp/inet"));
-        for (port, milter) in services {
-            run(postconf().arg("-M").arg(format!(
-                "{port}/inet={port} inet n - n - - smtpd -o smtpd_milters={milter}"
-            )));
-        }
-        run(postconf().arg("-F").arg("*/*/chroot = n"));
-        let out = Command::new("postfix")
-            .arg("-c")
-            .arg(&etc)
-            .arg("start")
-            .output()
-            .expect("postfix start");
-        let pf = Postfix {
-            dir: dir.to_path_buf(),
-            etc,
-        };
-        assert!(
-            out.status.success(),
-            "postfix start failed: {}{}\nmaillog:\n{}",
-            stdout(&out),
-            stderr(&out),
-            pf.maillog()
-        );
-        pf
-    }
-
-    fn maillog(&self) -> String {
-        std::fs::read_to_string(self.dir.join("maillog")).unwrap_or_default()
-    }
-
-    /// Waits until the mail log has a line containing every one of `parts`.
-    fn wait_log(&self, parts: &[&str]) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let log = self.maillog();
-            if let Some(line) = log.lines().find(|l| parts.iter().all(|p| l.contains(p))) {
-                return line.to_string();
-            }
-            assert!(
-                Instant::now() < deadline,
-                "no mail log line with {parts:?} after 60 s:\n{log}"
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Messages delivered to the sink that contain `marker`, once `n` are
-    /// there.
-    fn delivered(&self, marker: &str, n: usize) -> Vec<String> {
-        let new = self.dir.join("mail/sink/new");
-        let deadline = Instant::now() + Duration::from_secs(60);
-        loop {
-            let found: Vec<String> = std::fs::read_dir(&new)
-                .into_iter()
-                .flatten()
-                .flatten()
-                .filter_map(|e| std::fs::read_to_string(e.path()).ok())
-                .filter(|m| m.contains(marker))
-                .collect();
-            if found.len() >= n {
-                return found;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "{} of {n} message(s) with {marker:?} delivered after 60 s; mail log:\n{}",
-                found.len(),
-                self.maillog()
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-}
-
-impl Drop for Postfix {
-    fn drop(&mut self) {
-        let _ = Command::new("postfix")
-            .arg("-c")
-            .arg(&self.etc)
-            .arg("stop")
-            .output();
-    }
+/// `cordon serve --config config`, ready.
+fn cordon_serve(config: &Path) -> Daemon {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_cordon"));
+    cmd.args(["serve", "--config"])
+        .arg(config)
+        .env("CORDON_LOG", "info");
+    Daemon::start(cmd, "ready in")
 }
 
 /// What swaks was told at the end of DATA.
@@ -326,12 +77,8 @@ fn header_values<'a>(message: &'a str, name: &str) -> Vec<&'a str> {
 
 #[test]
 fn postfix_with_cordon_milters() {
-    require_tools();
-    let dir = tempfile::Builder::new()
-        .prefix("cordon-postfix-")
-        .tempdir_in("/tmp")
-        .unwrap();
-    run(Command::new("chmod").arg("755").arg(dir.path()));
+    require(&["postfix", "postconf", "postqueue", "swaks"]);
+    let dir = scratch("cordon-postfix-");
     let d = dir.path();
     let cache = toml_path(&cache_dir());
     let testsig = toml_path(&component("testsig"));
@@ -387,9 +134,9 @@ fn postfix_with_cordon_milters() {
         ),
     )
     .unwrap();
-    let a = Daemon::start(&a_cfg);
-    let b = Daemon::start(&b_cfg);
-    let c = Daemon::start(&c_cfg);
+    let a = cordon_serve(&a_cfg);
+    let b = cordon_serve(&b_cfg);
+    let c = cordon_serve(&c_cfg);
 
     let ports: Vec<u16> = (0..4).map(|_| free_port()).collect();
     let pf = Postfix::start(
@@ -400,6 +147,7 @@ fn postfix_with_cordon_milters() {
             (ports[2], format!("unix:{}", b_sock.display())),
             (ports[3], format!("unix:{}", c_sock.display())),
         ],
+        "",
     );
 
     // Clean mail over both transports: 250, delivered with our headers and
