@@ -145,6 +145,22 @@ impl Daemon {
             .unwrap_or(0)
     }
 
+    /// CPU time it has used so far (user + system), in seconds.
+    pub fn cpu_seconds(&self) -> f64 {
+        let ticks = run(Command::new("getconf").arg("CLK_TCK"))
+            .trim()
+            .parse::<f64>()
+            .unwrap_or(100.0);
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.child.id()))
+            .unwrap_or_default();
+        // Fields after the command name, which is in parentheses.
+        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
+        let f: Vec<&str> = rest.split_whitespace().collect();
+        let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
+        // utime and stime are fields 14 and 15; `rest` starts at field 3.
+        (n(11) + n(12)) / ticks
+    }
+
     /// SIGTERM, then its exit status and log.
     pub fn stop(mut self) -> (std::process::ExitStatus, String) {
         run(Command::new("kill")
