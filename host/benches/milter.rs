@@ -26,7 +26,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use miltr_client::Client;
 use miltr_common::commands::{Connect, Family, Header};
@@ -152,13 +152,15 @@ fn through_postfix(port: u16, messages: &Arc<Vec<Vec<u8>>>) -> (f64, usize) {
 
 /// Header fields of a message, folded lines joined with LF as MTAs send
 /// them; and the body.
-fn split_message(m: &[u8]) -> (Vec<(Vec<u8>, Vec<u8>)>, &[u8]) {
+type Headers = Vec<(Vec<u8>, Vec<u8>)>;
+
+fn split_message(m: &[u8]) -> (Headers, &[u8]) {
     let end = m
         .windows(4)
         .position(|w| w == b"\r\n\r\n")
         .map(|p| p + 4)
         .unwrap_or(m.len());
-    let mut headers: Vec<(Vec<u8>, Vec<u8>)> = Vec::new();
+    let mut headers: Headers = Vec::new();
     for line in m[..end].split(|&b| b == b'\n') {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         if line.is_empty() {
@@ -367,7 +369,11 @@ fn main() {
         "virtual_transport = discard:\n",
     );
 
-    let setups = ["Postfix, no milter", "Postfix + cordon", "Postfix + clamav-milter"];
+    let setups = [
+        "Postfix, no milter",
+        "Postfix + cordon",
+        "Postfix + clamav-milter",
+    ];
     // Warm up: processes forked, caches filled.
     let warm = Arc::new(messages.iter().take(50).cloned().collect::<Vec<_>>());
     for port in ports {
@@ -386,7 +392,10 @@ fn main() {
         let (rate, ok) = through_postfix(port, &messages);
         let after = milter_cpu();
         let cpu = match i {
-            1 => format!(", cordon CPU {:.2} ms/msg", (after[0] - before[0]) * 1000.0 / n as f64),
+            1 => format!(
+                ", cordon CPU {:.2} ms/msg",
+                (after[0] - before[0]) * 1000.0 / n as f64
+            ),
             2 => format!(
                 ", clamd + clamav-milter CPU {:.2} ms/msg",
                 (after[1] - before[1]) * 1000.0 / n as f64
@@ -419,7 +428,11 @@ fn main() {
             messages.len(),
             (after[k] - before[k]) * 1000.0 / n as f64
         );
-        assert_eq!(ok, messages.len(), "{name}: not every conversation completed");
+        assert_eq!(
+            ok,
+            messages.len(),
+            "{name}: not every conversation completed"
+        );
         milter_rates.push(rate);
     }
 

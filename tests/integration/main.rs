@@ -9,7 +9,7 @@ mod cli;
 mod common;
 mod hostile;
 mod milter;
-mod postfix;
 #[path = "../support/postfix.rs"]
 mod pf;
+mod postfix;
 mod world;
