@@ -8,7 +8,7 @@
 use std::io::{IsTerminal, Write};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
@@ -58,6 +58,12 @@ pub enum Command {
     Engines(EnginesArgs),
     /// Validate a config file and load every engine in it.
     CheckConfig(EngineSource),
+    /// Counters and timings of a running daemon, per engine.
+    Stats(ControlArgs),
+    /// Versions of cordon and of each engine in a running daemon.
+    Version(ControlArgs),
+    /// Load a new generation of an engine (or all) in a running daemon.
+    Reload(ReloadArgs),
 }
 
 /// Where engines come from: a config file, or component files.
@@ -118,6 +124,42 @@ pub struct EnginesArgs {
     /// Print JSON.
     #[arg(long)]
     pub json: bool,
+    /// Ask the running daemon (its control socket) instead of loading the
+    /// config.
+    #[arg(long)]
+    pub live: bool,
+    /// The control socket, for `--live` (default: the config's
+    /// `control.socket`).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+}
+
+/// Commands that talk to a running daemon.
+#[derive(Debug, Args)]
+pub struct ControlArgs {
+    /// The config, to find `control.socket`.
+    #[command(flatten)]
+    pub source: EngineSource,
+    /// The control socket (default: the config's `control.socket`).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
+    /// Print the daemon's JSON answer.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// `cordon reload`.
+#[derive(Debug, Args)]
+pub struct ReloadArgs {
+    /// The engine to reload; every engine when absent.
+    pub engine: Option<String>,
+    /// Re-read the config file instead (engines added, removed, changed;
+    /// policy), as SIGHUP does.
+    #[arg(long, conflicts_with = "engine")]
+    pub config_file: bool,
+    /// Where the daemon is.
+    #[command(flatten)]
+    pub control: ControlArgs,
 }
 
 impl EngineSource {
@@ -165,6 +207,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Scan(args) => scan_command(args).await,
         Command::Engines(args) => engines_command(args).await,
         Command::CheckConfig(source) => check_config(source).await,
+        Command::Stats(args) => stats_command(args).await,
+        Command::Version(args) => version_command(args).await,
+        Command::Reload(args) => reload_command(args).await,
     }
 }
 
@@ -181,10 +226,7 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<i32> {
         config.milter.listen = args
             .listen
             .iter()
-            .map(|l| {
-                l.parse()
-                    .map_err(|e: String| anyhow::anyhow!("--listen {e}"))
-            })
+            .map(|l| l.parse().map_err(|e: String| anyhow::anyhow!("--listen {e}")))
             .collect::<anyhow::Result<_>>()?;
     }
     if config.milter.listen.is_empty() {
@@ -194,16 +236,17 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<i32> {
         );
     }
     let milter = config.milter.clone();
-    let policy = config.policy.clone();
-    let mime = config.mime.clone();
-    let profiles = config.profiles.clone();
+    let control = config.control.clone();
+    let reload = config.reload.clone();
+    let live = crate::milter::Live::from_config(&config);
+    let config_path = config.source.clone();
     let started = Instant::now();
     let registry = load_registry(config).await?;
-    for s in registry.slots().iter().filter(|s| s.spec.enabled) {
+    for s in registry.slots().iter().filter(|s| s.enabled()) {
         let g = s.current();
         tracing::info!(
             "engine {} {} {} (definitions {}) loaded in {:.0} ms",
-            s.spec.name,
+            s.name(),
             g.info.name,
             g.info.version,
             g.info.definitions_version,
@@ -216,13 +259,60 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<i32> {
         tracing::info!("listening on {}", l.local_addr());
         listeners.push(l);
     }
-    let shared = Arc::new(crate::milter::Shared {
-        registry,
-        policy,
-        mime,
-        profiles,
-        host_name: milter.host_name.clone(),
+    let shared = Arc::new(crate::milter::Shared::new(registry.clone(), live));
+    let daemon = Arc::new(crate::control::Daemon {
+        registry: registry.clone(),
+        shared: shared.clone(),
+        config_path,
+        started,
     });
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let mut control_path = None;
+    if let Some(path) = &control.socket {
+        let addr = crate::config::ListenAddr::Unix(path.clone());
+        let crate::milter::Listener::Unix(l, _) =
+            crate::milter::Listener::bind(&addr, control.socket_mode).await?
+        else {
+            unreachable!("a unix address binds a unix listener")
+        };
+        tracing::info!("control socket {}", path.display());
+        tokio::spawn(crate::control::serve_socket(l, daemon.clone(), stop_rx.clone()));
+        control_path = Some(path.clone());
+    }
+    if let Some(addr) = control.http {
+        let l = tokio::net::TcpListener::bind(addr)
+            .await
+            .with_context(|| format!("cannot listen for metrics on {addr}"))?;
+        tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
+        tokio::spawn(crate::control::serve_http(l, daemon.clone(), stop_rx.clone()));
+    }
+    if reload.watch {
+        tokio::spawn(crate::watch::run(
+            registry.clone(),
+            Duration::from_millis(reload.interval_ms),
+            stop_rx.clone(),
+        ));
+    }
+    {
+        let daemon = daemon.clone();
+        let mut stop = stop_rx.clone();
+        tokio::spawn(async move {
+            use tokio::signal::unix::{SignalKind, signal};
+            let Ok(mut hup) = signal(SignalKind::hangup()) else {
+                tracing::warn!("cannot install a SIGHUP handler: config reload by signal is off");
+                return;
+            };
+            loop {
+                tokio::select! {
+                    _ = hup.recv() => {
+                        tracing::info!("SIGHUP: reloading the config");
+                        daemon.reload_config().await;
+                    }
+                    _ = async { let _ = stop.wait_for(|s| *s).await; } => return,
+                }
+            }
+        });
+    }
     tracing::info!(
         "ready in {:.1} s, at most {} sessions",
         started.elapsed().as_secs_f64(),
@@ -239,8 +329,153 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<i32> {
         shutdown_signal(),
     )
     .await;
+    stop_tx.send_replace(true);
+    if let Some(p) = control_path {
+        let _ = std::fs::remove_file(p);
+    }
     tracing::info!("stopped after {served} session(s)");
     Ok(EXIT_CLEAN)
+}
+
+/// Where the control socket is: `--socket`, else the config's
+/// `control.socket`.
+fn control_socket(args: &ControlArgs) -> anyhow::Result<PathBuf> {
+    if let Some(s) = &args.socket {
+        return Ok(s.clone());
+    }
+    let config = args.source.resolve()?;
+    config.control.socket.ok_or_else(|| {
+        anyhow::anyhow!(
+            "{}: no control.socket configured; pass --socket PATH",
+            config.source.display()
+        )
+    })
+}
+
+async fn control_command(args: &ControlArgs, command: &str) -> anyhow::Result<serde_json::Value> {
+    let socket = control_socket(args)?;
+    crate::control::request(&socket, command).await
+}
+
+async fn stats_command(args: ControlArgs) -> anyhow::Result<i32> {
+    let v = control_command(&args, "stats").await?;
+    if args.json {
+        println!("{v}");
+        return Ok(EXIT_CLEAN);
+    }
+    let mib = |b: &serde_json::Value| b.as_f64().unwrap_or(0.0) / 1_048_576.0;
+    println!(
+        "up {:.0} s, resident {:.1} MiB (peak {:.1} MiB)",
+        v["uptime_s"].as_f64().unwrap_or(0.0),
+        mib(&v["rss_bytes"]),
+        mib(&v["peak_rss_bytes"])
+    );
+    if let Some(c) = v.get("cache").filter(|c| !c.is_null()) {
+        println!(
+            "cache: {} entries, {:.1} MiB, {} hits, {} misses",
+            c["entries"], mib(&c["bytes"]), c["hits"], c["misses"]
+        );
+    }
+    for e in v["engines"].as_array().into_iter().flatten() {
+        println!(
+            "{}: generation {} ({:.0} s old, {} alive, image {:.1} MiB){}",
+            e["engine"].as_str().unwrap_or("?"),
+            e["generation"],
+            e["generation_age_s"].as_f64().unwrap_or(0.0),
+            e["generations_alive"],
+            mib(&e["image_bytes"]),
+            if e["enabled"].as_bool() == Some(false) { ", disabled" } else { "" }
+        );
+        let faults: Vec<String> = e["faults"]
+            .as_object()
+            .into_iter()
+            .flatten()
+            .filter(|(_, n)| n.as_u64() != Some(0))
+            .map(|(k, n)| format!("{k} {n}"))
+            .collect();
+        println!(
+            "  messages {}, parts {}, detections {}, unscannable {}, cache hits {}, faults: {}",
+            e["messages"],
+            e["parts"],
+            e["detections"],
+            e["unscannable"],
+            e["cache_hits"],
+            if faults.is_empty() { "none".to_string() } else { faults.join(", ") }
+        );
+        println!(
+            "  per message {:.2} ms mean, {:.2} ms p99; per part {:.3} ms mean, {:.3} ms p99; reloads {} ok, {} failed",
+            e["message_mean_ms"].as_f64().unwrap_or(0.0),
+            e["message_p99_ms"].as_f64().unwrap_or(0.0),
+            e["part_mean_ms"].as_f64().unwrap_or(0.0),
+            e["part_p99_ms"].as_f64().unwrap_or(0.0),
+            e["reloads_ok"],
+            e["reloads_failed"]
+        );
+        if let Some(err) = e["last_reload_error"].as_str() {
+            println!("  last reload failed: {err}");
+        }
+    }
+    Ok(EXIT_CLEAN)
+}
+
+async fn version_command(args: ControlArgs) -> anyhow::Result<i32> {
+    let v = control_command(&args, "version").await?;
+    if args.json {
+        println!("{v}");
+        return Ok(EXIT_CLEAN);
+    }
+    println!("cordon {}", v["cordon"].as_str().unwrap_or("?"));
+    for e in v["engines"].as_array().into_iter().flatten() {
+        let loaded = e["loaded_at_unix"].as_f64().unwrap_or(0.0);
+        let ago = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_secs_f64() - loaded)
+            .unwrap_or(0.0);
+        println!(
+            "{}: {} {} by {}, definitions {}, generation {}, loaded {:.0} s ago in {:.0} ms",
+            e["engine"].as_str().unwrap_or("?"),
+            e["name"].as_str().unwrap_or("?"),
+            e["version"].as_str().unwrap_or("?"),
+            e["vendor"].as_str().unwrap_or("?"),
+            e["definitions_version"].as_str().unwrap_or("?"),
+            e["generation"],
+            ago,
+            e["load_ms"].as_f64().unwrap_or(0.0)
+        );
+    }
+    Ok(EXIT_CLEAN)
+}
+
+async fn reload_command(args: ReloadArgs) -> anyhow::Result<i32> {
+    let command = match (&args.engine, args.config_file) {
+        (_, true) => "reload-config".to_string(),
+        (Some(e), false) => format!("reload {e}"),
+        (None, false) => "reload".to_string(),
+    };
+    let v = control_command(&args.control, &command).await?;
+    if args.control.json {
+        println!("{v}");
+    } else if args.config_file {
+        println!("{}", v["change"]);
+    } else {
+        for r in v["reloaded"].as_array().into_iter().flatten() {
+            println!(
+                "{}: generation {} serving",
+                r["engine"].as_str().unwrap_or("?"),
+                r["generation"]
+            );
+        }
+        for f in v["failed"].as_array().into_iter().flatten() {
+            eprintln!(
+                "{}: reload rejected: {}",
+                f["engine"].as_str().unwrap_or("?"),
+                f["error"].as_str().unwrap_or("?")
+            );
+        }
+    }
+    let failed = v["failed"].as_array().is_some_and(|f| !f.is_empty())
+        || v["change"]["failed"].as_array().is_some_and(|f| !f.is_empty());
+    Ok(if failed { EXIT_ERROR } else { EXIT_CLEAN })
 }
 
 /// SIGTERM or SIGINT.
@@ -277,7 +512,7 @@ async fn check_config(source: EngineSource) -> anyhow::Result<i32> {
                 g.info.name,
                 g.info.version,
                 g.info.definitions_version,
-                if s.spec.enabled { "" } else { ", disabled" }
+                if s.enabled() { "" } else { ", disabled" }
             )
         })
         .collect();
@@ -290,6 +525,31 @@ async fn check_config(source: EngineSource) -> anyhow::Result<i32> {
 }
 
 async fn engines_command(args: EnginesArgs) -> anyhow::Result<i32> {
+    if args.live {
+        let socket = match &args.socket {
+            Some(s) => s.clone(),
+            None => args.source.resolve()?.control.socket.ok_or_else(|| {
+                anyhow::anyhow!("no control.socket configured; pass --socket PATH")
+            })?,
+        };
+        let v = crate::control::request(&socket, "engines").await?;
+        for e in v.as_array().into_iter().flatten() {
+            if args.json {
+                println!("{e}");
+            } else {
+                println!(
+                    "{}: {} {}, definitions {}, generation {}{}",
+                    e["engine"].as_str().unwrap_or("?"),
+                    e["name"].as_str().unwrap_or("?"),
+                    e["version"].as_str().unwrap_or("?"),
+                    e["definitions_version"].as_str().unwrap_or("?"),
+                    e["generation"],
+                    if e["enabled"].as_bool() == Some(false) { " (disabled)" } else { "" }
+                );
+            }
+        }
+        return Ok(EXIT_CLEAN);
+    }
     let registry = load_registry(args.source.resolve()?).await?;
     let rows: Vec<serde_json::Value> = registry
         .slots()
@@ -297,8 +557,8 @@ async fn engines_command(args: EnginesArgs) -> anyhow::Result<i32> {
         .map(|s| {
             let g = s.current();
             json!({
-                "engine": s.spec.name,
-                "enabled": s.spec.enabled,
+                "engine": s.name().to_string(),
+                "enabled": s.enabled(),
                 "name": g.info.name,
                 "vendor": g.info.vendor,
                 "version": g.info.version,
@@ -341,7 +601,7 @@ async fn engines_command(args: EnginesArgs) -> anyhow::Result<i32> {
         writeln!(
             out,
             "{:<12} {:<10} {:<14} {:<9} {:<20} {:>6}ms {:>4}MiB {:>5} {:>10}{}",
-            s.spec.name,
+            s.name(),
             g.info.name,
             g.info.vendor,
             g.info.version,
@@ -350,7 +610,7 @@ async fn engines_command(args: EnginesArgs) -> anyhow::Result<i32> {
             r["limits"]["memory_mib"],
             g.limits.max_concurrency,
             g.limits.max_message_bytes,
-            if s.spec.enabled { "" } else { "  (disabled)" },
+            if s.enabled() { "" } else { "  (disabled)" },
         )?;
     }
     Ok(EXIT_CLEAN)
@@ -492,7 +752,8 @@ async fn scan_operand(
                 let names = message::header_names(&message.bytes);
                 let id = scan::scan_id();
                 let size = message.bytes.len() as u64;
-                let j = scan::judge(engines, &message, size, mime, policy, &names, &id, None).await;
+                let j =
+                    scan::judge(engines, &message, size, mime, None, policy, &names, &id, None).await;
                 Ok((j.report, j.decision))
             }
         };

@@ -78,6 +78,88 @@ pub struct Config {
     /// addresses (`user@domain`) and domains (`@domain`).
     #[serde(default)]
     pub profiles: BTreeMap<String, Vec<String>>,
+    /// The verdict cache.
+    #[serde(default)]
+    pub cache: CacheConfig,
+    /// The control socket and the metrics listener.
+    #[serde(default)]
+    pub control: ControlConfig,
+    /// Reloading engines when their files change.
+    #[serde(default)]
+    pub reload: ReloadConfig,
+}
+
+/// `[cache]`: verdicts by content digest, engine and generation.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CacheConfig {
+    /// Verdicts kept; 0 turns the cache off.
+    pub max_entries: usize,
+    /// Bytes of verdicts kept (estimated).
+    pub max_bytes: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        Self {
+            max_entries: 10_000,
+            max_bytes: 16 * 1024 * 1024,
+        }
+    }
+}
+
+/// `[control]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ControlConfig {
+    /// The control socket `cordon stats`, `version`, `reload` talk to.
+    pub socket: Option<PathBuf>,
+    /// Its permissions, octal.
+    pub socket_mode: String,
+    /// `host:port` on loopback for HTTP `/metrics` (Prometheus) and
+    /// `/stats` (JSON); off when absent.
+    pub http: Option<String>,
+}
+
+impl Default for ControlConfig {
+    fn default() -> Self {
+        Self {
+            socket: None,
+            socket_mode: "0600".into(),
+            http: None,
+        }
+    }
+}
+
+/// `[reload]`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReloadConfig {
+    /// Watch component files and definitions directories and reload an
+    /// engine when they change.
+    pub watch: bool,
+    /// How often to look; a change is acted on once it has held still for
+    /// one interval.
+    pub interval_ms: u64,
+}
+
+impl Default for ReloadConfig {
+    fn default() -> Self {
+        Self {
+            watch: true,
+            interval_ms: 1000,
+        }
+    }
+}
+
+/// A self-test sample as written.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SelfTestConfig {
+    /// A message file.
+    pub file: PathBuf,
+    /// `clean`, `detected`, or a threat name that must be among those found.
+    pub expect: String,
 }
 
 /// Policy rules as written: in `[policy]` (defaults) or in an engine's
@@ -348,6 +430,13 @@ pub struct EngineConfig {
     /// Skip rules, in addition to `policy.skip`.
     #[serde(default)]
     pub skip: Option<SkipConfig>,
+    /// Samples every new generation must get right before it serves.
+    #[serde(default)]
+    pub self_test: Vec<SelfTestConfig>,
+    /// Cache this engine's verdicts (turn off for engines whose verdict
+    /// depends on the envelope, not only the content).
+    #[serde(default = "yes")]
+    pub cache: bool,
 }
 
 fn yes() -> bool {
@@ -498,8 +587,30 @@ impl LimitsConfig {
     }
 }
 
+/// A self-test sample, read.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SelfTest {
+    /// The file it came from.
+    pub file: PathBuf,
+    /// Its bytes.
+    pub bytes: Vec<u8>,
+    /// What the engine must say.
+    pub expect: Expect,
+}
+
+/// A self-test's expected outcome.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expect {
+    /// A clean verdict.
+    Clean,
+    /// Any detection.
+    Detected,
+    /// A detection with this threat name among those found.
+    Threat(String),
+}
+
 /// One engine after validation: everything the runtime needs to load it.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct EngineSpec {
     /// The engine's name in config.
     pub name: String,
@@ -513,6 +624,10 @@ pub struct EngineSpec {
     pub settings: BTreeMap<String, String>,
     /// Limits.
     pub limits: EngineLimits,
+    /// Samples a new generation must pass.
+    pub self_test: Vec<SelfTest>,
+    /// Whether its verdicts are cached.
+    pub cache: bool,
 }
 
 /// A config after validation.
@@ -534,6 +649,23 @@ pub struct ValidConfig {
     pub milter: MilterSettings,
     /// Recipient profiles: (pattern, profile), patterns lower-cased.
     pub profiles: Vec<(String, String)>,
+    /// The verdict cache.
+    pub cache: CacheConfig,
+    /// The control socket and HTTP listener.
+    pub control: ControlSettings,
+    /// Reload watching.
+    pub reload: ReloadConfig,
+}
+
+/// `[control]` after validation.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ControlSettings {
+    /// The control socket.
+    pub socket: Option<PathBuf>,
+    /// Its permissions.
+    pub socket_mode: u32,
+    /// The HTTP listener, on loopback.
+    pub http: Option<std::net::SocketAddr>,
 }
 
 /// A listening address, in Postfix's notation.
@@ -660,6 +792,8 @@ impl Config {
                     reject: None,
                     tempfail: None,
                     skip: None,
+                    self_test: Vec::new(),
+                    cache: true,
                 },
             );
         }
@@ -672,6 +806,9 @@ impl Config {
             headers: HeadersConfig::default(),
             milter: MilterConfig::default(),
             profiles: BTreeMap::new(),
+            cache: CacheConfig::default(),
+            control: ControlConfig::default(),
+            reload: ReloadConfig::default(),
         }
     }
 
@@ -716,6 +853,33 @@ impl Config {
                     skip: e.skip,
                 },
             ));
+            let mut self_test = Vec::with_capacity(e.self_test.len());
+            for (i, t) in e.self_test.iter().enumerate() {
+                let key = format!("engines.{name}.self_test[{i}]");
+                let file = resolve(t.file.clone());
+                let bytes = std::fs::read(&file).map_err(|err| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: format!("{key}.file"),
+                    reason: format!("cannot read {}: {err}", file.display()),
+                })?;
+                let expect = match t.expect.as_str() {
+                    "clean" => Expect::Clean,
+                    "detected" => Expect::Detected,
+                    "" => {
+                        return Err(ConfigError::Invalid {
+                            path: path.to_path_buf(),
+                            key: format!("{key}.expect"),
+                            reason: "clean, detected, or a threat name".into(),
+                        });
+                    }
+                    name => Expect::Threat(name.to_string()),
+                };
+                self_test.push(SelfTest {
+                    file,
+                    bytes,
+                    expect,
+                });
+            }
             engines.push(EngineSpec {
                 name,
                 component,
@@ -723,6 +887,8 @@ impl Config {
                 enabled: e.enabled,
                 settings: e.settings,
                 limits,
+                self_test,
+                cache: e.cache,
             });
         }
         if !engines.iter().any(|e| e.enabled) {
@@ -750,6 +916,14 @@ impl Config {
         };
         let policy = build_policy(path, &self.policy, &engine_rules, &self.headers)?;
         let milter = milter_settings(path, &self.milter)?;
+        let control = control_settings(path, &self.control)?;
+        if self.reload.interval_ms < 10 {
+            return Err(ConfigError::Invalid {
+                path: path.to_path_buf(),
+                key: "reload.interval_ms".into(),
+                reason: "must be at least 10".into(),
+            });
+        }
         let mut profiles = Vec::new();
         for (name, patterns) in &self.profiles {
             for p in patterns {
@@ -785,6 +959,9 @@ impl Config {
             policy,
             milter,
             profiles,
+            cache: self.cache,
+            control,
+            reload: self.reload,
         })
     }
 }
@@ -978,6 +1155,39 @@ fn skip_rules(
         sender_domains: domains(&c.sender_domains, "sender_domains")?,
         recipient_domains: domains(&c.recipient_domains, "recipient_domains")?,
         larger_than_bytes: c.larger_than_bytes,
+    })
+}
+
+fn control_settings(path: &Path, c: &ControlConfig) -> Result<ControlSettings, ConfigError> {
+    let bad = |key: &str, reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: format!("control.{key}"),
+        reason,
+    };
+    let base = path.parent().unwrap_or(Path::new(""));
+    let socket_mode = u32::from_str_radix(&c.socket_mode, 8)
+        .ok()
+        .filter(|m| *m <= 0o777)
+        .ok_or_else(|| bad("socket_mode", format!("{:?} is not an octal mode like \"0600\"", c.socket_mode)))?;
+    let http = match &c.http {
+        None => None,
+        Some(h) => {
+            let a: std::net::SocketAddr = h
+                .parse()
+                .map_err(|_| bad("http", format!("{h:?} is not host:port")))?;
+            if !a.ip().is_loopback() {
+                return Err(bad(
+                    "http",
+                    format!("{h:?} is not on loopback: the metrics listener has no authentication"),
+                ));
+            }
+            Some(a)
+        }
+    };
+    Ok(ControlSettings {
+        socket: c.socket.as_ref().map(|s| if s.is_absolute() { s.clone() } else { base.join(s) }),
+        socket_mode,
+        http,
     })
 }
 

@@ -12,15 +12,21 @@
 //! - [`message`]: reading messages from files, directories, mbox, Maildir and
 //!   stdin.
 //! - [`mime`]: a message into decoded leaf parts, once, within limits.
+//! - [`cache`]: verdicts by content digest, engine and generation.
 //! - [`scan`]: one message fanned out to every enabled engine.
 //! - [`policy`]: outcomes to a [`policy::Decision`]; pure, no I/O.
 //! - [`milter`]: the milter daemon: listeners, sessions, a decision applied
 //!   as milter actions.
+//! - [`stats`]: counters and timings per engine.
+//! - [`watch`]: reloading engines when their files change.
+//! - [`control`]: the control socket and the HTTP metrics listener.
 //! - [`cli`]: the `cordon` subcommands.
 
 pub mod bindings;
+pub mod cache;
 pub mod cli;
 pub mod config;
+pub mod control;
 pub mod engine;
 pub mod message;
 pub mod milter;
@@ -28,3 +34,5 @@ pub mod mime;
 pub mod policy;
 pub mod registry;
 pub mod scan;
+pub mod stats;
+pub mod watch;

@@ -4,24 +4,67 @@
 //! `Arc<Generation>`) and keeps it until the scan ends, so replacing a
 //! generation never disturbs a scan in flight; the old generation is freed
 //! when its last scan drops it.
+//!
+//! A reload builds a candidate generation from the engine's files as they
+//! are now (compile or cache, `init`, snapshot), runs the engine's
+//! self-test samples on it, and only then swaps it in. A candidate that
+//! fails is dropped with the reason, naming the file, and the current
+//! generation keeps serving. At most two generations of an engine are
+//! alive at once: a reload first waits for the generation retired by the
+//! previous swap to drain (its scans are bounded by the engine's timeout).
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, RwLock};
+use std::sync::{Arc, Mutex, RwLock, Weak};
+use std::time::{Duration, Instant};
 
-use crate::config::{EngineSpec, ValidConfig};
-use crate::engine::{Generation, LoadError, Runtime};
+use serde::Serialize;
+
+use crate::bindings::Outcome;
+use crate::cache::VerdictCache;
+use crate::config::{EngineSpec, Expect, ValidConfig};
+use crate::engine::{EngineOutcome, Generation, LoadError, Runtime};
+use crate::mime::{MimeLimits, decompose};
+use crate::scan::empty_envelope;
+use crate::stats::EngineStats;
 
 /// Engines that failed to load, each with its reason.
 #[derive(Debug, thiserror::Error)]
 #[error("{}", .0.iter().map(|e| e.to_string()).collect::<Vec<_>>().join("\n"))]
 pub struct LoadErrors(pub Vec<LoadError>);
 
+/// Why a reload did not swap anything in.
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    /// No engine of that name.
+    #[error("no engine named {0:?} in the config")]
+    Unknown(String),
+    /// The candidate failed to load or its self-test.
+    #[error(transparent)]
+    Load(#[from] LoadError),
+    /// The generation retired by the last swap still has scans in flight.
+    #[error(
+        "engine {engine}: generation {generation} still has scans in flight after {waited:?}; not loading a third"
+    )]
+    Busy {
+        /// The engine.
+        engine: String,
+        /// The retired generation.
+        generation: u64,
+        /// How long the reload waited.
+        waited: Duration,
+    },
+}
+
 /// One configured engine.
 pub struct Slot {
-    /// What config says about it.
-    pub spec: EngineSpec,
+    spec: RwLock<EngineSpec>,
     current: RwLock<Arc<Generation>>,
+    retiring: Mutex<Vec<Weak<Generation>>>,
     next_number: AtomicU64,
+    reloading: Mutex<()>,
+    last_error: Mutex<Option<String>>,
+    /// Counters, shared by every generation of the engine.
+    pub stats: Arc<EngineStats>,
 }
 
 impl Slot {
@@ -32,69 +75,318 @@ impl Slot {
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .clone()
     }
+
+    /// What config says about it now.
+    pub fn spec(&self) -> EngineSpec {
+        self.spec
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Its name.
+    pub fn name(&self) -> Arc<str> {
+        self.current().name.clone()
+    }
+
+    /// Whether it scans.
+    pub fn enabled(&self) -> bool {
+        self.spec.read().unwrap_or_else(|p| p.into_inner()).enabled
+    }
+
+    /// Generations alive: the current one and retired ones with scans in
+    /// flight.
+    pub fn alive(&self) -> usize {
+        let mut r = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
+        r.retain(|w| w.strong_count() > 0);
+        1 + r.len()
+    }
+
+    /// The last reload's error, if the last reload failed.
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+}
+
+/// What a config reload changed.
+#[derive(Debug, Default, Serialize)]
+pub struct ConfigChange {
+    /// Engines loaded for the first time.
+    pub added: Vec<String>,
+    /// Engines no longer configured (their scans in flight finish).
+    pub removed: Vec<String>,
+    /// Engines whose config changed, reloaded.
+    pub reloaded: Vec<String>,
+    /// Engines that could not be loaded or reloaded, with the reason.
+    pub failed: Vec<(String, String)>,
 }
 
 /// All engines of a config, loaded.
 pub struct Registry {
     runtime: Runtime,
-    slots: Vec<Slot>,
+    slots: RwLock<Vec<Arc<Slot>>>,
+    mime: RwLock<MimeLimits>,
+    /// The verdict cache, unless turned off.
+    pub cache: Option<VerdictCache>,
+}
+
+/// Runs the self-test samples on a candidate.
+fn self_test(g: &Generation, spec: &EngineSpec, mime: &MimeLimits) -> Result<(), LoadError> {
+    let envelope = empty_envelope();
+    for t in &spec.self_test {
+        let fail = |reason: String| LoadError::SelfTest {
+            engine: spec.name.clone(),
+            path: t.file.clone(),
+            reason,
+        };
+        let outcome = if g.info.wants_parts {
+            let parts = decompose(&t.bytes, mime);
+            g.scan_with_parts_blocking(&envelope, &t.bytes, &parts)
+        } else {
+            g.scan_blocking(&envelope, &t.bytes)
+        };
+        let found: Option<Vec<String>> = match &outcome {
+            EngineOutcome::Verdict(v) => match &v.outcome {
+                Outcome::Detected(ts) => Some(ts.iter().map(|t| t.name.clone()).collect()),
+                Outcome::Clean => None,
+                Outcome::Unscannable(r) => {
+                    return Err(fail(format!("said unscannable ({r:?})")));
+                }
+            },
+            EngineOutcome::Fault(f) => return Err(fail(format!("{}: {}", f.kind, f.detail))),
+        };
+        match (&t.expect, found) {
+            (Expect::Clean, None) => {}
+            (Expect::Clean, Some(names)) => {
+                return Err(fail(format!(
+                    "expected clean, found {}",
+                    names.join(", ")
+                )));
+            }
+            (Expect::Detected, Some(_)) => {}
+            (Expect::Threat(want), Some(names)) if names.contains(want) => {}
+            (Expect::Detected, None) => return Err(fail("expected a detection, got clean".into())),
+            (Expect::Threat(want), None) => {
+                return Err(fail(format!("expected {want}, got clean")));
+            }
+            (Expect::Threat(want), Some(names)) => {
+                return Err(fail(format!(
+                    "expected {want}, found {}",
+                    names.join(", ")
+                )));
+            }
+        }
+    }
+    Ok(())
 }
 
 impl Registry {
     /// Builds the runtime and loads every engine in the config, enabled or
-    /// not, so that a broken disabled engine is reported too. Blocking.
+    /// not, so that a broken disabled engine is reported too; each passes
+    /// its self-test. Blocking.
     pub fn load(config: &ValidConfig) -> anyhow::Result<Self> {
         let runtime = Runtime::new(config)?;
         let mut slots = Vec::new();
         let mut errors = Vec::new();
         for spec in &config.engines {
-            match runtime.load(spec, 1) {
-                Ok(g) => slots.push(Slot {
-                    spec: spec.clone(),
-                    current: RwLock::new(Arc::new(g)),
-                    next_number: AtomicU64::new(2),
-                }),
+            match Self::first_generation(&runtime, spec, &config.mime) {
+                Ok(slot) => slots.push(Arc::new(slot)),
                 Err(e) => errors.push(e),
             }
         }
         if !errors.is_empty() {
             return Err(LoadErrors(errors).into());
         }
-        Ok(Self { runtime, slots })
+        Ok(Self {
+            runtime,
+            slots: RwLock::new(slots),
+            mime: RwLock::new(config.mime.clone()),
+            cache: (config.cache.max_entries > 0)
+                .then(|| VerdictCache::new(config.cache.max_entries, config.cache.max_bytes)),
+        })
+    }
+
+    fn first_generation(
+        runtime: &Runtime,
+        spec: &EngineSpec,
+        mime: &MimeLimits,
+    ) -> Result<Slot, LoadError> {
+        let stats = Arc::new(EngineStats::default());
+        let mut g = runtime.load(spec, 1)?;
+        g.stats = stats.clone();
+        self_test(&g, spec, mime)?;
+        Ok(Slot {
+            spec: RwLock::new(spec.clone()),
+            current: RwLock::new(Arc::new(g)),
+            retiring: Mutex::new(Vec::new()),
+            next_number: AtomicU64::new(2),
+            reloading: Mutex::new(()),
+            last_error: Mutex::new(None),
+            stats,
+        })
     }
 
     /// Every configured engine, in name order.
-    pub fn slots(&self) -> &[Slot] {
-        &self.slots
+    pub fn slots(&self) -> Vec<Arc<Slot>> {
+        self.slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// The engine named `name`.
+    pub fn slot(&self, name: &str) -> Option<Arc<Slot>> {
+        self.slots().into_iter().find(|s| &*s.name() == name)
     }
 
     /// The current generations of the enabled engines, in name order.
     pub fn enabled(&self) -> Vec<Arc<Generation>> {
         self.slots
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
             .iter()
-            .filter(|s| s.spec.enabled)
-            .map(Slot::current)
+            .filter(|s| s.enabled())
+            .map(|s| s.current())
             .collect()
     }
 
     /// Loads a new generation of engine `name` from its component and
     /// definitions as they are now, and swaps it in only if it loads (init
-    /// and snapshot included). On failure the current generation keeps
-    /// serving and the error names the file. Scans in flight finish on the
-    /// generation they started with. Blocking.
-    pub fn reload(&self, name: &str) -> anyhow::Result<Arc<Generation>> {
+    /// and snapshot included) and passes its self-test. On failure the
+    /// current generation keeps serving and the error names the file.
+    /// Scans in flight finish on the generation they started with.
+    /// Blocking.
+    pub fn reload(&self, name: &str) -> Result<Arc<Generation>, ReloadError> {
         let slot = self
-            .slots
-            .iter()
-            .find(|s| s.spec.name == name)
-            .ok_or_else(|| anyhow::anyhow!("no engine named {name:?} in the config"))?;
+            .slot(name)
+            .ok_or_else(|| ReloadError::Unknown(name.to_string()))?;
+        let spec = slot.spec();
+        self.reload_slot(&slot, spec)
+    }
+
+    fn reload_slot(&self, slot: &Slot, spec: EngineSpec) -> Result<Arc<Generation>, ReloadError> {
+        let _one_at_a_time = slot.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let r = self.swap_in(slot, spec);
+        let mut last = slot.last_error.lock().unwrap_or_else(|p| p.into_inner());
+        match &r {
+            Ok(_) => {
+                slot.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                *last = None;
+            }
+            Err(e) => {
+                slot.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                tracing::error!("reload rejected, the current generation keeps serving: {e}");
+                *last = Some(e.to_string());
+            }
+        }
+        r
+    }
+
+    fn swap_in(&self, slot: &Slot, spec: EngineSpec) -> Result<Arc<Generation>, ReloadError> {
+        // At most two generations alive: wait for the last retired one.
+        let waited = Instant::now();
+        let patience = spec.limits.timeout * 2 + Duration::from_secs(5);
+        loop {
+            let busy = {
+                let mut r = slot.retiring.lock().unwrap_or_else(|p| p.into_inner());
+                r.retain(|w| w.strong_count() > 0);
+                r.first().and_then(Weak::upgrade).map(|g| g.number)
+            };
+            match busy {
+                None => break,
+                Some(generation) if waited.elapsed() >= patience => {
+                    return Err(ReloadError::Busy {
+                        engine: spec.name.clone(),
+                        generation,
+                        waited: waited.elapsed(),
+                    });
+                }
+                // Scans are short and bounded; checking often is cheap.
+                Some(_) => std::thread::sleep(Duration::from_millis(5)),
+            }
+        }
         let number = slot.next_number.fetch_add(1, Ordering::Relaxed);
-        let fresh = Arc::new(self.runtime.load(&slot.spec, number)?);
-        *slot
-            .current
-            .write()
-            .unwrap_or_else(|poisoned| poisoned.into_inner()) = fresh.clone();
+        let mut g = self.runtime.load(&spec, number)?;
+        g.stats = slot.stats.clone();
+        let mime = self.mime.read().unwrap_or_else(|p| p.into_inner()).clone();
+        self_test(&g, &spec, &mime)?;
+        let fresh = Arc::new(g);
+        let old = std::mem::replace(
+            &mut *slot.current.write().unwrap_or_else(|p| p.into_inner()),
+            fresh.clone(),
+        );
+        *slot.spec.write().unwrap_or_else(|p| p.into_inner()) = spec;
+        let old_number = old.number;
+        let old_image = old.image_bytes;
+        slot.retiring
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push(Arc::downgrade(&old));
+        let in_flight = Arc::strong_count(&old) - 1;
+        drop(old);
+        if let Some(cache) = &self.cache {
+            cache.purge_before(&fresh.name, fresh.number);
+        }
+        let mib = |b: usize| b as f64 / 1_048_576.0;
+        tracing::info!(
+            engine = %fresh.name,
+            generation = fresh.number,
+            definitions = %fresh.info.definitions_version,
+            image_mib = format!("{:.1}", mib(fresh.image_bytes)),
+            code_mib = format!("{:.1}", mib(fresh.code_bytes)),
+            load_ms = fresh.load_time.as_millis() as u64,
+            retired = old_number,
+            retired_image_mib = format!("{:.1}", mib(old_image)),
+            retired_in_flight = in_flight,
+            rss_mib = format!("{:.1}", mib(crate::stats::rss_bytes().unwrap_or(0) as usize)),
+            "generation swapped in"
+        );
         Ok(fresh)
+    }
+
+    /// Applies a new config: engines added are loaded, engines removed are
+    /// dropped (their scans in flight finish), engines whose config changed
+    /// are reloaded. Pool and cache sizes are fixed at start. Blocking.
+    pub fn apply_config(&self, config: &ValidConfig) -> ConfigChange {
+        *self.mime.write().unwrap_or_else(|p| p.into_inner()) = config.mime.clone();
+        let mut change = ConfigChange::default();
+        let old = self.slots();
+        let mut next = Vec::new();
+        for spec in &config.engines {
+            match old.iter().find(|s| *s.name() == *spec.name) {
+                Some(slot) if slot.spec() == *spec => next.push(slot.clone()),
+                Some(slot) => match self.reload_slot(slot, spec.clone()) {
+                    Ok(_) => {
+                        change.reloaded.push(spec.name.clone());
+                        next.push(slot.clone());
+                    }
+                    Err(e) => {
+                        change.failed.push((spec.name.clone(), e.to_string()));
+                        next.push(slot.clone());
+                    }
+                },
+                None => {
+                    match Self::first_generation(&self.runtime, spec, &config.mime) {
+                        Ok(slot) => {
+                            change.added.push(spec.name.clone());
+                            next.push(Arc::new(slot));
+                        }
+                        Err(e) => change.failed.push((spec.name.clone(), e.to_string())),
+                    }
+                }
+            }
+        }
+        for slot in &old {
+            if !config.engines.iter().any(|e| *e.name == *slot.name()) {
+                change.removed.push(slot.name().to_string());
+            }
+        }
+        next.sort_by_key(|s| s.name());
+        *self.slots.write().unwrap_or_else(|p| p.into_inner()) = next;
+        change
     }
 
     /// The runtime the engines run in.

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use crate::bindings::Envelope;
 use crate::engine::{EngineOutcome, Generation, ScanTiming};
+use crate::cache::VerdictCache;
 use crate::mime::{MimeLimits, decompose};
 use crate::policy::{self, Context, Decision, Policy, Skipped};
 
@@ -57,6 +58,8 @@ pub struct EngineResult {
     pub outcome: EngineOutcome,
     /// Where the time went.
     pub timing: ScanTiming,
+    /// The verdict came from the cache.
+    pub cached: bool,
 }
 
 /// Every engine's result for one message.
@@ -76,8 +79,31 @@ pub async fn scan_message(
     message: &Message,
     mime: &MimeLimits,
 ) -> ScanReport {
+    scan_with_cache(engines, message, mime, None).await
+}
+
+/// [`scan_message`], answering from `cache` where it can and filling it,
+/// and counting each engine's outcome in its stats.
+pub async fn scan_with_cache(
+    engines: &[Arc<Generation>],
+    message: &Message,
+    mime: &MimeLimits,
+    cache: Option<&VerdictCache>,
+) -> ScanReport {
     let started = Instant::now();
-    let parts = if engines.iter().any(|g| g.info.wants_parts) {
+    let digest = cache.map(|_| crate::cache::digest(&message.bytes));
+    let mut cached: Vec<Option<crate::bindings::Verdict>> = engines
+        .iter()
+        .map(|g| match (cache, &digest) {
+            (Some(c), Some(d)) if g.cacheable => c.get(&g.name, g.number, d),
+            _ => None,
+        })
+        .collect();
+    let parts = if engines
+        .iter()
+        .zip(&cached)
+        .any(|(g, c)| c.is_none() && g.info.wants_parts)
+    {
         let bytes = message.bytes.clone();
         let limits = mime.clone();
         tokio::task::spawn_blocking(move || decompose(&bytes, &limits))
@@ -87,12 +113,24 @@ pub async fn scan_message(
     } else {
         None
     };
-    let scans = engines.iter().map(|g| {
+    let scans = engines.iter().zip(cached.iter_mut()).map(|(g, hit)| {
         let g = g.clone();
         let envelope = message.envelope.clone();
         let bytes = message.bytes.clone();
         let parts = parts.clone();
+        let hit = hit.take();
         async move {
+            if let Some(v) = hit {
+                let outcome = EngineOutcome::Verdict(v);
+                g.stats.record(&outcome, Duration::ZERO, true);
+                return EngineResult {
+                    engine: g.name.clone(),
+                    generation: g.number,
+                    outcome,
+                    timing: ScanTiming::default(),
+                    cached: true,
+                };
+            }
             let (outcome, timing) = match &parts {
                 Some(_) => g.scan(envelope, bytes, parts).await,
                 // Decomposition itself failed (a panic in the parser): the
@@ -106,11 +144,18 @@ pub async fn scan_message(
                 ),
                 None => g.scan(envelope, bytes, None).await,
             };
+            g.stats.record(&outcome, timing.queued + timing.run, false);
+            if let (Some(c), Some(d), EngineOutcome::Verdict(v)) = (cache, &digest, &outcome)
+                && g.cacheable
+            {
+                c.put(&g.name, g.number, d, v);
+            }
             EngineResult {
                 engine: g.name.clone(),
                 generation: g.number,
                 outcome,
                 timing,
+                cached: false,
             }
         }
     });
@@ -169,6 +214,7 @@ pub async fn judge(
     message: &Message,
     size: u64,
     mime: &MimeLimits,
+    cache: Option<&VerdictCache>,
     policy: &Policy,
     header_names: &[String],
     scan_id: &str,
@@ -205,12 +251,13 @@ pub async fn judge(
                         ),
                     ),
                     timing: ScanTiming::default(),
+                    cached: false,
                 })
                 .collect(),
             elapsed: Duration::ZERO,
         }
     } else {
-        scan_message(&asked, message, mime).await
+        scan_with_cache(&asked, message, mime, cache).await
     };
     let decision = policy::decide(
         policy,

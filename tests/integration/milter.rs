@@ -8,7 +8,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use cordon::config::{Config, ListenAddr};
-use cordon::milter::{Limits, Listener, Shared, run_session, serve};
+use cordon::milter::{Limits, Listener, Live, Shared, run_session, serve};
 use cordon::registry::Registry;
 use miltr_client::Client;
 use miltr_common::actions::Action;
@@ -31,13 +31,9 @@ fn shared(text: &str) -> Arc<Shared> {
         .and_then(|c| c.validate(path))
         .unwrap_or_else(|e| panic!("{e}"));
     let registry = Registry::load(&config).unwrap_or_else(|e| panic!("{e:#}"));
-    Arc::new(Shared {
-        registry: Arc::new(registry),
-        policy: config.policy,
-        mime: config.mime,
-        profiles: config.profiles,
-        host_name: Some("mx.test".into()),
-    })
+    let mut live = Live::from_config(&config);
+    live.host_name = Some("mx.test".into());
+    Arc::new(Shared::new(Arc::new(registry), live))
 }
 
 fn testsig(extra: &str) -> String {

@@ -42,6 +42,12 @@ pub struct Generation {
     /// `init` built, which every instance maps copy-on-write instead of
     /// building its own.
     pub image_bytes: usize,
+    /// Bytes of machine code compiled from it.
+    pub code_bytes: usize,
+    /// The engine's counters, shared by its generations.
+    pub stats: Arc<crate::stats::EngineStats>,
+    /// Its verdicts may be cached.
+    pub cacheable: bool,
     pre: ScannerPre<ScanState>,
     engine: wasmtime::Engine,
     concurrency: Arc<Semaphore>,
@@ -109,7 +115,12 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         PreinitError::Refused(reason) | PreinitError::Failed(reason) => LoadError::Init {
             engine: spec.name.clone(),
             path: spec.component.clone(),
-            reason,
+            // The engine sees its definitions as /definitions: name the
+            // operator's files instead.
+            reason: match &spec.definitions {
+                Some(d) => reason.replace("/definitions/", &format!("{}/", d.display())),
+                None => reason,
+            },
         },
     })?;
     let component = super::cache::load_or_compile(&rt.engine, &rt.cache_dir, &snapshot, &label)
@@ -131,6 +142,12 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         loaded_at: SystemTime::now(),
         load_time: Duration::ZERO,
         image_bytes: snapshot.len(),
+        code_bytes: {
+            let r = component.image_range();
+            (r.end as usize).saturating_sub(r.start as usize)
+        },
+        stats: Arc::default(),
+        cacheable: spec.cache,
         pre,
         engine: rt.engine.clone(),
         concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
@@ -261,7 +278,9 @@ impl Generation {
                 return Ok(Err(why));
             }
             for part in &parts.parts {
+                let started = Instant::now();
                 let v = engine.call_scan_part(&mut *store, envelope, &part.info, &part.content)?;
+                self.stats.record_part(started.elapsed());
                 if let Err(why) = check_verdict(&v, limits) {
                     return Ok(Err(format!("part {}: {why}", part.info.index)));
                 }
@@ -325,6 +344,17 @@ impl Generation {
         };
         store.data().flush_output();
         outcome
+    }
+}
+
+impl Drop for Generation {
+    fn drop(&mut self) {
+        tracing::debug!(
+            engine = %self.name,
+            generation = self.number,
+            image_bytes = self.image_bytes,
+            "generation freed"
+        );
     }
 }
 

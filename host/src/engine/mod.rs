@@ -53,6 +53,16 @@ pub enum LoadError {
         /// What is wrong, naming the missing import or export.
         reason: String,
     },
+    /// A self-test sample got the wrong answer.
+    #[error("engine {engine}: self-test {path}: {reason}")]
+    SelfTest {
+        /// The engine's name.
+        engine: String,
+        /// The sample file.
+        path: PathBuf,
+        /// What the engine said instead.
+        reason: String,
+    },
     /// The engine's `init` refused its settings or definitions, or faulted.
     #[error("engine {engine}: component {path}: init failed: {reason}")]
     Init {

@@ -25,7 +25,7 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use crate::config::ListenAddr;
-pub use session::{Session, Shared};
+pub use session::{Live, Session, Shared};
 
 /// A bound socket.
 pub enum Listener {

@@ -31,6 +31,13 @@ use crate::scan::{self, Message};
 pub struct Shared {
     /// The engines.
     pub registry: Arc<Registry>,
+    live: std::sync::RwLock<Arc<Live>>,
+}
+
+/// The parts of the config a config reload replaces; a message is judged
+/// by the one it started end-of-message with.
+#[derive(Debug, Clone)]
+pub struct Live {
     /// The policy.
     pub policy: crate::policy::Policy,
     /// MIME limits.
@@ -41,7 +48,42 @@ pub struct Shared {
     pub host_name: Option<String>,
 }
 
+impl Live {
+    /// The live parts of a config.
+    pub fn from_config(c: &crate::config::ValidConfig) -> Self {
+        Live {
+            policy: c.policy.clone(),
+            mime: c.mime.clone(),
+            profiles: c.profiles.clone(),
+            host_name: c.milter.host_name.clone(),
+        }
+    }
+}
+
 impl Shared {
+    /// Shared state for a daemon.
+    pub fn new(registry: Arc<Registry>, live: Live) -> Self {
+        Self {
+            registry,
+            live: std::sync::RwLock::new(Arc::new(live)),
+        }
+    }
+
+    /// The config in force now.
+    pub fn live(&self) -> Arc<Live> {
+        self.live
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    /// Replaces the config in force.
+    pub fn set_live(&self, live: Live) {
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+    }
+}
+
+impl Live {
     /// The profiles of one recipient.
     fn profiles_of(&self, address: &str) -> Vec<String> {
         let a = bare_address(address).to_ascii_lowercase();
@@ -122,7 +164,7 @@ impl Session {
         self.tx.bytes.extend_from_slice(&data[..take]);
     }
 
-    fn envelope(&self) -> Envelope {
+    fn envelope(&self, live: &Live) -> Envelope {
         Envelope {
             client_address: self.client_address,
             client_name: self.client_name.clone(),
@@ -134,7 +176,7 @@ impl Session {
                 .iter()
                 .map(|r| EnvRecipient {
                     address: r.clone(),
-                    profiles: self.shared.profiles_of(r),
+                    profiles: live.profiles_of(r),
                 })
                 .collect(),
             authenticated_user: self.tx.auth_user.clone(),
@@ -315,21 +357,23 @@ impl Milter for Session {
             // still needs its blank line.
             self.append(b"\r\n");
         }
-        let envelope = self.envelope();
+        let live = self.shared.live();
+        let envelope = self.envelope(&live);
         let tx = std::mem::take(&mut self.tx);
         let message = Message {
             envelope: Arc::new(envelope),
             bytes: tx.bytes.into(),
         };
-        let shared = &self.shared;
+        let registry = &self.shared.registry;
         let id = scan::scan_id();
-        let host = shared.host_name.as_deref().or(self.mta_host.as_deref());
+        let host = live.host_name.as_deref().or(self.mta_host.as_deref());
         let judged = scan::judge(
-            &shared.registry.enabled(),
+            &registry.enabled(),
             &message,
             tx.size,
-            &shared.mime,
-            &shared.policy,
+            &live.mime,
+            registry.cache.as_ref(),
+            &live.policy,
             &tx.header_names,
             &id,
             host,

@@ -43,6 +43,7 @@ fn results(outcomes: Vec<EngineOutcome>) -> Vec<EngineResult> {
             generation: 1,
             outcome,
             timing: ScanTiming::default(),
+            cached: false,
         })
         .collect()
 }

@@ -1,0 +1,113 @@
+//! Reloading engines when their files change.
+//!
+//! Polling, not inotify: every interval the watcher takes a fingerprint of
+//! each enabled engine's component file and definitions directory (size,
+//! modification time and inode of every file, and where a symlinked
+//! directory points), which catches every way definitions are updated:
+//! writing in place, renaming a file over another, renaming or re-pointing
+//! a whole directory. A change is acted on once the fingerprint has held
+//! still for one interval, so a half-copied update is never loaded. A
+//! reload that fails is not retried until the files change again.
+
+use std::collections::HashMap;
+use std::os::unix::fs::MetadataExt;
+use std::path::Path;
+use std::sync::Arc;
+use std::time::Duration;
+
+use tokio::sync::watch;
+
+use crate::config::EngineSpec;
+use crate::registry::Registry;
+
+/// What the files of one engine look like: (path, size, mtime in ns,
+/// inode) for the component and every definitions file, and the
+/// definitions directory's resolved path.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fingerprint(Vec<(String, u64, i64, u64)>);
+
+fn entry(path: &Path) -> (String, u64, i64, u64) {
+    let name = path.display().to_string();
+    match std::fs::metadata(path) {
+        Ok(m) => (
+            name,
+            m.len(),
+            m.mtime() * 1_000_000_000 + m.mtime_nsec(),
+            m.ino(),
+        ),
+        Err(_) => (name, u64::MAX, -1, 0),
+    }
+}
+
+/// The fingerprint of an engine's files now.
+pub fn fingerprint(spec: &EngineSpec) -> Fingerprint {
+    let mut v = vec![entry(&spec.component)];
+    if let Some(dir) = &spec.definitions {
+        let resolved = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
+        v.push((format!("-> {}", resolved.display()), 0, 0, 0));
+        let mut files: Vec<_> = std::fs::read_dir(&resolved)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path())
+            .collect();
+        files.sort();
+        v.extend(files.iter().map(|p| entry(p)));
+    }
+    Fingerprint(v)
+}
+
+/// Watches the registry's engines every `interval` until `stop` turns
+/// true, reloading an engine whose files changed and then held still.
+pub async fn run(registry: Arc<Registry>, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let snapshot = |registry: Arc<Registry>| async move {
+        tokio::task::spawn_blocking(move || {
+            registry
+                .slots()
+                .iter()
+                .filter(|s| s.enabled())
+                .map(|s| (s.name().to_string(), fingerprint(&s.spec())))
+                .collect::<HashMap<_, _>>()
+        })
+        .await
+        .unwrap_or_default()
+    };
+    let mut seen = snapshot(registry.clone()).await;
+    let mut pending: HashMap<String, Fingerprint> = HashMap::new();
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        let now = snapshot(registry.clone()).await;
+        for (name, fp) in now {
+            match seen.get(&name) {
+                // An engine added by a config reload: start from what it
+                // was loaded from.
+                None => {
+                    seen.insert(name, fp);
+                    continue;
+                }
+                Some(old) if *old == fp => {
+                    pending.remove(&name);
+                    continue;
+                }
+                Some(_) => {}
+            }
+            if pending.get(&name) != Some(&fp) {
+                tracing::debug!(engine = %name, "files changed; waiting for them to hold still");
+                pending.insert(name, fp);
+                continue;
+            }
+            pending.remove(&name);
+            seen.insert(name.clone(), fp);
+            tracing::info!(engine = %name, "files changed: loading a new generation");
+            let r = registry.clone();
+            let engine = name.clone();
+            match tokio::task::spawn_blocking(move || r.reload(&engine)).await {
+                Ok(Ok(_)) | Ok(Err(_)) => {} // both logged by the registry
+                Err(e) => tracing::error!(engine = %name, "reload task failed: {e}"),
+            }
+        }
+    }
+}
