@@ -226,7 +226,10 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<i32> {
         config.milter.listen = args
             .listen
             .iter()
-            .map(|l| l.parse().map_err(|e: String| anyhow::anyhow!("--listen {e}")))
+            .map(|l| {
+                l.parse()
+                    .map_err(|e: String| anyhow::anyhow!("--listen {e}"))
+            })
             .collect::<anyhow::Result<_>>()?;
     }
     if config.milter.listen.is_empty() {
@@ -276,7 +279,11 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<i32> {
             unreachable!("a unix address binds a unix listener")
         };
         tracing::info!("control socket {}", path.display());
-        tokio::spawn(crate::control::serve_socket(l, daemon.clone(), stop_rx.clone()));
+        tokio::spawn(crate::control::serve_socket(
+            l,
+            daemon.clone(),
+            stop_rx.clone(),
+        ));
         control_path = Some(path.clone());
     }
     if let Some(addr) = control.http {
@@ -284,7 +291,11 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<i32> {
             .await
             .with_context(|| format!("cannot listen for metrics on {addr}"))?;
         tracing::info!("metrics on http://{}/metrics", l.local_addr()?);
-        tokio::spawn(crate::control::serve_http(l, daemon.clone(), stop_rx.clone()));
+        tokio::spawn(crate::control::serve_http(
+            l,
+            daemon.clone(),
+            stop_rx.clone(),
+        ));
     }
     if reload.watch {
         tokio::spawn(crate::watch::run(
@@ -373,7 +384,10 @@ async fn stats_command(args: ControlArgs) -> anyhow::Result<i32> {
     if let Some(c) = v.get("cache").filter(|c| !c.is_null()) {
         println!(
             "cache: {} entries, {:.1} MiB, {} hits, {} misses",
-            c["entries"], mib(&c["bytes"]), c["hits"], c["misses"]
+            c["entries"],
+            mib(&c["bytes"]),
+            c["hits"],
+            c["misses"]
         );
     }
     for e in v["engines"].as_array().into_iter().flatten() {
@@ -384,7 +398,11 @@ async fn stats_command(args: ControlArgs) -> anyhow::Result<i32> {
             e["generation_age_s"].as_f64().unwrap_or(0.0),
             e["generations_alive"],
             mib(&e["image_bytes"]),
-            if e["enabled"].as_bool() == Some(false) { ", disabled" } else { "" }
+            if e["enabled"].as_bool() == Some(false) {
+                ", disabled"
+            } else {
+                ""
+            }
         );
         let faults: Vec<String> = e["faults"]
             .as_object()
@@ -400,7 +418,11 @@ async fn stats_command(args: ControlArgs) -> anyhow::Result<i32> {
             e["detections"],
             e["unscannable"],
             e["cache_hits"],
-            if faults.is_empty() { "none".to_string() } else { faults.join(", ") }
+            if faults.is_empty() {
+                "none".to_string()
+            } else {
+                faults.join(", ")
+            }
         );
         println!(
             "  per message {:.2} ms mean, {:.2} ms p99; per part {:.3} ms mean, {:.3} ms p99; reloads {} ok, {} failed",
@@ -474,7 +496,9 @@ async fn reload_command(args: ReloadArgs) -> anyhow::Result<i32> {
         }
     }
     let failed = v["failed"].as_array().is_some_and(|f| !f.is_empty())
-        || v["change"]["failed"].as_array().is_some_and(|f| !f.is_empty());
+        || v["change"]["failed"]
+            .as_array()
+            .is_some_and(|f| !f.is_empty());
     Ok(if failed { EXIT_ERROR } else { EXIT_CLEAN })
 }
 
@@ -544,7 +568,11 @@ async fn engines_command(args: EnginesArgs) -> anyhow::Result<i32> {
                     e["version"].as_str().unwrap_or("?"),
                     e["definitions_version"].as_str().unwrap_or("?"),
                     e["generation"],
-                    if e["enabled"].as_bool() == Some(false) { " (disabled)" } else { "" }
+                    if e["enabled"].as_bool() == Some(false) {
+                        " (disabled)"
+                    } else {
+                        ""
+                    }
                 );
             }
         }
@@ -752,8 +780,10 @@ async fn scan_operand(
                 let names = message::header_names(&message.bytes);
                 let id = scan::scan_id();
                 let size = message.bytes.len() as u64;
-                let j =
-                    scan::judge(engines, &message, size, mime, None, policy, &names, &id, None).await;
+                let j = scan::judge(
+                    engines, &message, size, mime, None, policy, &names, &id, None,
+                )
+                .await;
                 Ok((j.report, j.decision))
             }
         };

@@ -1168,7 +1168,12 @@ fn control_settings(path: &Path, c: &ControlConfig) -> Result<ControlSettings, C
     let socket_mode = u32::from_str_radix(&c.socket_mode, 8)
         .ok()
         .filter(|m| *m <= 0o777)
-        .ok_or_else(|| bad("socket_mode", format!("{:?} is not an octal mode like \"0600\"", c.socket_mode)))?;
+        .ok_or_else(|| {
+            bad(
+                "socket_mode",
+                format!("{:?} is not an octal mode like \"0600\"", c.socket_mode),
+            )
+        })?;
     let http = match &c.http {
         None => None,
         Some(h) => {
@@ -1185,7 +1190,13 @@ fn control_settings(path: &Path, c: &ControlConfig) -> Result<ControlSettings, C
         }
     };
     Ok(ControlSettings {
-        socket: c.socket.as_ref().map(|s| if s.is_absolute() { s.clone() } else { base.join(s) }),
+        socket: c.socket.as_ref().map(|s| {
+            if s.is_absolute() {
+                s.clone()
+            } else {
+                base.join(s)
+            }
+        }),
         socket_mode,
         http,
     })

@@ -49,7 +49,11 @@ impl Daemon {
             .map(|s| {
                 let g = s.current();
                 let mut v = serde_json::to_value(s.stats.snapshot()).unwrap_or_default();
-                let age = g.loaded_at.elapsed().map(|d| d.as_secs_f64()).unwrap_or(0.0);
+                let age = g
+                    .loaded_at
+                    .elapsed()
+                    .map(|d| d.as_secs_f64())
+                    .unwrap_or(0.0);
                 v["engine"] = json!(&*g.name);
                 v["enabled"] = json!(s.enabled());
                 v["generation"] = json!(g.number);
@@ -343,10 +347,7 @@ impl Daemon {
             "cordon_resident_memory_bytes",
             "gauge",
             "Resident memory of the process.",
-            vec![(
-                String::new(),
-                crate::stats::rss_bytes().unwrap_or(0) as f64,
-            )],
+            vec![(String::new(), crate::stats::rss_bytes().unwrap_or(0) as f64)],
         );
         out
     }
@@ -385,7 +386,11 @@ pub async fn serve_socket(
 }
 
 /// Serves `GET /metrics` and `GET /stats` until `stop` turns true.
-pub async fn serve_http(listener: TcpListener, daemon: Arc<Daemon>, mut stop: watch::Receiver<bool>) {
+pub async fn serve_http(
+    listener: TcpListener,
+    daemon: Arc<Daemon>,
+    mut stop: watch::Receiver<bool>,
+) {
     loop {
         let stream = tokio::select! {
             a = listener.accept() => match a {
@@ -412,13 +417,15 @@ pub async fn serve_http(listener: TcpListener, daemon: Arc<Daemon>, mut stop: wa
             }
             let path = request.split_whitespace().nth(1).unwrap_or("");
             let (status, kind, body) = match (request.split_whitespace().next(), path) {
-                (Some("GET"), "/metrics") => (
-                    "200 OK",
-                    "text/plain; version=0.0.4",
-                    d.metrics(),
+                (Some("GET"), "/metrics") => ("200 OK", "text/plain; version=0.0.4", d.metrics()),
+                (Some("GET"), "/stats") => {
+                    ("200 OK", "application/json", format!("{}\n", d.stats()))
+                }
+                (Some("GET"), _) => (
+                    "404 Not Found",
+                    "text/plain",
+                    "try /metrics or /stats\n".into(),
                 ),
-                (Some("GET"), "/stats") => ("200 OK", "application/json", format!("{}\n", d.stats())),
-                (Some("GET"), _) => ("404 Not Found", "text/plain", "try /metrics or /stats\n".into()),
                 _ => ("405 Method Not Allowed", "text/plain", "GET only\n".into()),
             };
             let _ = w

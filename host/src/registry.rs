@@ -26,6 +26,7 @@ use crate::engine::{EngineOutcome, Generation, LoadError, Runtime};
 use crate::mime::{MimeLimits, decompose};
 use crate::scan::empty_envelope;
 use crate::stats::EngineStats;
+use crate::watch::{Fingerprint, fingerprint};
 
 /// Engines that failed to load, each with its reason.
 #[derive(Debug, thiserror::Error)]
@@ -63,6 +64,7 @@ pub struct Slot {
     next_number: AtomicU64,
     reloading: Mutex<()>,
     last_error: Mutex<Option<String>>,
+    files: Mutex<Fingerprint>,
     /// Counters, shared by every generation of the engine.
     pub stats: Arc<EngineStats>,
 }
@@ -78,10 +80,7 @@ impl Slot {
 
     /// What config says about it now.
     pub fn spec(&self) -> EngineSpec {
-        self.spec
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.spec.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Its name.
@@ -100,6 +99,11 @@ impl Slot {
         let mut r = self.retiring.lock().unwrap_or_else(|p| p.into_inner());
         r.retain(|w| w.strong_count() > 0);
         1 + r.len()
+    }
+
+    /// The engine's files as the last load or reload attempt found them.
+    pub fn files(&self) -> Fingerprint {
+        self.files.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The last reload's error, if the last reload failed.
@@ -161,10 +165,7 @@ fn self_test(g: &Generation, spec: &EngineSpec, mime: &MimeLimits) -> Result<(),
         match (&t.expect, found) {
             (Expect::Clean, None) => {}
             (Expect::Clean, Some(names)) => {
-                return Err(fail(format!(
-                    "expected clean, found {}",
-                    names.join(", ")
-                )));
+                return Err(fail(format!("expected clean, found {}", names.join(", "))));
             }
             (Expect::Detected, Some(_)) => {}
             (Expect::Threat(want), Some(names)) if names.contains(want) => {}
@@ -173,10 +174,7 @@ fn self_test(g: &Generation, spec: &EngineSpec, mime: &MimeLimits) -> Result<(),
                 return Err(fail(format!("expected {want}, got clean")));
             }
             (Expect::Threat(want), Some(names)) => {
-                return Err(fail(format!(
-                    "expected {want}, found {}",
-                    names.join(", ")
-                )));
+                return Err(fail(format!("expected {want}, found {}", names.join(", "))));
             }
         }
     }
@@ -215,9 +213,10 @@ impl Registry {
         mime: &MimeLimits,
     ) -> Result<Slot, LoadError> {
         let stats = Arc::new(EngineStats::default());
+        let files = fingerprint(spec);
         let mut g = runtime.load(spec, 1)?;
-        g.stats = stats.clone();
         self_test(&g, spec, mime)?;
+        g.stats = stats.clone();
         Ok(Slot {
             spec: RwLock::new(spec.clone()),
             current: RwLock::new(Arc::new(g)),
@@ -225,16 +224,14 @@ impl Registry {
             next_number: AtomicU64::new(2),
             reloading: Mutex::new(()),
             last_error: Mutex::new(None),
+            files: Mutex::new(files),
             stats,
         })
     }
 
     /// Every configured engine, in name order.
     pub fn slots(&self) -> Vec<Arc<Slot>> {
-        self.slots
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.slots.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// The engine named `name`.
@@ -309,10 +306,13 @@ impl Registry {
             }
         }
         let number = slot.next_number.fetch_add(1, Ordering::Relaxed);
+        // What the candidate is built from; recorded even if it fails, so
+        // the watcher does not retry the same broken files.
+        *slot.files.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint(&spec);
         let mut g = self.runtime.load(&spec, number)?;
-        g.stats = slot.stats.clone();
         let mime = self.mime.read().unwrap_or_else(|p| p.into_inner()).clone();
         self_test(&g, &spec, &mime)?;
+        g.stats = slot.stats.clone();
         let fresh = Arc::new(g);
         let old = std::mem::replace(
             &mut *slot.current.write().unwrap_or_else(|p| p.into_inner()),
@@ -368,15 +368,13 @@ impl Registry {
                         next.push(slot.clone());
                     }
                 },
-                None => {
-                    match Self::first_generation(&self.runtime, spec, &config.mime) {
-                        Ok(slot) => {
-                            change.added.push(spec.name.clone());
-                            next.push(Arc::new(slot));
-                        }
-                        Err(e) => change.failed.push((spec.name.clone(), e.to_string())),
+                None => match Self::first_generation(&self.runtime, spec, &config.mime) {
+                    Ok(slot) => {
+                        change.added.push(spec.name.clone());
+                        next.push(Arc::new(slot));
                     }
-                }
+                    Err(e) => change.failed.push((spec.name.clone(), e.to_string())),
+                },
             }
         }
         for slot in &old {

@@ -10,8 +10,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bindings::Envelope;
-use crate::engine::{EngineOutcome, Generation, ScanTiming};
 use crate::cache::VerdictCache;
+use crate::engine::{EngineOutcome, Generation, ScanTiming};
 use crate::mime::{MimeLimits, decompose};
 use crate::policy::{self, Context, Decision, Policy, Skipped};
 

@@ -58,49 +58,36 @@ pub fn fingerprint(spec: &EngineSpec) -> Fingerprint {
 }
 
 /// Watches the registry's engines every `interval` until `stop` turns
-/// true, reloading an engine whose files changed and then held still.
+/// true, reloading an engine whose files differ from those its last load
+/// (or failed attempt) was made from, once they have held still.
 pub async fn run(registry: Arc<Registry>, interval: Duration, mut stop: watch::Receiver<bool>) {
-    let snapshot = |registry: Arc<Registry>| async move {
-        tokio::task::spawn_blocking(move || {
-            registry
-                .slots()
-                .iter()
-                .filter(|s| s.enabled())
-                .map(|s| (s.name().to_string(), fingerprint(&s.spec())))
-                .collect::<HashMap<_, _>>()
-        })
-        .await
-        .unwrap_or_default()
-    };
-    let mut seen = snapshot(registry.clone()).await;
     let mut pending: HashMap<String, Fingerprint> = HashMap::new();
     loop {
         tokio::select! {
             _ = tokio::time::sleep(interval) => {}
             _ = stop.wait_for(|s| *s) => return,
         }
-        let now = snapshot(registry.clone()).await;
-        for (name, fp) in now {
-            match seen.get(&name) {
-                // An engine added by a config reload: start from what it
-                // was loaded from.
-                None => {
-                    seen.insert(name, fp);
-                    continue;
-                }
-                Some(old) if *old == fp => {
-                    pending.remove(&name);
-                    continue;
-                }
-                Some(_) => {}
-            }
+        let r = registry.clone();
+        let changed = tokio::task::spawn_blocking(move || {
+            r.slots()
+                .iter()
+                .filter(|s| s.enabled())
+                .filter_map(|s| {
+                    let now = fingerprint(&s.spec());
+                    (now != s.files()).then(|| (s.name().to_string(), now))
+                })
+                .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap_or_default();
+        pending.retain(|name, _| changed.iter().any(|(n, _)| n == name));
+        for (name, fp) in changed {
             if pending.get(&name) != Some(&fp) {
                 tracing::debug!(engine = %name, "files changed; waiting for them to hold still");
                 pending.insert(name, fp);
                 continue;
             }
             pending.remove(&name);
-            seen.insert(name.clone(), fp);
             tracing::info!(engine = %name, "files changed: loading a new generation");
             let r = registry.clone();
             let engine = name.clone();

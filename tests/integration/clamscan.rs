@@ -764,7 +764,9 @@ async fn a_broken_database_on_reload_leaves_the_old_generation_serving() {
         .unwrap()
         .unwrap_err();
     let err = format!("{err:#}");
-    assert!(err.contains("local.ndb line 1: bad hex digit"), "{err}");
+    // Named by the operator's path, not the sandbox's.
+    let want = format!("{} line 1: bad hex digit", defs.join("local.ndb").display());
+    assert!(err.contains(&want), "{err}");
 
     let engines = registry.enabled();
     assert_eq!(

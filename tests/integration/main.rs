@@ -12,4 +12,5 @@ mod milter;
 #[path = "../support/postfix.rs"]
 mod pf;
 mod postfix;
+mod swap;
 mod world;

@@ -207,15 +207,20 @@ mod component {
                     .file_name()
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
-                let bytes = std::fs::read(path).map_err(|e| format!("{name}: cannot read: {e}"))?;
+                // Errors name the file by its path in the sandbox; the host
+                // shows the operator's path instead.
+                let in_dir = |e: String| format!("/definitions/{e}");
+                let bytes =
+                    std::fs::read(path).map_err(|e| in_dir(format!("{name}: cannot read: {e}")))?;
                 if name.ends_with(".cvd") || name.ends_with(".cld") {
-                    let v = db.add_container(&name, &bytes)?;
+                    let v = db.add_container(&name, &bytes).map_err(in_dir)?;
                     containers.push(format!(
                         "{} {v}",
                         name.trim_end_matches(".cvd").trim_end_matches(".cld")
                     ));
                 } else {
-                    db.add_file(&name, &String::from_utf8_lossy(&bytes))?;
+                    db.add_file(&name, &String::from_utf8_lossy(&bytes))
+                        .map_err(in_dir)?;
                 }
             }
             let count = db.signatures();

@@ -93,6 +93,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
                     rt,
                     &spec.name,
                     &bytes,
+                    &label,
                     &spec.settings,
                     &spec.limits,
                     spec.definitions.as_deref(),
@@ -123,7 +124,10 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
             },
         },
     })?;
-    let component = super::cache::load_or_compile(&rt.engine, &rt.cache_dir, &snapshot, &label)
+    // Not through the cache: a snapshot holds state `init` built (hash
+    // seeds, for one), so no two are alike and caching them would only
+    // fill the disk, one artifact per generation.
+    let component = wasmtime::component::Component::new(&rt.engine, &snapshot)
         .map_err(|e| invalid(format!("pre-initialised snapshot: {e:#}")))?;
     let pre = pre_for(rt, &component).map_err(invalid)?;
 
@@ -344,6 +348,17 @@ impl Generation {
         };
         store.data().flush_output();
         outcome
+    }
+}
+
+impl std::fmt::Debug for Generation {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Generation")
+            .field("name", &self.name)
+            .field("number", &self.number)
+            .field("version", &self.info.version)
+            .field("definitions", &self.info.definitions_version)
+            .finish_non_exhaustive()
     }
 }
 

@@ -1,22 +1,25 @@
 //! Pre-initialisation: run an engine's `init` once and snapshot the result.
 //!
-//! wizer instruments the component, instantiates it in a limited store, calls
-//! `init(settings)` through its WAVE-encoded init call, and writes the
-//! instance's memories and globals back into a new component. Instances made
-//! from that component start initialised, so `init` runs once per generation
-//! however many messages are scanned.
+//! wizer instruments the component; the instrumented component is compiled
+//! through the compiled-component cache (instrumenting is deterministic, so
+//! after the first load of a component this is a cache hit, and a reload
+//! for new definitions compiles only the snapshot); it is instantiated in a
+//! limited store, `init(settings)` is called through the typed bindings,
+//! and wizer writes the instance's memories and globals back into a new
+//! component. Instances made from that component start initialised, so
+//! `init` runs once per generation however many messages are scanned.
 
 use std::collections::BTreeMap;
 
 use wasmtime::Store;
-use wasmtime::component::{Val, wasm_wave};
-use wasmtime_wizer::Wizer;
+use wasmtime_wizer::{WasmtimeWizerComponent, Wizer};
 
 use super::state::ScanState;
 use super::{Runtime, deadline_ticks};
+use crate::bindings::{Scanner, Setting};
 use crate::config::EngineLimits;
 
-/// The fully qualified `init` export, in the form wizer's init call takes.
+/// The fully qualified `init` export, as wizer names it.
 const INIT_EXPORT: &str = "cordon:scanner/engine.init@0.1.0";
 
 /// Why pre-initialisation failed.
@@ -28,71 +31,71 @@ pub(super) enum PreinitError {
 }
 
 /// Runs `init(settings)` in a fresh instance of `bytes` and returns the
-/// snapshotted component.
+/// snapshot. `definitions`, when given, is preopened read-only as
+/// `/definitions` for the duration of `init`.
+#[allow(clippy::too_many_arguments)]
 pub(super) fn snapshot(
     rt: &Runtime,
     engine_name: &str,
     bytes: &[u8],
+    label: &str,
     settings: &BTreeMap<String, String>,
     limits: &EngineLimits,
     definitions: Option<&std::path::Path>,
     init_timeout: std::time::Duration,
 ) -> Result<Vec<u8>, PreinitError> {
-    let list = Val::List(
-        settings
-            .iter()
-            .map(|(k, v)| {
-                Val::Record(vec![
-                    ("key".into(), Val::String(k.clone())),
-                    ("value".into(), Val::String(v.clone())),
-                ])
-            })
-            .collect(),
-    );
-    let wave = wasm_wave::to_string(&list)
-        .map_err(|e| PreinitError::Failed(format!("cannot encode settings: {e}")))?;
+    let failed = |what: &str, e: wasmtime::Error| PreinitError::Failed(format!("{what}: {e:#}"));
     let mut wizer = Wizer::new();
-    wizer
-        .init_func(format!("{INIT_EXPORT}({wave})"))
-        .keep_init_func(true);
+    wizer.init_func(INIT_EXPORT).keep_init_func(true);
+    let (cx, instrumented) = wizer
+        .instrument_component(bytes)
+        .map_err(|e| failed("cannot instrument the component", e))?;
+    let component = super::cache::load_or_compile(&rt.engine, &rt.cache_dir, &instrumented, label)
+        .map_err(|e| PreinitError::Failed(format!("instrumented component: {e:#}")))?;
 
     let state = ScanState::for_init(engine_name.into(), limits.memory_bytes, definitions)
         .map_err(PreinitError::Failed)?;
     let mut store = Store::new(&rt.engine, state);
     store.limiter(|s| &mut s.limiter);
-    // wizer reads the initialised memories back through host calls; the
-    // default cap on bytes per host call (128 MiB) is smaller than a large
-    // definitions set. The engine's memory limit bounds it instead.
     store.set_hostcall_fuel(
         usize::try_from(limits.memory_bytes.saturating_mul(2)).unwrap_or(usize::MAX),
     );
     store.set_epoch_deadline(deadline_ticks(init_timeout));
     store.epoch_deadline_trap();
 
-    let linker = &rt.linker;
-    let run = wizer.run_component(&mut store, bytes, async |store, component| {
-        linker.instantiate_async(store, component).await
-    });
-    let result = futures_executor::block_on(run);
-    store.data().flush_output();
-    let (snapshot, rets) = match result {
-        Ok(r) => r,
+    let fault = |store: &Store<ScanState>, e: &wasmtime::Error| {
+        let f = super::outcome::classify(e, store.data().limiter.memory_denied);
+        PreinitError::Failed(format!("{} ({}): {e:#}", f.kind, f.detail))
+    };
+    let instance = match rt.linker.instantiate(&mut store, &component) {
+        Ok(i) => i,
         Err(e) => {
-            let fault = super::outcome::classify(&e, store.data().limiter.memory_denied);
-            return Err(PreinitError::Failed(format!(
-                "{} ({}): {e:#}",
-                fault.kind, fault.detail
-            )));
+            store.data().flush_output();
+            return Err(fault(&store, &e));
         }
     };
-    match rets.first() {
-        Some(Val::Result(Ok(_))) => Ok(snapshot),
-        Some(Val::Result(Err(Some(msg)))) => Err(PreinitError::Refused(match &**msg {
-            Val::String(s) => s.clone(),
-            other => format!("{other:?}"),
-        })),
-        other => Err(PreinitError::Failed(format!(
-            "init returned an unexpected value: {other:?}"
-        ))),
+    let settings: Vec<Setting> = settings
+        .iter()
+        .map(|(k, v)| Setting {
+            key: k.clone(),
+            value: v.clone(),
+        })
+        .collect();
+    let init = Scanner::new(&mut store, &instance)
+        .and_then(|s| s.cordon_scanner_engine().call_init(&mut store, &settings));
+    store.data().flush_output();
+    match init {
+        Ok(Ok(_)) => {}
+        Ok(Err(msg)) => return Err(PreinitError::Refused(msg)),
+        Err(e) => return Err(fault(&store, &e)),
     }
+    let snap = futures_executor::block_on(wizer.snapshot_component(
+        &cx,
+        &mut WasmtimeWizerComponent {
+            store: &mut store,
+            instance,
+        },
+    ))
+    .map_err(|e| failed("cannot snapshot the initialised engine", e))?;
+    Ok(snap)
 }

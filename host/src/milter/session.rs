@@ -71,10 +71,7 @@ impl Shared {
 
     /// The config in force now.
     pub fn live(&self) -> Arc<Live> {
-        self.live
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone()
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
     }
 
     /// Replaces the config in force.
