@@ -52,6 +52,43 @@ pub fn load_or_compile(
     Ok(component)
 }
 
+/// Compiles a pre-initialised snapshot, which is never cached (no two
+/// snapshots are alike), so that its memory image is backed by a file:
+/// the artifact is written to a private file, mapped, and the file
+/// unlinked. The image is then mapped copy-on-write from the page cache
+/// instead of being copied into anonymous memory next to the artifact, and
+/// the bytes of the compile are freed as soon as they are on disk.
+pub fn compile_mapped(
+    engine: &wasmtime::Engine,
+    cache_dir: &Path,
+    bytes: &[u8],
+    label: &str,
+) -> anyhow::Result<Component> {
+    let artifact = engine
+        .precompile_component(bytes)
+        .map_err(|e| anyhow::anyhow!("{label}: not a valid WebAssembly component: {e:#}"))?;
+    let dir = cache_dir.join("generations");
+    std::fs::create_dir_all(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    let (path, mut file) = tempfile_in(&dir)
+        .map_err(|e| anyhow::anyhow!("cannot create a file in {}: {e}", dir.display()))?;
+    let written = file.write_all(&artifact).and_then(|()| file.flush());
+    drop(artifact);
+    drop(file);
+    if let Err(e) = written {
+        let _ = std::fs::remove_file(&path);
+        anyhow::bail!("cannot write {}: {e}", path.display());
+    }
+    // SAFETY: `deserialize_file` runs native code from the file. The file
+    // was created just now with `create_new` in the operator's cache
+    // directory, holding exactly what this wasmtime engine's
+    // `precompile_component` produced, and wasmtime re-checks its header.
+    let component = unsafe { Component::deserialize_file(engine, &path) };
+    // The mapping outlives the name.
+    let _ = std::fs::remove_file(&path);
+    component.map_err(|e| anyhow::anyhow!("{label}: cannot map the compiled snapshot: {e:#}"))
+}
+
 fn artifact_path(engine: &wasmtime::Engine, cache_dir: &Path, bytes: &[u8]) -> PathBuf {
     let digest = Sha256::digest(bytes);
     let mut h = DefaultHasher::new();

@@ -127,8 +127,10 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
     // Not through the cache: a snapshot holds state `init` built (hash
     // seeds, for one), so no two are alike and caching them would only
     // fill the disk, one artifact per generation.
-    let component = wasmtime::component::Component::new(&rt.engine, &snapshot)
+    let image_bytes = snapshot.len();
+    let component = super::cache::compile_mapped(&rt.engine, &rt.cache_dir, &snapshot, &label)
         .map_err(|e| invalid(format!("pre-initialised snapshot: {e:#}")))?;
+    drop(snapshot);
     let pre = pre_for(rt, &component).map_err(invalid)?;
 
     let mut generation = Generation {
@@ -145,7 +147,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         component: spec.component.clone(),
         loaded_at: SystemTime::now(),
         load_time: Duration::ZERO,
-        image_bytes: snapshot.len(),
+        image_bytes,
         code_bytes: {
             let r = component.image_range();
             (r.end as usize).saturating_sub(r.start as usize)

@@ -1,0 +1,425 @@
+//! `cargo bench --bench swap`: replacing a live signature database, cordon
+//! against clamd, in one run, for a small and a large database.
+//!
+//! Both scan the SpamAssassin corpus continuously with two clients while
+//! the database changes:
+//! - cordon (clamsig, in process): a definitions file is renamed over the
+//!   old one; the file watcher (100 ms interval) notices, a new generation
+//!   is loaded, self-tested and swapped in while scans go on;
+//! - clamd: the same file change, then `RELOAD` (clamd reloads in a
+//!   background thread and swaps, `ConcurrentDatabaseReload yes`, its
+//!   default); done when its log says "Database correctly reloaded".
+//!
+//! Reported for each: the latency from the change to the new database
+//! serving; scans per second and the longest scan during the swap against
+//! steady state (how much scanning is slowed or blocked); resident memory
+//! at steady state and its peak during the swap. Needs clamd (`./dev
+//! bench`) and the corpus (`./dev test` or `./dev bench` prepares it).
+
+#[path = "support/sigs.rs"]
+mod sigs;
+
+use std::io::{Read, Write};
+use std::os::unix::net::UnixStream;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use cordon::config::Config;
+use cordon::registry::Registry;
+use cordon::scan::{Message, scan_message};
+
+fn root() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .unwrap()
+        .to_path_buf()
+}
+
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("VmRSS:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Samples a process's resident memory every 10 ms; `peak` since `reset`.
+struct Sampler {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    fn start(pid: u32) -> Self {
+        let peak = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Sampler {
+            peak,
+            stop,
+            thread: Some(thread),
+        }
+    }
+    fn reset(&self) {
+        self.peak.store(0, Ordering::Relaxed);
+    }
+    fn peak_mib(&self) -> f64 {
+        self.peak.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+/// Completed scans: (when it ended, how long it took).
+type Log = Arc<std::sync::Mutex<Vec<(Instant, Duration)>>>;
+
+/// Scans per second and the longest scan between `from` and `to`.
+fn window(log: &Log, from: Instant, to: Instant) -> (f64, Duration) {
+    let l = log.lock().unwrap();
+    let inside: Vec<Duration> = l
+        .iter()
+        .filter(|(end, _)| *end >= from && *end <= to)
+        .map(|(_, d)| *d)
+        .collect();
+    let secs = (to - from).as_secs_f64().max(1e-9);
+    (
+        inside.len() as f64 / secs,
+        inside.iter().copied().max().unwrap_or_default(),
+    )
+}
+
+struct Row {
+    db: &'static str,
+    who: &'static str,
+    latency: Duration,
+    steady_rate: f64,
+    swap_rate: f64,
+    steady_max: Duration,
+    swap_max: Duration,
+    steady_mib: f64,
+    peak_mib: f64,
+}
+
+const STEADY: Duration = Duration::from_secs(3);
+
+fn add_signature(db: &Path, n: usize) {
+    let text =
+        sigs::real_sigs() + &format!("Bench.Swap.{n}:0:*:{}\n", sigs::hex(b"swap-test-marker"));
+    let tmp = db.join(".real.ndb.tmp");
+    std::fs::write(&tmp, text).unwrap();
+    std::fs::rename(&tmp, db.join("real.ndb")).unwrap();
+}
+
+fn cordon_swap(
+    name: &'static str,
+    db: &Path,
+    memory_mib: u64,
+    messages: &Arc<Vec<Vec<u8>>>,
+    work: &Path,
+) -> Row {
+    let cfg = work.join(format!("cordon-{name}.toml"));
+    std::fs::write(
+        &cfg,
+        format!(
+            "cache_dir = {:?}\n[cache]\nmax_entries = 0\n\
+             [engines.clamsig]\ncomponent = {:?}\ndefinitions = {:?}\n\
+             limits.memory_mib = {memory_mib}\nlimits.timeout_ms = 60000\n",
+            root().join("target/cordon-cache").display().to_string(),
+            root()
+                .join("target/wasm32-wasip2/release/clamsig.wasm")
+                .display()
+                .to_string(),
+            db.display().to_string(),
+        ),
+    )
+    .unwrap();
+    let config = Config::load(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let sampler = Sampler::start(std::process::id());
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let registry = Arc::new(Registry::load(&config).unwrap_or_else(|e| panic!("{e:#}")));
+    let log: Log = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let (watch_stop, watch_rx) = tokio::sync::watch::channel(false);
+    rt.spawn(cordon::watch::run(
+        registry.clone(),
+        Duration::from_millis(100),
+        watch_rx,
+    ));
+    let clients: Vec<_> = (0..2)
+        .map(|k| {
+            let (reg, log, stop, m) = (
+                registry.clone(),
+                log.clone(),
+                stop.clone(),
+                messages.clone(),
+            );
+            rt.spawn(async move {
+                let mut i = k;
+                while !stop.load(Ordering::Relaxed) {
+                    let msg = Message::from_bytes(m[i % m.len()].clone());
+                    i += 2;
+                    let t = Instant::now();
+                    scan_message(&reg.enabled(), &msg, &Default::default()).await;
+                    log.lock().unwrap().push((Instant::now(), t.elapsed()));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    sampler.reset();
+    let steady_from = Instant::now();
+    std::thread::sleep(STEADY);
+    let steady_to = Instant::now();
+    let steady_mib = sampler.peak_mib();
+    sampler.reset();
+    add_signature(db, 1);
+    let changed = Instant::now();
+    while registry.enabled()[0].number < 2 {
+        assert!(
+            changed.elapsed() < Duration::from_secs(600),
+            "{name}: no new generation"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let live = Instant::now();
+    let peak_mib = sampler.peak_mib();
+    stop.store(true, Ordering::Relaxed);
+    watch_stop.send_replace(true);
+    for c in clients {
+        rt.block_on(c).unwrap();
+    }
+    let (steady_rate, steady_max) = window(&log, steady_from, steady_to);
+    let (swap_rate, swap_max) = window(&log, changed, live);
+    Row {
+        db: name,
+        who: "cordon + clamsig",
+        latency: live - changed,
+        steady_rate,
+        swap_rate,
+        steady_max,
+        swap_max,
+        steady_mib,
+        peak_mib,
+    }
+}
+
+fn clamd_request(sock: &Path, cmd: &[u8]) -> String {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.write_all(cmd).unwrap();
+    let mut r = String::new();
+    let _ = s.read_to_string(&mut r);
+    r
+}
+
+fn clamd_scan(sock: &Path, data: &[u8]) {
+    let mut s = UnixStream::connect(sock).unwrap();
+    s.write_all(b"zINSTREAM\0").unwrap();
+    for chunk in data.chunks(65536) {
+        s.write_all(&(chunk.len() as u32).to_be_bytes()).unwrap();
+        s.write_all(chunk).unwrap();
+    }
+    s.write_all(&0u32.to_be_bytes()).unwrap();
+    let mut r = Vec::new();
+    s.read_to_end(&mut r).unwrap();
+    assert!(r.starts_with(b"stream: "), "clamd said {r:?}");
+}
+
+fn clamd_swap(name: &'static str, db: &Path, messages: &Arc<Vec<Vec<u8>>>, work: &Path) -> Row {
+    let sock = work.join(format!("clamd-{name}.sock"));
+    let logf = work.join(format!("clamd-{name}.log"));
+    let tmp = Path::new("/dev/shm").join(format!("cordon-bench-swap-{}", std::process::id()));
+    std::fs::create_dir_all(&tmp).unwrap();
+    let conf = work.join(format!("clamd-{name}.conf"));
+    std::fs::write(
+        &conf,
+        format!(
+            "LocalSocket {}\nDatabaseDirectory {}\nTemporaryDirectory {}\nForeground yes\n\
+             StreamMaxLength 100M\nLogFile {}\nSelfCheck 0\n",
+            sock.display(),
+            db.display(),
+            tmp.display(),
+            logf.display()
+        ),
+    )
+    .unwrap();
+    let mut child = Command::new("clamd")
+        .arg("-c")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("clamd: run ./dev bench, which installs clamav-daemon");
+    let started = Instant::now();
+    while !clamd_request_ok(&sock) {
+        assert!(
+            child.try_wait().unwrap().is_none(),
+            "clamd exited: see {}",
+            logf.display()
+        );
+        assert!(
+            started.elapsed() < Duration::from_secs(600),
+            "clamd did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let sampler = Sampler::start(child.id());
+    let log: Log = Arc::default();
+    let stop = Arc::new(AtomicBool::new(false));
+    let clients: Vec<_> = (0..2)
+        .map(|k| {
+            let (log, stop, m, sock) = (log.clone(), stop.clone(), messages.clone(), sock.clone());
+            std::thread::spawn(move || {
+                let mut i = k;
+                while !stop.load(Ordering::Relaxed) {
+                    let t = Instant::now();
+                    clamd_scan(&sock, &m[i % m.len()]);
+                    i += 2;
+                    log.lock().unwrap().push((Instant::now(), t.elapsed()));
+                }
+            })
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(500));
+    sampler.reset();
+    let steady_from = Instant::now();
+    std::thread::sleep(STEADY);
+    let steady_to = Instant::now();
+    let steady_mib = sampler.peak_mib();
+    sampler.reset();
+    add_signature(db, 2);
+    let changed = Instant::now();
+    let reply = clamd_request(&sock, b"zRELOAD\0");
+    assert!(reply.starts_with("RELOADING"), "clamd said {reply:?}");
+    loop {
+        let text = std::fs::read_to_string(&logf).unwrap_or_default();
+        if text.contains("Database correctly reloaded") {
+            break;
+        }
+        assert!(
+            changed.elapsed() < Duration::from_secs(600),
+            "clamd did not reload"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    let live = Instant::now();
+    let peak_mib = sampler.peak_mib();
+    stop.store(true, Ordering::Relaxed);
+    for c in clients {
+        c.join().unwrap();
+    }
+    drop(sampler);
+    let _ = child.kill();
+    let _ = child.wait();
+    let _ = std::fs::remove_dir_all(&tmp);
+    let (steady_rate, steady_max) = window(&log, steady_from, steady_to);
+    let (swap_rate, swap_max) = window(&log, changed, live);
+    Row {
+        db: name,
+        who: "clamd RELOAD",
+        latency: live - changed,
+        steady_rate,
+        swap_rate,
+        steady_max,
+        swap_max,
+        steady_mib,
+        peak_mib,
+    }
+}
+
+fn clamd_request_ok(sock: &Path) -> bool {
+    UnixStream::connect(sock).is_ok_and(|mut s| {
+        s.write_all(b"zPING\0").is_ok() && {
+            let mut r = [0u8; 4];
+            s.read_exact(&mut r).is_ok() && &r == b"PONG"
+        }
+    })
+}
+
+fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let corpus = root().join("target/corpus/spamassassin");
+    assert!(
+        root().join("target/corpus/spamassassin.complete").is_file(),
+        "corpus missing: run ./dev bench (it prepares target/corpus)"
+    );
+    let mut paths: Vec<PathBuf> = std::fs::read_dir(&corpus)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .collect();
+    paths.sort();
+    let messages: Arc<Vec<Vec<u8>>> = Arc::new(
+        paths
+            .iter()
+            .take(2000)
+            .map(|p| std::fs::read(p).unwrap())
+            .collect(),
+    );
+    let work = tempfile::tempdir().unwrap();
+    let mut rows = Vec::new();
+    for (name, generated, memory_mib) in [("small", 60usize, 256u64), ("large", 500_000, 3000)] {
+        let db = work.path().join(name);
+        sigs::write_db(&db, generated);
+        rows.push(cordon_swap(name, &db, memory_mib, &messages, work.path()));
+        sigs::write_db(&db, generated);
+        rows.push(clamd_swap(name, &db, &messages, work.path()));
+    }
+    println!(
+        "{:<6} {:<17} {:>10} {:>22} {:>24} {:>22}",
+        "db", "", "swap", "scans/s steady→swap", "longest scan steady→swap", "RSS MiB steady→peak"
+    );
+    for r in &rows {
+        println!(
+            "{:<6} {:<17} {:>8.2} s {:>10.0} → {:>8.0} {:>11.1} ms → {:>7.1} ms {:>10.1} → {:>8.1}",
+            r.db,
+            r.who,
+            r.latency.as_secs_f64(),
+            r.steady_rate,
+            r.swap_rate,
+            r.steady_max.as_secs_f64() * 1000.0,
+            r.swap_max.as_secs_f64() * 1000.0,
+            r.steady_mib,
+            r.peak_mib
+        );
+    }
+    println!();
+    for pair in rows.chunks(2) {
+        let (c, d) = (&pair[0], &pair[1]);
+        println!(
+            "{}: swap latency cordon/clamd {:.2}; throughput during swap, share of steady: cordon {:.0}%, clamd {:.0}%; \
+             memory growth during swap: cordon +{:.0} MiB ({:.2}x), clamd +{:.0} MiB ({:.2}x)",
+            c.db,
+            c.latency.as_secs_f64() / d.latency.as_secs_f64(),
+            100.0 * c.swap_rate / c.steady_rate,
+            100.0 * d.swap_rate / d.steady_rate,
+            c.peak_mib - c.steady_mib,
+            c.peak_mib / c.steady_mib,
+            d.peak_mib - d.steady_mib,
+            d.peak_mib / d.steady_mib,
+        );
+    }
+}
