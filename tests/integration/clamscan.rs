@@ -719,10 +719,11 @@ fn a_database_that_does_not_parse_names_file_and_line() {
     assert_eq!(o.status.code(), Some(2));
     let err = stderr(&o);
     assert!(err.contains("engine clamsig"), "{err}");
-    assert!(
-        err.contains("init failed: local.ndb line 3: bad hex digit 'z'"),
-        "{err}"
+    let want = format!(
+        "init failed: {} line 3: bad hex digit 'z'",
+        defs.join("local.ndb").display()
     );
+    assert!(err.contains(&want), "{err}");
 
     // Fixed, it loads and says how many signatures it has.
     std::fs::write(defs.join("local.ndb"), "Fine:0:*:41424344\n").unwrap();
