@@ -19,38 +19,23 @@
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+#[path = "support/bench.rs"]
+mod bench;
 #[path = "support/sigs.rs"]
 mod sigs;
 
+use bench::{corpus_dir, root, rss_kib};
 use cordon::config::Config;
 use cordon::mime::{MimeLimits, decompose};
 use cordon::registry::Registry;
 use cordon::scan::{Message, empty_envelope, scan_message};
 use futures_util::StreamExt;
 use sigs::write_db;
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 struct Row {
     db: &'static str,
@@ -172,18 +157,8 @@ fn clamd_bench(
 }
 
 fn main() {
-    let corpus = root().join("target/corpus/spamassassin");
-    assert!(
-        root().join("target/corpus/spamassassin.complete").is_file(),
-        "corpus missing: run ./dev bench (it prepares target/corpus)"
-    );
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&corpus)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    paths.sort();
-    let messages: Arc<Vec<Vec<u8>>> =
-        Arc::new(paths.iter().map(|p| std::fs::read(p).unwrap()).collect());
+    let corpus = corpus_dir();
+    let messages: Arc<Vec<Vec<u8>>> = Arc::new(bench::corpus(None));
     let bytes: usize = messages.iter().map(Vec::len).sum();
     println!(
         "corpus: {} messages, {:.1} MiB (SpamAssassin public corpus)\n",

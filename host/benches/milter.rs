@@ -17,17 +17,20 @@
 //! temporary files on tmpfs. Needs root, postfix, clamd and clamav-milter
 //! (`./dev bench` installs them).
 
+#[path = "support/bench.rs"]
+mod bench;
 #[path = "../../tests/support/postfix.rs"]
 mod pf;
 
 use std::io::{BufRead, BufReader, Write};
 use std::net::TcpStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
+use bench::root;
 use miltr_client::Client;
 use miltr_common::commands::{Connect, Family, Header};
 use miltr_common::optneg::{OptNeg, Protocol};
@@ -36,31 +39,11 @@ use tokio_util::compat::TokioAsyncReadCompatExt;
 
 const CLIENTS: usize = 8;
 
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
 /// Messages with CRLF line ends.
 fn corpus(n: usize) -> Vec<Vec<u8>> {
-    let dir = root().join("target/corpus/spamassassin");
-    assert!(
-        root().join("target/corpus/spamassassin.complete").is_file(),
-        "the SpamAssassin corpus is missing: run `./dev bench` (or `./dev test`)"
-    );
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&dir)
-        .unwrap()
-        .flatten()
-        .map(|e| e.path())
-        .collect();
-    paths.sort();
-    paths
-        .iter()
-        .take(n)
-        .map(|p| {
-            let raw = std::fs::read(p).unwrap();
+    bench::corpus(Some(n))
+        .into_iter()
+        .map(|raw| {
             let mut out = Vec::with_capacity(raw.len() + raw.len() / 40);
             let mut prev = 0u8;
             for &b in &raw {

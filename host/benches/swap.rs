@@ -16,38 +16,23 @@
 //! at steady state and its peak during the swap. Needs clamd (`./dev
 //! bench`) and the corpus (`./dev test` or `./dev bench` prepares it).
 
+#[path = "support/bench.rs"]
+mod bench;
 #[path = "support/sigs.rs"]
 mod sigs;
 
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
+use bench::{root, rss_kib};
 use cordon::config::Config;
 use cordon::registry::Registry;
 use cordon::scan::{Message, scan_message};
-
-fn root() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .unwrap()
-        .to_path_buf()
-}
-
-fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
-}
 
 /// Samples a process's resident memory every 10 ms; `peak` since `reset`.
 struct Sampler {
@@ -188,6 +173,32 @@ fn cordon_swap(
             })
         })
         .collect();
+    let row = measure(
+        name,
+        "cordon + clamsig",
+        &sampler,
+        &log,
+        || add_signature(db, 1),
+        || registry.enabled()[0].number >= 2,
+    );
+    stop.store(true, Ordering::Relaxed);
+    watch_stop.send_replace(true);
+    for c in clients {
+        rt.block_on(c).unwrap();
+    }
+    row
+}
+
+/// With scans running and recorded in `log`: steady state for [`STEADY`],
+/// then `change`, then the swap until `live` says so.
+fn measure(
+    db: &'static str,
+    who: &'static str,
+    sampler: &Sampler,
+    log: &Log,
+    change: impl FnOnce(),
+    live: impl Fn() -> bool,
+) -> Row {
     std::thread::sleep(Duration::from_millis(500));
     sampler.reset();
     let steady_from = Instant::now();
@@ -195,28 +206,23 @@ fn cordon_swap(
     let steady_to = Instant::now();
     let steady_mib = sampler.peak_mib();
     sampler.reset();
-    add_signature(db, 1);
     let changed = Instant::now();
-    while registry.enabled()[0].number < 2 {
+    change();
+    while !live() {
         assert!(
             changed.elapsed() < Duration::from_secs(600),
-            "{name}: no new generation"
+            "{db}, {who}: the new database never served"
         );
         std::thread::sleep(Duration::from_millis(1));
     }
-    let live = Instant::now();
+    let swapped = Instant::now();
     let peak_mib = sampler.peak_mib();
-    stop.store(true, Ordering::Relaxed);
-    watch_stop.send_replace(true);
-    for c in clients {
-        rt.block_on(c).unwrap();
-    }
-    let (steady_rate, steady_max) = window(&log, steady_from, steady_to);
-    let (swap_rate, swap_max) = window(&log, changed, live);
+    let (steady_rate, steady_max) = window(log, steady_from, steady_to);
+    let (swap_rate, swap_max) = window(log, changed, swapped);
     Row {
-        db: name,
-        who: "cordon + clamsig",
-        latency: live - changed,
+        db,
+        who,
+        latency: swapped - changed,
         steady_rate,
         swap_rate,
         steady_max,
@@ -302,30 +308,22 @@ fn clamd_swap(name: &'static str, db: &Path, messages: &Arc<Vec<Vec<u8>>>, work:
             })
         })
         .collect();
-    std::thread::sleep(Duration::from_millis(500));
-    sampler.reset();
-    let steady_from = Instant::now();
-    std::thread::sleep(STEADY);
-    let steady_to = Instant::now();
-    let steady_mib = sampler.peak_mib();
-    sampler.reset();
-    add_signature(db, 2);
-    let changed = Instant::now();
-    let reply = clamd_request(&sock, b"zRELOAD\0");
-    assert!(reply.starts_with("RELOADING"), "clamd said {reply:?}");
-    loop {
-        let text = std::fs::read_to_string(&logf).unwrap_or_default();
-        if text.contains("Database correctly reloaded") {
-            break;
-        }
-        assert!(
-            changed.elapsed() < Duration::from_secs(600),
-            "clamd did not reload"
-        );
-        std::thread::sleep(Duration::from_millis(1));
-    }
-    let live = Instant::now();
-    let peak_mib = sampler.peak_mib();
+    let row = measure(
+        name,
+        "clamd RELOAD",
+        &sampler,
+        &log,
+        || {
+            add_signature(db, 2);
+            let reply = clamd_request(&sock, b"zRELOAD\0");
+            assert!(reply.starts_with("RELOADING"), "clamd said {reply:?}");
+        },
+        || {
+            std::fs::read_to_string(&logf)
+                .unwrap_or_default()
+                .contains("Database correctly reloaded")
+        },
+    );
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();
@@ -334,19 +332,7 @@ fn clamd_swap(name: &'static str, db: &Path, messages: &Arc<Vec<Vec<u8>>>, work:
     let _ = child.kill();
     let _ = child.wait();
     let _ = std::fs::remove_dir_all(&tmp);
-    let (steady_rate, steady_max) = window(&log, steady_from, steady_to);
-    let (swap_rate, swap_max) = window(&log, changed, live);
-    Row {
-        db: name,
-        who: "clamd RELOAD",
-        latency: live - changed,
-        steady_rate,
-        swap_rate,
-        steady_max,
-        swap_max,
-        steady_mib,
-        peak_mib,
-    }
+    row
 }
 
 fn clamd_request_ok(sock: &Path) -> bool {
@@ -362,23 +348,7 @@ fn main() {
     if std::env::args().any(|a| a == "--list") {
         return;
     }
-    let corpus = root().join("target/corpus/spamassassin");
-    assert!(
-        root().join("target/corpus/spamassassin.complete").is_file(),
-        "corpus missing: run ./dev bench (it prepares target/corpus)"
-    );
-    let mut paths: Vec<PathBuf> = std::fs::read_dir(&corpus)
-        .unwrap()
-        .map(|e| e.unwrap().path())
-        .collect();
-    paths.sort();
-    let messages: Arc<Vec<Vec<u8>>> = Arc::new(
-        paths
-            .iter()
-            .take(2000)
-            .map(|p| std::fs::read(p).unwrap())
-            .collect(),
-    );
+    let messages: Arc<Vec<Vec<u8>>> = Arc::new(bench::corpus(Some(2000)));
     let work = tempfile::tempdir().unwrap();
     let mut rows = Vec::new();
     for (name, generated, memory_mib) in [("small", 60usize, 256u64), ("large", 500_000, 3000)] {

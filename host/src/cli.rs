@@ -350,11 +350,11 @@ async fn serve_command(args: ServeArgs) -> anyhow::Result<i32> {
 
 /// Where the control socket is: `--socket`, else the config's
 /// `control.socket`.
-fn control_socket(args: &ControlArgs) -> anyhow::Result<PathBuf> {
-    if let Some(s) = &args.socket {
+fn control_socket(socket: &Option<PathBuf>, source: &EngineSource) -> anyhow::Result<PathBuf> {
+    if let Some(s) = socket {
         return Ok(s.clone());
     }
-    let config = args.source.resolve()?;
+    let config = source.resolve()?;
     config.control.socket.ok_or_else(|| {
         anyhow::anyhow!(
             "{}: no control.socket configured; pass --socket PATH",
@@ -364,7 +364,7 @@ fn control_socket(args: &ControlArgs) -> anyhow::Result<PathBuf> {
 }
 
 async fn control_command(args: &ControlArgs, command: &str) -> anyhow::Result<serde_json::Value> {
-    let socket = control_socket(args)?;
+    let socket = control_socket(&args.socket, &args.source)?;
     crate::control::request(&socket, command).await
 }
 
@@ -550,12 +550,7 @@ async fn check_config(source: EngineSource) -> anyhow::Result<i32> {
 
 async fn engines_command(args: EnginesArgs) -> anyhow::Result<i32> {
     if args.live {
-        let socket = match &args.socket {
-            Some(s) => s.clone(),
-            None => args.source.resolve()?.control.socket.ok_or_else(|| {
-                anyhow::anyhow!("no control.socket configured; pass --socket PATH")
-            })?,
-        };
+        let socket = control_socket(&args.socket, &args.source)?;
         let v = crate::control::request(&socket, "engines").await?;
         for e in v.as_array().into_iter().flatten() {
             if args.json {
@@ -724,7 +719,7 @@ async fn scan_command(args: ScanArgs) -> anyhow::Result<i32> {
                 "detected": totals.detected,
                 "errors": totals.errors,
                 "elapsed_ms": elapsed.as_secs_f64() * 1000.0,
-                "peak_rss_kib": peak_rss_kib(),
+                "peak_rss_kib": crate::stats::peak_rss_bytes().map(|b| b / 1024),
             })
         )?;
     } else if !args.no_summary {
@@ -742,8 +737,8 @@ async fn scan_command(args: ScanArgs) -> anyhow::Result<i32> {
         writeln!(out, "Detected messages: {}", totals.detected)?;
         writeln!(out, "Errors: {}", totals.errors)?;
         writeln!(out, "Time: {:.3} sec", elapsed.as_secs_f64())?;
-        if let Some(kib) = peak_rss_kib() {
-            writeln!(out, "Peak memory: {:.1} MiB", kib as f64 / 1024.0)?;
+        if let Some(b) = crate::stats::peak_rss_bytes() {
+            writeln!(out, "Peak memory: {:.1} MiB", b as f64 / 1_048_576.0)?;
         }
     }
     out.flush()?;
@@ -873,13 +868,4 @@ fn print_result(out: &mut impl Write, s: &Scanned, args: &ScanArgs) -> std::io::
             }
         }
     }
-}
-
-/// The process's peak resident set size (`VmHWM`), where the OS reports it.
-pub fn peak_rss_kib() -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }

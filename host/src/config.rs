@@ -989,30 +989,14 @@ fn build_policy(
      -> Result<EngineRules, ConfigError> {
         let mut r = fallback.clone();
         if let Some(t) = &own.on_detect {
-            let default = t.default.unwrap_or(r.on_detect.by_kind[0]);
-            let mut by_kind = if t.default.is_some() {
-                OnDetect::all(default).by_kind
-            } else {
-                r.on_detect.by_kind
+            r.on_detect = OnDetect {
+                by_kind: overlay(r.on_detect.by_kind, t.default, t.by_kind()),
             };
-            for (slot, a) in by_kind.iter_mut().zip(t.by_kind()) {
-                if let Some(a) = a {
-                    *slot = a;
-                }
-            }
-            r.on_detect = OnDetect { by_kind };
         }
         if let Some(t) = &own.on_error {
-            let mut by_kind = match t.default {
-                Some(d) => OnError::all(d).by_kind,
-                None => r.on_error.by_kind,
+            r.on_error = OnError {
+                by_kind: overlay(r.on_error.by_kind, t.default, t.by_kind()),
             };
-            for (slot, a) in by_kind.iter_mut().zip(t.by_kind()) {
-                if let Some(a) = a {
-                    *slot = a;
-                }
-            }
-            r.on_error = OnError { by_kind };
         }
         if let Some(c) = &own.reject {
             r.reject = reply(c, &r.reject, b'5', &format!("{prefix}reject"), &bad)?;
@@ -1064,6 +1048,27 @@ fn build_policy(
     // Keep the kinds list and the table in step.
     debug_assert_eq!(ERROR_KINDS.len(), ErrorTable::default().by_kind().len());
     Ok(policy)
+}
+
+/// An action table over `base`: `default`, when given, replaces every kind,
+/// then each kind given replaces its own.
+fn overlay<A: Copy, const N: usize>(
+    base: [A; N],
+    default: Option<A>,
+    by_kind: [Option<A>; N],
+) -> [A; N] {
+    let mut out = default.map_or(base, |d| [d; N]);
+    for (slot, a) in out.iter_mut().zip(by_kind) {
+        if let Some(a) = a {
+            *slot = a;
+        }
+    }
+    out
+}
+
+/// A unix socket mode written in octal (`"0660"`).
+fn octal_mode(text: &str) -> Option<u32> {
+    u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o777)
 }
 
 fn reply(
@@ -1165,15 +1170,12 @@ fn control_settings(path: &Path, c: &ControlConfig) -> Result<ControlSettings, C
         reason,
     };
     let base = path.parent().unwrap_or(Path::new(""));
-    let socket_mode = u32::from_str_radix(&c.socket_mode, 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| {
-            bad(
-                "socket_mode",
-                format!("{:?} is not an octal mode like \"0600\"", c.socket_mode),
-            )
-        })?;
+    let socket_mode = octal_mode(&c.socket_mode).ok_or_else(|| {
+        bad(
+            "socket_mode",
+            format!("{:?} is not an octal mode like \"0600\"", c.socket_mode),
+        )
+    })?;
     let http = match &c.http {
         None => None,
         Some(h) => {
@@ -1222,15 +1224,12 @@ fn milter_settings(path: &Path, c: &MilterConfig) -> Result<MilterSettings, Conf
     if c.max_sessions == 0 {
         return Err(bad("max_sessions", "must be at least 1".into()));
     }
-    let socket_mode = u32::from_str_radix(&c.socket_mode, 8)
-        .ok()
-        .filter(|m| *m <= 0o777)
-        .ok_or_else(|| {
-            bad(
-                "socket_mode",
-                format!("{:?} is not an octal mode like \"0660\"", c.socket_mode),
-            )
-        })?;
+    let socket_mode = octal_mode(&c.socket_mode).ok_or_else(|| {
+        bad(
+            "socket_mode",
+            format!("{:?} is not an octal mode like \"0660\"", c.socket_mode),
+        )
+    })?;
     if let Some(h) = &c.host_name
         && (h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic()))
     {

@@ -360,15 +360,25 @@ pub async fn serve_socket(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let stream = tokio::select! {
-            a = listener.accept() => match a {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!("control socket accept failed: {e}");
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
             _ = stop.wait_for(|s| *s) => return,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                let at = listener
+                    .local_addr()
+                    .ok()
+                    .and_then(|a| a.as_pathname().map(|p| p.display().to_string()));
+                tracing::warn!(
+                    "control socket {} accept failed: {e}",
+                    at.unwrap_or_default()
+                );
+                // Out of descriptors and the like: do not spin.
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let d = daemon.clone();
         tokio::spawn(async move {
@@ -392,15 +402,21 @@ pub async fn serve_http(
     mut stop: watch::Receiver<bool>,
 ) {
     loop {
-        let stream = tokio::select! {
-            a = listener.accept() => match a {
-                Ok((s, _)) => s,
-                Err(e) => {
-                    tracing::warn!("metrics listener accept failed: {e}");
-                    continue;
-                }
-            },
+        let accepted = tokio::select! {
+            a = listener.accept() => a,
             _ = stop.wait_for(|s| *s) => return,
+        };
+        let stream = match accepted {
+            Ok((s, _)) => s,
+            Err(e) => {
+                let at = listener
+                    .local_addr()
+                    .map(|a| a.to_string())
+                    .unwrap_or_default();
+                tracing::warn!("metrics listener {at} accept failed: {e}");
+                tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+                continue;
+            }
         };
         let d = daemon.clone();
         tokio::spawn(async move {

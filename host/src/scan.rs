@@ -71,6 +71,10 @@ pub struct ScanReport {
     pub elapsed: Duration,
 }
 
+/// Messages up to this size are hashed for the cache on the calling task
+/// (tens of microseconds); larger ones on a blocking thread.
+const INLINE_HASH_BYTES: usize = 256 * 1024;
+
 /// Scans `message` with every generation in `engines`, concurrently. If
 /// any engine wants decoded parts, the message is decomposed once, within
 /// `mime`, and the parts are shared.
@@ -91,7 +95,21 @@ pub async fn scan_with_cache(
     cache: Option<&VerdictCache>,
 ) -> ScanReport {
     let started = Instant::now();
-    let digest = cache.map(|_| crate::cache::digest(&message.bytes));
+    // Hash only when some engine's verdict may be cached; a big message is
+    // hashed off the async workers, as decomposition is.
+    let digest = match cache {
+        Some(_) if engines.iter().any(|g| g.cacheable) => {
+            if message.bytes.len() <= INLINE_HASH_BYTES {
+                Some(crate::cache::digest(&message.bytes))
+            } else {
+                let bytes = message.bytes.clone();
+                tokio::task::spawn_blocking(move || crate::cache::digest(&bytes))
+                    .await
+                    .ok()
+            }
+        }
+        _ => None,
+    };
     let mut cached: Vec<Option<crate::bindings::Verdict>> = engines
         .iter()
         .map(|g| match (cache, &digest) {
