@@ -186,11 +186,9 @@ fn postfix_with_cordon_milters() {
         // One log line for the message, under Postfix's queue id.
         let qid = sent.queue_id.expect("queue id");
         let id = scan[0].trim_start_matches("id=").split(';').next().unwrap();
-        let log = a.log();
-        let line = log
-            .lines()
-            .find(|l| l.contains(&format!("queue_id={qid}")))
-            .unwrap_or_else(|| panic!("no log line for {qid}:\n{log}"));
+        // The daemon logs before it answers, but its stderr is read by
+        // another thread: wait for the line to arrive.
+        let line = a.wait_line(|l| l.contains(&format!("queue_id={qid}")));
         assert!(line.contains(&format!("scan_id={id}")), "{line}");
         assert!(line.contains("action=\"accept\""), "{line}");
     }
@@ -265,12 +263,7 @@ fn postfix_with_cordon_milters() {
     // The engine hangs: 451 with the configured text, nothing delivered.
     let sent = swaks(ports[3], "dave@sink.test", "hang", "hello", &[]);
     assert_eq!(sent.reply, "451 4.7.1 Scanner unavailable, try later");
-    let log = c.log();
-    assert!(
-        log.lines()
-            .any(|l| l.contains("hang=timeout") && l.contains("action=\"tempfail\"")),
-        "{log}"
-    );
+    c.wait_line(|l| l.contains("hang=timeout") && l.contains("action=\"tempfail\""));
 
     // SIGTERM: each daemon stops cleanly and removes its socket.
     for (daemon, sock) in [(a, &a_sock), (b, &b_sock), (c, &c_sock)] {

@@ -133,6 +133,23 @@ impl Daemon {
         self.log.lock().unwrap().join("\n")
     }
 
+    /// The first stderr line for which `wanted` holds, once it has been
+    /// read from the pipe (up to 60 s), or a panic showing the log.
+    pub fn wait_line(&self, wanted: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        loop {
+            if let Some(l) = self.log.lock().unwrap().iter().find(|l| wanted(l)) {
+                return l.clone();
+            }
+            assert!(
+                Instant::now() < deadline,
+                "no such log line after 60 s:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
     /// Its peak resident memory, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
         std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
