@@ -827,8 +827,12 @@ fn print_result(out: &mut impl Write, s: &Scanned, args: &ScanArgs) -> std::io::
         };
         return writeln!(out, "{value}");
     }
+    // The label is a file name and the details may quote an engine: one
+    // safe line each, whatever bytes they hold.
+    let label = crate::text::escape(&s.label, 4096);
+    let label = &label;
     match &s.result {
-        Err(e) => writeln!(out, "{}: ERROR {e}", s.label),
+        Err(e) => writeln!(out, "{label}: ERROR {}", crate::text::escape(e, 4096)),
         Ok((_, d)) => {
             if args.infected && d.action == Action::Accept && d.threats.is_empty() {
                 return Ok(());
@@ -839,17 +843,17 @@ fn print_result(out: &mut impl Write, s: &Scanned, args: &ScanArgs) -> std::io::
                 .map(|r| format!(" [{} {r}]", d.action.as_str()))
                 .unwrap_or_default();
             match d.action {
-                Action::Accept if d.threats.is_empty() => writeln!(out, "{}: OK", s.label),
+                Action::Accept if d.threats.is_empty() => writeln!(out, "{label}: OK"),
                 Action::Accept => writeln!(
                     out,
                     "{}: {} FOUND [accept, tagged]",
-                    s.label,
+                    label,
                     policy::threat_names(&d.threats)
                 ),
                 Action::Reject | Action::Discard | Action::Quarantine => writeln!(
                     out,
                     "{}: {} FOUND{}",
-                    s.label,
+                    label,
                     policy::threat_names(&d.threats),
                     if d.action == Action::Reject {
                         reply
@@ -861,9 +865,16 @@ fn print_result(out: &mut impl Write, s: &Scanned, args: &ScanArgs) -> std::io::
                     let why: Vec<String> = d
                         .failures
                         .iter()
-                        .map(|f| format!("{} {}: {}", f.engine, f.kind, f.detail))
+                        .map(|f| {
+                            format!(
+                                "{} {}: {}",
+                                f.engine,
+                                f.kind,
+                                crate::text::escape(&f.detail, 1024)
+                            )
+                        })
                         .collect();
-                    writeln!(out, "{}: ERROR {}{reply}", s.label, why.join("; "))
+                    writeln!(out, "{label}: ERROR {}{reply}", why.join("; "))
                 }
             }
         }

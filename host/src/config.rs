@@ -371,16 +371,32 @@ pub struct MilterConfig {
     pub shutdown_timeout_s: u64,
     /// The name in `X-Virus-Scanned`; default: the MTA's (`j` macro).
     pub host_name: Option<String>,
+    /// Time to wait for the MTA's next complete command; a session idle or
+    /// slower than this is closed. Above Postfix's `smtpd_timeout` (300 s),
+    /// since Postfix keeps the milter connection while its client is slow.
+    pub command_timeout_s: u64,
+    /// Time one connection may last in all.
+    pub session_timeout_s: u64,
+    /// Headers per message; a message with more is not scanned but judged
+    /// as `message-too-large`.
+    pub max_headers: u32,
+    /// Recipients per message; likewise.
+    pub max_recipients: u32,
 }
 
 impl Default for MilterConfig {
     fn default() -> Self {
+        let s = crate::milter::SessionLimits::default();
         Self {
             listen: Vec::new(),
             max_sessions: 256,
             socket_mode: "0660".into(),
             shutdown_timeout_s: 30,
             host_name: None,
+            command_timeout_s: s.command_timeout.as_secs(),
+            session_timeout_s: s.session_timeout.as_secs(),
+            max_headers: s.max_headers,
+            max_recipients: s.max_recipients,
         }
     }
 }
@@ -465,6 +481,16 @@ pub struct LimitsConfig {
     pub max_recipient_verdicts: u32,
     /// Bytes in any one string of a verdict.
     pub max_string_bytes: u32,
+    /// Bytes of one verdict altogether (strings, and a share for each item
+    /// of a list); also what the host lifts out of the guest in one call.
+    pub max_verdict_bytes: u64,
+    /// Largest component file the host reads.
+    pub max_component_mib: u64,
+    /// Wall-clock time `init` may take (loading definitions), host calls
+    /// included.
+    pub init_timeout_ms: u64,
+    /// Bytes of the definitions directory's files together.
+    pub max_definitions_mib: u64,
 }
 
 impl Default for LimitsConfig {
@@ -480,6 +506,10 @@ impl Default for LimitsConfig {
             max_headers: l.verdict.max_headers,
             max_recipient_verdicts: l.verdict.max_recipient_verdicts,
             max_string_bytes: l.verdict.max_string_bytes,
+            max_verdict_bytes: l.verdict.max_verdict_bytes,
+            max_component_mib: l.max_component_bytes / MIB,
+            init_timeout_ms: l.init_timeout.as_millis() as u64,
+            max_definitions_mib: l.max_definitions_bytes / MIB,
         }
     }
 }
@@ -500,6 +530,12 @@ pub struct EngineLimits {
     pub max_concurrency: u32,
     /// Bounds on the verdict.
     pub verdict: VerdictLimits,
+    /// Largest component file read.
+    pub max_component_bytes: u64,
+    /// Wall-clock time `init` may take.
+    pub init_timeout: Duration,
+    /// Bytes of definitions files together.
+    pub max_definitions_bytes: u64,
 }
 
 /// Bounds on what one verdict may carry.
@@ -515,7 +551,14 @@ pub struct VerdictLimits {
     pub max_recipient_verdicts: u32,
     /// Bytes in any one string.
     pub max_string_bytes: u32,
+    /// Bytes of the whole verdict: every string, plus
+    /// [`VERDICT_ITEM_BYTES`] for each list item.
+    pub max_verdict_bytes: u64,
 }
+
+/// What each list item of a verdict counts towards `max_verdict_bytes`
+/// besides its strings: the host's own record of it.
+pub const VERDICT_ITEM_BYTES: u64 = 32;
 
 impl Default for EngineLimits {
     fn default() -> Self {
@@ -530,14 +573,31 @@ impl Default for EngineLimits {
                 max_headers: 16,
                 max_recipient_verdicts: 1000,
                 max_string_bytes: 1024,
+                max_verdict_bytes: MIB,
             },
+            max_component_bytes: 256 * MIB,
+            init_timeout: Duration::from_secs(60),
+            max_definitions_bytes: 4096 * MIB,
         }
     }
+}
+
+/// Checks that `v` is in `lo..=hi`; the error says the range.
+fn range<T: PartialOrd + std::fmt::Display>(v: T, lo: T, hi: T) -> Result<(), String> {
+    if v < lo || v > hi {
+        return Err(format!("{v} is out of range {lo}..={hi}"));
+    }
+    Ok(())
 }
 
 /// Hard ceilings: values past these are config mistakes, not choices.
 const MAX_TIMEOUT_MS: u64 = 10 * 60 * 1000;
 const MAX_MEMORY_MIB: u64 = 4095;
+/// The pool reserves address space for every slot up front.
+const MAX_POOL_INSTANCES: u32 = 1024;
+/// Address space the pool may reserve: well inside the 128 TiB a 64-bit
+/// Linux process has.
+const MAX_POOL_RESERVATION: u64 = 32 << 40;
 
 impl LimitsConfig {
     /// Checks ranges and turns the raw values into [`EngineLimits`].
@@ -547,30 +607,20 @@ impl LimitsConfig {
             key: format!("engines.{engine}.limits.{key}"),
             reason,
         };
-        if self.timeout_ms == 0 || self.timeout_ms > MAX_TIMEOUT_MS {
-            return Err(bad(
-                "timeout_ms",
-                format!("{} is out of range 1..={MAX_TIMEOUT_MS}", self.timeout_ms),
-            ));
-        }
-        if self.memory_mib == 0 || self.memory_mib > MAX_MEMORY_MIB {
-            return Err(bad(
-                "memory_mib",
-                format!("{} is out of range 1..={MAX_MEMORY_MIB}", self.memory_mib),
-            ));
-        }
-        if self.max_message_bytes == 0 {
-            return Err(bad("max_message_bytes", "must be at least 1".into()));
-        }
-        if self.max_concurrency == 0 || self.max_concurrency > 1024 {
-            return Err(bad(
-                "max_concurrency",
-                format!("{} is out of range 1..=1024", self.max_concurrency),
-            ));
-        }
-        if self.max_string_bytes < 16 {
-            return Err(bad("max_string_bytes", "must be at least 16".into()));
-        }
+        range(self.timeout_ms, 1, MAX_TIMEOUT_MS).map_err(|r| bad("timeout_ms", r))?;
+        range(self.memory_mib, 1, MAX_MEMORY_MIB).map_err(|r| bad("memory_mib", r))?;
+        range(self.max_message_bytes, 1, 4096 * MIB).map_err(|r| bad("max_message_bytes", r))?;
+        range(self.max_concurrency, 1, 1024).map_err(|r| bad("max_concurrency", r))?;
+        range(self.max_threats, 1, 10_000).map_err(|r| bad("max_threats", r))?;
+        range(self.max_rules, 0, 10_000).map_err(|r| bad("max_rules", r))?;
+        range(self.max_headers, 0, 1000).map_err(|r| bad("max_headers", r))?;
+        range(self.max_recipient_verdicts, 0, 100_000)
+            .map_err(|r| bad("max_recipient_verdicts", r))?;
+        range(self.max_string_bytes, 16, 65_536).map_err(|r| bad("max_string_bytes", r))?;
+        range(self.max_verdict_bytes, 1024, 256 * MIB).map_err(|r| bad("max_verdict_bytes", r))?;
+        range(self.max_component_mib, 1, 4096).map_err(|r| bad("max_component_mib", r))?;
+        range(self.init_timeout_ms, 1, MAX_TIMEOUT_MS).map_err(|r| bad("init_timeout_ms", r))?;
+        range(self.max_definitions_mib, 1, 1 << 20).map_err(|r| bad("max_definitions_mib", r))?;
         Ok(EngineLimits {
             timeout: Duration::from_millis(self.timeout_ms),
             memory_bytes: self.memory_mib * MIB,
@@ -582,7 +632,11 @@ impl LimitsConfig {
                 max_headers: self.max_headers,
                 max_recipient_verdicts: self.max_recipient_verdicts,
                 max_string_bytes: self.max_string_bytes,
+                max_verdict_bytes: self.max_verdict_bytes,
             },
+            max_component_bytes: self.max_component_mib * MIB,
+            init_timeout: Duration::from_millis(self.init_timeout_ms),
+            max_definitions_bytes: self.max_definitions_mib * MIB,
         })
     }
 }
@@ -744,6 +798,8 @@ pub struct MilterSettings {
     pub shutdown_timeout: Duration,
     /// Name for `X-Virus-Scanned`.
     pub host_name: Option<String>,
+    /// Bounds on each session and message.
+    pub session: crate::milter::SessionLimits,
 }
 
 impl Config {
@@ -911,19 +967,59 @@ impl Config {
                     reason: "must be at least 1".into(),
                 });
             }
-            Some(n) => n,
-            None => demand.max(1),
+            Some(n) => {
+                range(n, 1, MAX_POOL_INSTANCES).map_err(|reason| ConfigError::Invalid {
+                    path: path.to_path_buf(),
+                    key: "pool.max_instances".into(),
+                    reason,
+                })?;
+                n
+            }
+            None => demand.clamp(1, MAX_POOL_INSTANCES),
         };
+        let invalid = |key: &str, reason: String| ConfigError::Invalid {
+            path: path.to_path_buf(),
+            key: key.into(),
+            reason,
+        };
+        // Every pool slot reserves address space for its memories up front.
+        let largest_memory = engines.iter().map(|e| e.limits.memory_bytes).max();
+        let reserved = u64::from(pool_instances + 1)
+            * u64::from(crate::engine::MEMORIES_PER_INSTANCE)
+            * largest_memory.unwrap_or(0);
+        if reserved > MAX_POOL_RESERVATION {
+            return Err(invalid(
+                "pool.max_instances",
+                format!(
+                    "{pool_instances} instances with memories of up to {} MiB would reserve {} GiB of address space, over {} GiB: lower pool.max_instances or memory_mib",
+                    largest_memory.unwrap_or(0) / MIB,
+                    reserved >> 30,
+                    MAX_POOL_RESERVATION >> 30
+                ),
+            ));
+        }
+        range(self.mime.max_parts, 1, 100_000).map_err(|r| invalid("mime.max_parts", r))?;
+        range(self.mime.max_depth, 1, crate::mime::MAX_DEPTH_CEILING)
+            .map_err(|r| invalid("mime.max_depth", r))?;
+        range(self.mime.max_decoded_bytes, 1, 16 * 1024 * MIB)
+            .map_err(|r| invalid("mime.max_decoded_bytes", r))?;
+        range(self.mime.max_decode_ms, 1, MAX_TIMEOUT_MS)
+            .map_err(|r| invalid("mime.max_decode_ms", r))?;
+        range(self.cache.max_entries, 0, 10_000_000)
+            .map_err(|r| invalid("cache.max_entries", r))?;
+        range(self.cache.max_bytes, 0, 64 * 1024 * MIB as usize)
+            .map_err(|r| invalid("cache.max_bytes", r))?;
+        if !self.headers.spam_threshold.is_finite() {
+            return Err(invalid(
+                "headers.spam_threshold",
+                format!("{} is not a finite number", self.headers.spam_threshold),
+            ));
+        }
         let policy = build_policy(path, &self.policy, &engine_rules, &self.headers)?;
         let milter = milter_settings(path, &self.milter)?;
         let control = control_settings(path, &self.control)?;
-        if self.reload.interval_ms < 10 {
-            return Err(ConfigError::Invalid {
-                path: path.to_path_buf(),
-                key: "reload.interval_ms".into(),
-                reason: "must be at least 10".into(),
-            });
-        }
+        range(self.reload.interval_ms, 10, 3_600_000)
+            .map_err(|r| invalid("reload.interval_ms", r))?;
         let mut profiles = Vec::new();
         for (name, patterns) in &self.profiles {
             for p in patterns {
@@ -1117,6 +1213,17 @@ fn reply(
             "must be non-empty printable ASCII on one line".into(),
         ));
     }
+    // The reply line (code, status, text, CRLF) has 512 bytes (RFC 5321);
+    // keep room for what %v brings in.
+    if r.text.len() > 400 {
+        return Err(bad(
+            format!("{key}.text"),
+            format!(
+                "{} bytes, over the 400 an SMTP reply has room for",
+                r.text.len()
+            ),
+        ));
+    }
     Ok(r)
 }
 
@@ -1221,9 +1328,12 @@ fn milter_settings(path: &Path, c: &MilterConfig) -> Result<MilterSettings, Conf
         }
         listen.push(a);
     }
-    if c.max_sessions == 0 {
-        return Err(bad("max_sessions", "must be at least 1".into()));
-    }
+    range(c.max_sessions, 1, 65_536).map_err(|r| bad("max_sessions", r))?;
+    range(c.shutdown_timeout_s, 0, 3600).map_err(|r| bad("shutdown_timeout_s", r))?;
+    range(c.command_timeout_s, 1, 3600).map_err(|r| bad("command_timeout_s", r))?;
+    range(c.session_timeout_s, 1, 7 * 86_400).map_err(|r| bad("session_timeout_s", r))?;
+    range(c.max_headers, 1, 100_000).map_err(|r| bad("max_headers", r))?;
+    range(c.max_recipients, 1, 100_000).map_err(|r| bad("max_recipients", r))?;
     let socket_mode = octal_mode(&c.socket_mode).ok_or_else(|| {
         bad(
             "socket_mode",
@@ -1241,6 +1351,12 @@ fn milter_settings(path: &Path, c: &MilterConfig) -> Result<MilterSettings, Conf
         socket_mode,
         shutdown_timeout: Duration::from_secs(c.shutdown_timeout_s),
         host_name: c.host_name.clone(),
+        session: crate::milter::SessionLimits {
+            command_timeout: Duration::from_secs(c.command_timeout_s),
+            session_timeout: Duration::from_secs(c.session_timeout_s),
+            max_headers: c.max_headers,
+            max_recipients: c.max_recipients,
+        },
     })
 }
 
@@ -1436,5 +1552,54 @@ mod policy_tests {
             let got = text.parse::<ListenAddr>().map(|a| a.to_string()).ok();
             assert_eq!(got.as_deref(), want, "{text}");
         }
+    }
+
+    #[test]
+    fn every_number_has_a_range_and_errors_name_the_key() {
+        let engine = "[engines.a]\ncomponent = \"a.wasm\"\n";
+        for (line, key) in [
+            ("pool.max_instances = 4294967295\n", "pool.max_instances"),
+            ("pool.max_instances = 1000000\n", "pool.max_instances"),
+            ("mime.max_depth = 6000\n", "mime.max_depth"),
+            ("mime.max_parts = 0\n", "mime.max_parts"),
+            ("mime.max_decode_ms = 0\n", "mime.max_decode_ms"),
+            ("cache.max_entries = 100000000\n", "cache.max_entries"),
+            ("reload.interval_ms = 1\n", "reload.interval_ms"),
+            ("milter.max_sessions = 1000000\n", "milter.max_sessions"),
+            ("milter.command_timeout_s = 0\n", "milter.command_timeout_s"),
+            ("milter.max_headers = 0\n", "milter.max_headers"),
+            ("headers.spam_threshold = nan\n", "headers.spam_threshold"),
+        ] {
+            let err = parse(&format!("{line}{engine}")).unwrap_err().to_string();
+            assert!(err.contains(key), "{line}: {err}");
+            assert!(err.contains("/etc/cordon/cordon.toml"), "{err}");
+        }
+        for (line, key) in [
+            (
+                "limits.max_concurrency = 4294967295\n",
+                "limits.max_concurrency",
+            ),
+            ("limits.max_verdict_bytes = 1\n", "limits.max_verdict_bytes"),
+            ("limits.max_component_mib = 0\n", "limits.max_component_mib"),
+            ("limits.init_timeout_ms = 0\n", "limits.init_timeout_ms"),
+            ("limits.max_threats = 0\n", "limits.max_threats"),
+            (
+                "limits.max_string_bytes = 4294967295\n",
+                "limits.max_string_bytes",
+            ),
+        ] {
+            let err = parse(&format!("{engine}{line}")).unwrap_err().to_string();
+            assert!(err.contains(&format!("engines.a.{key}")), "{line}: {err}");
+        }
+        // Within range, the pool's reservation is still checked.
+        let err = parse(&format!(
+            "pool.max_instances = 1024\n{engine}limits.memory_mib = 4095\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("pool.max_instances") && err.contains("address space"),
+            "{err}"
+        );
     }
 }

@@ -20,6 +20,8 @@
 //! - [`stats`]: counters and timings per engine.
 //! - [`watch`]: reloading engines when their files change.
 //! - [`control`]: the control socket and the HTTP metrics listener.
+//! - [`text`]: text from engines, mail and clients made safe for
+//!   terminals, logs, headers and replies.
 //! - [`cli`]: the `cordon` subcommands.
 
 pub mod bindings;
@@ -35,4 +37,5 @@ pub mod policy;
 pub mod registry;
 pub mod scan;
 pub mod stats;
+pub mod text;
 pub mod watch;

@@ -7,15 +7,26 @@
 //! their own. Text parts come out as mail-parser gives them: transfer-decoded
 //! and converted to UTF-8.
 //!
-//! Limits bound the work: parts, nesting depth, and decoded bytes. Going past
-//! one stops decomposition and is reported in [`Decomposed::exceeded`]; the
-//! scan turns it into an `unscannable(limits-exceeded)` outcome for the
-//! engines that asked for parts, never a silent pass.
+//! Limits bound the work: parts, nesting depth, decoded bytes, boundary
+//! length and time. Going past one stops decomposition and is reported in
+//! [`Decomposed::exceeded`]; the scan turns it into an
+//! `unscannable(limits-exceeded)` outcome for the engines that asked for
+//! parts, never a silent pass.
+//!
+//! Mail controls the shape of the tree, so nothing here recurses on it: the
+//! walk keeps its own stack, and the parsed tree of nested messages is taken
+//! apart level by level before it is dropped. mail-parser itself recurses
+//! into a base64-encoded embedded message (at most three times) and over
+//! the tree inside it, so [`decompose_bounded`] runs it on a thread whose
+//! stack is sized for the deepest tree the message's bytes can hold, under a
+//! process-wide concurrency limit and a wall-clock bound.
 
-use std::sync::Arc;
+use std::sync::{Arc, LazyLock};
+use std::time::Duration;
 
 use mail_parser::{MessageParser, MimeHeaders, PartType};
 use serde::{Deserialize, Serialize};
+use tokio::sync::Semaphore;
 
 use crate::bindings::PartInfo;
 
@@ -29,6 +40,9 @@ pub struct MimeLimits {
     pub max_depth: u32,
     /// Decoded bytes of all parts of one message together.
     pub max_decoded_bytes: u64,
+    /// Wall-clock time decomposition of one message may take, waiting for
+    /// a decoder included; past it the message is unscannable.
+    pub max_decode_ms: u64,
 }
 
 impl Default for MimeLimits {
@@ -37,9 +51,21 @@ impl Default for MimeLimits {
             max_parts: 1000,
             max_depth: 20,
             max_decoded_bytes: 100 * 1024 * 1024,
+            max_decode_ms: 10_000,
         }
     }
 }
+
+/// The deepest `max_depth` a config may set: real mail nests a handful of
+/// levels; a limit in the thousands only invites deep work.
+pub const MAX_DEPTH_CEILING: u32 = 100;
+
+/// The longest MIME boundary mail-parser is handed. RFC 2046 allows 70
+/// characters; a longer one is tolerated up to this, and past it the
+/// message is unscannable: the parser's boundary search costs the
+/// boundary's length at every `--` in the body, so a huge boundary made of
+/// dashes makes parsing quadratic.
+pub const MAX_BOUNDARY_BYTES: usize = 256;
 
 /// One decoded leaf part.
 #[derive(Debug, Clone)]
@@ -102,21 +128,67 @@ impl Walker<'_> {
         true
     }
 
-    fn message(&mut self, msg: &mail_parser::Message<'_>, depth: u32) -> bool {
-        self.part(msg, 0, depth)
+    /// Walks `msg` depth first with an explicit stack, so that the
+    /// message's nesting never becomes the host's recursion.
+    fn walk(&mut self, root: &mail_parser::Message<'_>) {
+        enum Work<'a, 'x> {
+            Part(&'a mail_parser::Message<'x>, u32, u32),
+            Epilogue(&'a [u8], u32),
+        }
+        let mut stack = vec![Work::Part(root, 0, 0)];
+        while let Some(work) = stack.pop() {
+            let (msg, id, depth) = match work {
+                Work::Part(msg, id, depth) => (msg, id, depth),
+                Work::Epilogue(text, depth) => {
+                    if !self.push(depth, "text/plain".into(), None, text) {
+                        return;
+                    }
+                    continue;
+                }
+            };
+            if depth > self.limits.max_depth {
+                self.out.exceeded = Some(format!(
+                    "nesting deeper than {} (max_depth)",
+                    self.limits.max_depth
+                ));
+                return;
+            }
+            let Some(part) = msg.part(id) else {
+                continue;
+            };
+            let ok = match &part.body {
+                PartType::Multipart(children) => {
+                    // Text after the closing boundary (mailing-list footers
+                    // are appended there) is part of what recipients see;
+                    // it comes after the children.
+                    if let Some(text) = epilogue(msg, part) {
+                        stack.push(Work::Epilogue(text, depth + 1));
+                    }
+                    for &child in children.iter().rev() {
+                        stack.push(Work::Part(msg, child, depth + 1));
+                    }
+                    true
+                }
+                PartType::Message(inner) => {
+                    stack.push(Work::Part(inner, 0, depth + 1));
+                    true
+                }
+                _ => self.leaf(msg, part, depth),
+            };
+            if !ok {
+                return;
+            }
+        }
     }
 
-    fn part(&mut self, msg: &mail_parser::Message<'_>, id: u32, depth: u32) -> bool {
-        if depth > self.limits.max_depth {
-            self.out.exceeded = Some(format!(
-                "nesting deeper than {} (max_depth)",
-                self.limits.max_depth
-            ));
-            return false;
-        }
-        let Some(part) = msg.part(id) else {
-            return true;
-        };
+    /// Adds a leaf part (and what is embedded in it); false when a limit
+    /// stops the walk.
+    fn leaf(
+        &mut self,
+        msg: &mail_parser::Message<'_>,
+        part: &mail_parser::MessagePart<'_>,
+        depth: u32,
+    ) -> bool {
         let content_type = part
             .content_type()
             .map(|ct| match ct.subtype() {
@@ -127,40 +199,13 @@ impl Walker<'_> {
             .to_ascii_lowercase();
         let name = part.attachment_name().map(str::to_string);
         match &part.body {
-            PartType::Multipart(children) => {
-                for &child in children {
-                    if !self.part(msg, child, depth + 1) {
-                        return false;
-                    }
-                }
-                // Text after the closing boundary (mailing-list footers are
-                // appended there) is part of what recipients see.
-                match epilogue(msg, part) {
-                    Some(text) => self.push(depth + 1, "text/plain".into(), None, text),
-                    None => true,
-                }
-            }
-            PartType::Message(inner) => self.message(inner, depth + 1),
             PartType::Text(text) | PartType::Html(text) => {
                 let lenient = lenient_body(msg, part);
                 let bytes = lenient.as_deref().unwrap_or(text.as_bytes());
                 if !self.push(depth, content_type, name, bytes) {
                     return false;
                 }
-                let embedded = uudecode_blocks(bytes)
-                    .into_iter()
-                    .chain(embedded_base64_blocks(bytes));
-                for (file, data) in embedded {
-                    if !self.push(
-                        depth + 1,
-                        "application/octet-stream".into(),
-                        Some(file),
-                        &data,
-                    ) {
-                        return false;
-                    }
-                }
-                true
+                self.embedded(depth, bytes)
             }
             PartType::Binary(data) | PartType::InlineBinary(data) => {
                 // A part sent with Content-Transfer-Encoding: x-uuencode
@@ -180,14 +225,38 @@ impl Walker<'_> {
                     }
                 }
                 let lenient = lenient_body(msg, part);
-                self.push(
-                    depth,
-                    content_type,
-                    name,
-                    lenient.as_deref().unwrap_or(data),
-                )
+                let bytes = lenient.as_deref().unwrap_or(data);
+                if !self.push(depth, content_type.clone(), name, bytes) {
+                    return false;
+                }
+                // A multipart whose boundary is missing or empty comes out
+                // as one opaque body: what mail clients would still find in
+                // it (pasted base64, uuencode) is searched for, as in text.
+                if content_type.starts_with("multipart/") {
+                    return self.embedded(depth, bytes);
+                }
+                true
+            }
+            PartType::Multipart(_) | PartType::Message(_) => true,
+        }
+    }
+
+    /// Adds the uuencoded and pasted base64 blocks found in `text`.
+    fn embedded(&mut self, depth: u32, text: &[u8]) -> bool {
+        let embedded = uudecode_blocks(text)
+            .into_iter()
+            .chain(embedded_base64_blocks(text));
+        for (file, data) in embedded {
+            if !self.push(
+                depth + 1,
+                "application/octet-stream".into(),
+                Some(file),
+                &data,
+            ) {
+                return false;
             }
         }
+        true
     }
 }
 
@@ -201,9 +270,7 @@ fn epilogue<'m>(
         .raw_message()
         .get(part.offset_body as usize..part.offset_end as usize)?;
     let close = format!("--{boundary}--");
-    let at = body
-        .windows(close.len())
-        .rposition(|w| w == close.as_bytes())?;
+    let at = memchr::memmem::rfind(body, close.as_bytes())?;
     let after = &body[at + close.len()..];
     let rest = &after[after
         .iter()
@@ -256,16 +323,24 @@ pub fn base64_lenient(text: &[u8]) -> Vec<u8> {
     out
 }
 
-/// Decomposes `raw` into decoded leaf parts within `limits`.
+/// Decomposes `raw` into decoded leaf parts within `limits`, on the calling
+/// thread. Its stack must hold what mail-parser recurses on: use
+/// [`decompose_bounded`] for anything that comes from outside, or a thread
+/// with [`stack_bytes_for`] of stack.
 pub fn decompose(raw: &[u8], limits: &MimeLimits) -> Decomposed {
     let mut w = Walker {
         limits,
         out: Decomposed::default(),
         decoded: 0,
     };
+    if let Some(why) = precheck(raw) {
+        w.out.exceeded = Some(why);
+        return w.out;
+    }
     match MessageParser::default().parse(raw) {
         Some(msg) => {
-            w.message(&msg, 0);
+            w.walk(&msg);
+            drop_flat(msg);
         }
         // Not parseable as a message at all: the whole input is one part, so
         // engines still see its bytes.
@@ -274,6 +349,139 @@ pub fn decompose(raw: &[u8], limits: &MimeLimits) -> Decomposed {
         }
     }
     w.out
+}
+
+/// Checks, in one linear pass before parsing, what would make the parser's
+/// work worse than linear: a MIME boundary parameter (or RFC 2231 piece of
+/// one) longer than [`MAX_BOUNDARY_BYTES`].
+fn precheck(raw: &[u8]) -> Option<String> {
+    let finder = memchr::memmem::Finder::new(b"oundary");
+    let mut total_pieces = 0usize;
+    for at in finder.find_iter(raw) {
+        if at == 0 || !raw[at - 1].eq_ignore_ascii_case(&b'b') {
+            continue;
+        }
+        let mut i = at + 7;
+        // RFC 2231 continuations: boundary*0=, boundary*1*=.
+        let continued = raw.get(i) == Some(&b'*');
+        while i < raw.len() && (raw[i] == b'*' || raw[i].is_ascii_digit()) {
+            i += 1;
+        }
+        while i < raw.len() && matches!(raw[i], b' ' | b'\t') {
+            i += 1;
+        }
+        if raw.get(i) != Some(&b'=') {
+            continue;
+        }
+        i += 1;
+        while i < raw.len() && matches!(raw[i], b' ' | b'\t') {
+            i += 1;
+        }
+        let quoted = raw.get(i) == Some(&b'"');
+        if quoted {
+            i += 1;
+        }
+        let start = i;
+        while i < raw.len()
+            && i - start <= MAX_BOUNDARY_BYTES
+            && !matches!(raw[i], b'\r' | b'\n')
+            && if quoted {
+                raw[i] != b'"'
+            } else {
+                !matches!(raw[i], b';' | b' ' | b'\t')
+            }
+        {
+            i += 1;
+        }
+        let len = i - start;
+        if continued {
+            total_pieces += len;
+        }
+        if len > MAX_BOUNDARY_BYTES || total_pieces > MAX_BOUNDARY_BYTES {
+            return Some(format!(
+                "a MIME boundary longer than {MAX_BOUNDARY_BYTES} bytes"
+            ));
+        }
+    }
+    None
+}
+
+/// Drops a parsed message level by level: dropping the tree as it is would
+/// recurse once per nested message.
+fn drop_flat(msg: mail_parser::Message<'_>) {
+    let mut stack = vec![msg];
+    while let Some(mut m) = stack.pop() {
+        for p in &mut m.parts {
+            if matches!(p.body, PartType::Message(_))
+                && let PartType::Message(inner) =
+                    std::mem::replace(&mut p.body, PartType::Binary(Default::default()))
+            {
+                stack.push(inner);
+            }
+        }
+    }
+}
+
+/// Stack that [`decompose`] may need for `len` bytes of mail. mail-parser
+/// recurses over the tree of a base64-encoded embedded message when it
+/// makes it owned; each level takes at least 30 bytes of mail
+/// (`Content-Type:message/rfc822` and a blank line) and well under
+/// 512 bytes of stack.
+pub fn stack_bytes_for(len: usize) -> usize {
+    const BASE: usize = 8 << 20;
+    BASE.saturating_add((len / 30).saturating_mul(512))
+}
+
+/// Decompositions running at once in this process: one per core, so
+/// decoding never takes more CPU than the machine has, whatever the number
+/// of sessions.
+static DECODERS: LazyLock<Arc<Semaphore>> = LazyLock::new(|| {
+    let n = std::thread::available_parallelism().map_or(2, |n| n.get());
+    Arc::new(Semaphore::new(n))
+});
+
+/// [`decompose`] on a thread of its own with a stack sized for `raw`,
+/// under the process-wide decoder limit and `limits.max_decode_ms` of wall
+/// clock (waiting for a decoder included). Past the time bound the message
+/// is reported as exceeded; the decoder thread finishes on its own and
+/// keeps its slot until it does, so abandoned work never piles up.
+pub async fn decompose_bounded(raw: Arc<[u8]>, limits: &MimeLimits) -> Decomposed {
+    let budget = Duration::from_millis(limits.max_decode_ms);
+    let late = || Decomposed {
+        parts: Vec::new(),
+        exceeded: Some(format!(
+            "decoding took longer than {} ms (max_decode_ms)",
+            limits.max_decode_ms
+        )),
+    };
+    let work = async {
+        let permit = DECODERS
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| "the decoder pool is closed".to_string())?;
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        let lim = limits.clone();
+        std::thread::Builder::new()
+            .name("cordon-mime".into())
+            .stack_size(stack_bytes_for(raw.len()))
+            .spawn(move || {
+                let d = decompose(&raw, &lim);
+                drop(permit);
+                let _ = tx.send(d);
+            })
+            .map_err(|e| format!("cannot start a decoder thread: {e}"))?;
+        rx.await
+            .map_err(|_| "the decoder thread panicked".to_string())
+    };
+    match tokio::time::timeout(budget, work).await {
+        Ok(Ok(d)) => d,
+        Ok(Err(why)) => Decomposed {
+            parts: Vec::new(),
+            exceeded: Some(why),
+        },
+        Err(_) => late(),
+    }
 }
 
 /// Finds base64 blocks embedded in text under their own MIME headers: mail
@@ -292,21 +500,28 @@ pub fn embedded_base64_blocks(text: &[u8]) -> Vec<(String, Vec<u8>)> {
             && l.iter()
                 .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'/' | b'='))
     };
+    let is_cte_base64 = |l: &[u8]| {
+        l.len() >= 26
+            && l[..26].eq_ignore_ascii_case(b"content-transfer-encoding:")
+            && l[26..]
+                .windows(6)
+                .any(|w| w.eq_ignore_ascii_case(b"base64"))
+    };
+    // Each line is looked at a bounded number of times: a header group is
+    // read once, from the blank line before it to the blank line after it.
     let mut i = 0;
+    let mut group_start = 0;
     while i < lines.len() {
-        let header = lines[i].to_ascii_lowercase();
-        if !(header.starts_with(b"content-transfer-encoding:")
-            && header.windows(6).any(|w| w == b"base64"))
-        {
+        if lines[i].is_empty() {
+            group_start = i + 1;
+        }
+        if !is_cte_base64(lines[i]) {
             i += 1;
             continue;
         }
-        // This header group: back to the blank line before it, forward to
-        // the blank line that ends it; a `name=` in it names the part.
-        let mut first = i;
-        while first > 0 && !lines[first - 1].is_empty() {
-            first -= 1;
-        }
+        // This header group: from the blank line before it to the blank
+        // line that ends it; a `name=` in it names the part.
+        let first = group_start;
         let mut j = i;
         while j < lines.len() && !lines[j].is_empty() {
             j += 1;
@@ -330,7 +545,9 @@ pub fn embedded_base64_blocks(text: &[u8]) -> Vec<(String, Vec<u8>)> {
             let joined: Vec<u8> = lines[start..end].concat();
             out.push((name, base64_lenient(&joined)));
         }
-        i = end.max(i + 1);
+        // The rest of the group was read: go on after it.
+        i = end.max(j).max(i + 1);
+        group_start = i;
     }
     out
 }

@@ -23,6 +23,7 @@
 //! recipients: `drop` deletes one (all dropped: discard), `alternate` either
 //! replaces it with the location or adds a header naming the location.
 
+use crate::text::{bounded_list, printable};
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 
@@ -560,23 +561,38 @@ pub fn threat_names(threats: &[Found]) -> String {
     names.join(", ")
 }
 
-/// Text from an engine made safe for a reply or header: printable ASCII
-/// only, `%` (a format character to some MTAs) replaced.
-fn printable(s: &str) -> String {
-    s.chars()
-        .map(|c| match c {
-            '%' => '_',
-            ' '..='~' => c,
-            _ => '?',
-        })
-        .collect()
+/// Bytes of an SMTP reply line (RFC 5321: 512 with the code and CRLF).
+const REPLY_LINE_BYTES: usize = 512;
+/// Bytes of a header value we write: RFC 5322 lines are at most 998
+/// bytes, and the name and `: ` share the line.
+pub const HEADER_VALUE_BYTES: usize = 900;
+
+/// The threat names, deduplicated in order, as a list that fits `budget`.
+fn names_within(threats: &[&Found], budget: usize) -> String {
+    let mut seen = std::collections::HashSet::new();
+    bounded_list(
+        threats
+            .iter()
+            .map(|t| t.name.as_str())
+            .filter(|n| seen.insert(*n)),
+        budget,
+    )
 }
 
-fn substitute(reply: &Reply, names: &str) -> Reply {
+/// `reply` with `%v` replaced by the threat names, bounded so that the
+/// whole reply line stays within [`REPLY_LINE_BYTES`].
+fn substitute(reply: &Reply, threats: &[&Found]) -> Reply {
+    // "550 5.7.1 " + text + CRLF.
+    let fixed = 4 + reply.status.len() + 1 + reply.text.len() + 2;
+    let uses = reply.text.matches("%v").count();
+    let budget = match uses {
+        0 => 0,
+        n => (REPLY_LINE_BYTES.saturating_sub(fixed) + 2 * n) / n,
+    };
     Reply {
         code: reply.code,
         status: reply.status.clone(),
-        text: reply.text.replace("%v", &printable(names)),
+        text: reply.text.replace("%v", &names_within(threats, budget)),
     }
 }
 
@@ -620,13 +636,25 @@ pub fn decide(
         add_headers: Vec::new(),
         ignored: Vec::new(),
     };
-    // Per envelope recipient: the most severe verdict and its rules.
+    // Per envelope recipient: the most severe verdict and its rules (in
+    // order, each once). Lookups are hashed: an engine may send a thousand
+    // recipient verdicts with hundreds of rules each, and none of this may
+    // grow faster than what it reads.
     let mut per_rcpt: Vec<(RecipientAction, Vec<String>)> = ctx
         .envelope
         .recipients
         .iter()
         .map(|_| (RecipientAction::Deliver, Vec::new()))
         .collect();
+    let mut rcpt_rule_seen: Vec<std::collections::HashSet<String>> =
+        vec![Default::default(); per_rcpt.len()];
+    let mut rcpt_index: std::collections::HashMap<String, usize> = Default::default();
+    for (i, e) in ctx.envelope.recipients.iter().enumerate() {
+        rcpt_index
+            .entry(bare_address(&e.address).to_ascii_lowercase())
+            .or_insert(i);
+    }
+    let mut ignored_verdicts = 0usize;
     let mut spam_rules: Vec<String> = Vec::new();
     let mut spam_detected = false;
     let mut proposed: Vec<(String, String)> = Vec::new();
@@ -673,28 +701,27 @@ pub fn decide(
                 d.rules
                     .extend(v.rules.iter().map(|rule| format!("{engine}:{rule}")));
                 for rv in &v.recipients {
-                    let want = bare_address(&rv.address);
-                    match ctx
-                        .envelope
-                        .recipients
-                        .iter()
-                        .position(|e| bare_address(&e.address).eq_ignore_ascii_case(want))
-                    {
+                    let want = bare_address(&rv.address).to_ascii_lowercase();
+                    match rcpt_index.get(&want).copied() {
                         Some(i) => {
                             if recipient_rank(&rv.action) > recipient_rank(&per_rcpt[i].0) {
                                 per_rcpt[i].0 = rv.action.clone();
                             }
                             for rule in &rv.rules {
                                 let rule = format!("{engine}:{rule}");
-                                if !per_rcpt[i].1.contains(&rule) {
+                                if rcpt_rule_seen[i].insert(rule.clone()) {
                                     per_rcpt[i].1.push(rule);
                                 }
                             }
                         }
-                        None => d.ignored.push(format!(
-                            "{engine}: verdict for {:?}, not a recipient of this message",
-                            printable(&rv.address)
-                        )),
+                        None if ignored_verdicts < MAX_IGNORED_NOTES => {
+                            ignored_verdicts += 1;
+                            d.ignored.push(format!(
+                                "{engine}: verdict for {:?}, not a recipient of this message",
+                                printable(&rv.address)
+                            ));
+                        }
+                        None => ignored_verdicts += 1,
                     }
                 }
                 proposed.extend(v.headers.iter().map(|h| (h.name.clone(), h.value.clone())));
@@ -736,14 +763,11 @@ pub fn decide(
             .filter(move |(_, a)| **a == want)
             .map(|(r, _)| r.engine.to_string())
     };
-    let names_of = |engines: &[String]| {
-        let found: Vec<Found> = d
-            .threats
+    let found_by = |engines: &[String]| -> Vec<&Found> {
+        d.threats
             .iter()
             .filter(|t| engines.contains(&t.engine))
-            .cloned()
-            .collect();
-        threat_names(&found)
+            .collect()
     };
     match d.action {
         Action::Reject | Action::Tempfail => {
@@ -754,15 +778,15 @@ pub fn decide(
             } else {
                 &rules.tempfail
             };
-            d.reply = Some(substitute(reply, &names_of(&engines)));
+            d.reply = Some(substitute(reply, &found_by(&engines)));
         }
         Action::Quarantine => {
             let engines: Vec<String> = deciding(Action::Quarantine).collect();
-            d.quarantine = Some(printable(&format!(
+            d.quarantine = Some(format!(
                 "cordon {}: {} found",
-                ctx.scan_id,
-                names_of(&engines)
-            )));
+                printable(ctx.scan_id),
+                names_within(&found_by(&engines), HEADER_VALUE_BYTES)
+            ));
         }
         Action::Discard | Action::Accept => {}
     }
@@ -784,7 +808,15 @@ pub fn decide(
         return d;
     }
 
+    if ignored_verdicts > MAX_IGNORED_NOTES {
+        d.ignored.push(format!(
+            "{} more recipient verdicts for addresses that are not recipients",
+            ignored_verdicts - MAX_IGNORED_NOTES
+        ));
+    }
+
     // Per-recipient verdicts.
+    let mut rules_seen: std::collections::HashSet<String> = d.rules.iter().cloned().collect();
     let mut alternates: Vec<(String, String)> = Vec::new();
     let mut kept = 0;
     for (rcpt, (action, rules)) in ctx.envelope.recipients.iter().zip(per_rcpt) {
@@ -808,14 +840,14 @@ pub fn decide(
                 )),
                 AlternateMode::Header => alternates.push((
                     bare_address(&rcpt.address).to_string(),
-                    printable(&location),
+                    bounded_list([location.as_str()], HEADER_VALUE_BYTES / 2),
                 )),
             },
             RecipientAction::Deliver => {}
         }
         kept += 1;
         for rule in rules {
-            if !d.rules.contains(&rule) {
+            if rules_seen.insert(rule.clone()) {
                 d.rules.push(rule);
             }
         }
@@ -845,14 +877,12 @@ pub fn decide(
                 None => format!("cordon {version}"),
             },
         ));
-        let viruses: Vec<Found> = d
-            .threats
-            .iter()
-            .filter(|t| t.kind != "spam")
-            .cloned()
-            .collect();
+        let viruses: Vec<&Found> = d.threats.iter().filter(|t| t.kind != "spam").collect();
         let status = if !viruses.is_empty() {
-            format!("Infected ({})", printable(&threat_names(&viruses)))
+            format!(
+                "Infected ({})",
+                names_within(&viruses, HEADER_VALUE_BYTES - 11)
+            )
         } else if !d.failures.is_empty() {
             let why: Vec<String> = d
                 .failures
@@ -868,13 +898,13 @@ pub fn decide(
     if d.spam_score.is_some() || spam_detected {
         let score = d.spam_score.unwrap_or(0.0);
         let spam = spam_detected || score >= policy.headers.spam_threshold;
-        let mut tests: Vec<String> = spam_rules.iter().map(|r| printable(r)).collect();
-        tests.sort();
+        let mut tests: Vec<&str> = spam_rules.iter().map(String::as_str).collect();
+        tests.sort_unstable();
         tests.dedup();
         let tests = if tests.is_empty() {
             "none".to_string()
         } else {
-            tests.join(",")
+            bounded_list(tests, HEADER_VALUE_BYTES - 60).replace(", ", ",")
         };
         h.push((
             "X-Spam-Flag".into(),
@@ -891,8 +921,10 @@ pub fn decide(
         ));
     }
     if !d.rules.is_empty() {
-        let rules: Vec<String> = d.rules.iter().map(|r| printable(r)).collect();
-        h.push(("X-Cordon-Rules".into(), rules.join(", ")));
+        h.push((
+            "X-Cordon-Rules".into(),
+            bounded_list(d.rules.iter().map(String::as_str), HEADER_VALUE_BYTES),
+        ));
     }
     for (rcpt, location) in alternates {
         h.push((
@@ -904,7 +936,9 @@ pub fn decide(
         if policy.headers.engine_header_allowed(&name)
             && !OWN_HEADERS.iter().any(|o| o.eq_ignore_ascii_case(&name))
         {
-            h.push((name, printable(&value)));
+            let mut value = printable(&value);
+            value.truncate(HEADER_VALUE_BYTES);
+            h.push((name, value));
         } else {
             d.ignored.push(format!(
                 "header {:?} is not in headers.engine_headers",
@@ -919,6 +953,10 @@ pub fn decide(
     h.push(("X-Cordon-Scan".into(), summary));
     d
 }
+
+/// Notes about recipient verdicts for non-recipients kept per message; the
+/// rest are counted in one more note.
+const MAX_IGNORED_NOTES: usize = 10;
 
 fn error_action(a: ErrorAction) -> Action {
     match a {

@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 use crate::bindings::Envelope;
 use crate::cache::VerdictCache;
 use crate::engine::{EngineOutcome, Generation, ScanTiming};
-use crate::mime::{MimeLimits, decompose};
+use crate::mime::{MimeLimits, decompose_bounded};
 use crate::policy::{self, Context, Decision, Policy, Skipped};
 
 /// A message to scan.
@@ -122,12 +122,9 @@ pub async fn scan_with_cache(
         .zip(&cached)
         .any(|(g, c)| c.is_none() && g.info.wants_parts)
     {
-        let bytes = message.bytes.clone();
-        let limits = mime.clone();
-        tokio::task::spawn_blocking(move || decompose(&bytes, &limits))
-            .await
-            .ok()
-            .map(Arc::new)
+        Some(Arc::new(
+            decompose_bounded(message.bytes.clone(), mime).await,
+        ))
     } else {
         None
     };
@@ -149,19 +146,7 @@ pub async fn scan_with_cache(
                     cached: true,
                 };
             }
-            let (outcome, timing) = match &parts {
-                Some(_) => g.scan(envelope, bytes, parts).await,
-                // Decomposition itself failed (a panic in the parser): the
-                // engines that wanted parts cannot give a full verdict.
-                None if g.info.wants_parts => (
-                    EngineOutcome::fault(
-                        crate::engine::FaultKind::Trap,
-                        "MIME decomposition failed",
-                    ),
-                    ScanTiming::default(),
-                ),
-                None => g.scan(envelope, bytes, None).await,
-            };
+            let (outcome, timing) = g.scan(envelope, bytes, parts).await;
             g.stats.record(&outcome, timing.queued + timing.run, false);
             if let (Some(c), Some(d), EngineOutcome::Verdict(v)) = (cache, &digest, &outcome)
                 && g.cacheable

@@ -129,12 +129,12 @@ async fn panic_is_a_trap() {
 #[tokio::test(flavor = "multi_thread")]
 async fn oversized_verdict_is_bad_output() {
     // 100,000 rules of 1 KiB: the guest needs ~110 MiB to build them, so it
-    // gets room; the host refuses the verdict by its limits.
+    // gets room; the host refuses to lift more than the verdict's bound.
     expect_fault(
         "oversized",
         "limits.memory_mib = 200",
         FaultKind::BadOutput,
-        "100000 rules, over the limit of 256",
+        "more data in one call than max_verdict_bytes allows",
     )
     .await;
 }

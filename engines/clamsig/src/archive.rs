@@ -8,8 +8,15 @@
 //! them stops extraction with [`Stop::Limits`], which the engine reports as
 //! `unscannable(limits-exceeded)`. A zip bomb is therefore a bounded amount
 //! of work, not a hang.
+//!
+//! Every offset and length read from an archive is added with checked
+//! arithmetic (the engine runs in 32-bit WebAssembly, where a 4 GiB size
+//! wraps), and a member the walk cannot reach is never skipped in silence:
+//! its bytes are scanned as far as they go, or extraction stops with
+//! [`Stop::Corrupt`] and the part is `unscannable(corrupt)`.
 
-use miniz_oxide::inflate::{TINFLStatus, decompress_to_vec_with_limit};
+use miniz_oxide::inflate::TINFLStatus;
+use miniz_oxide::inflate::core::{DecompressorOxide, decompress, inflate_flags};
 
 /// Bounds on extraction for one message part.
 #[derive(Debug, Clone, Copy)]
@@ -49,6 +56,10 @@ pub enum Stop {
     /// deflate64, implode, ...): it cannot be scanned, which is said, not
     /// skipped.
     Unsupported(String),
+    /// The archive's structure cannot be walked to a member (an offset
+    /// past the end, a streamed member whose end cannot be found): the
+    /// member cannot be scanned, which is said, not skipped.
+    Corrupt(String),
 }
 
 impl std::fmt::Display for Stop {
@@ -57,6 +68,7 @@ impl std::fmt::Display for Stop {
             Stop::Limits(why) => write!(f, "limit reached: {why}"),
             Stop::Encrypted(member) => write!(f, "encrypted member {member}"),
             Stop::Unsupported(what) => write!(f, "cannot unpack {what}"),
+            Stop::Corrupt(what) => write!(f, "damaged archive: {what}"),
         }
     }
 }
@@ -127,27 +139,56 @@ impl Budget {
 
     /// Inflates raw deflate data under every limit.
     fn inflate(&mut self, name: &str, compressed: &[u8]) -> Result<Vec<u8>, Stop> {
+        self.inflate_counting(name, compressed).map(|(v, _)| v)
+    }
+
+    /// Inflates the raw deflate stream at the start of `compressed` under
+    /// every limit; also returns how many input bytes the stream took, so
+    /// that what follows it (another gzip member, a zip data descriptor)
+    /// can be found. Damaged data gives what could be inflated, and the
+    /// whole input as taken.
+    fn inflate_counting(
+        &mut self,
+        name: &str,
+        compressed: &[u8],
+    ) -> Result<(Vec<u8>, usize), Stop> {
         let l = self.limits;
         let cap = l
             .max_member_bytes
             .min(l.max_total_bytes.saturating_sub(self.used_bytes))
             .min(compressed.len().saturating_mul(l.max_ratio).max(4096));
-        match decompress_to_vec_with_limit(compressed, cap) {
-            Ok(v) => {
-                self.take(name, v.len())?;
-                Ok(v)
-            }
-            Err(e) if e.status == TINFLStatus::HasMoreOutput => Err(Stop::Limits(format!(
-                "{name} inflates past {cap} bytes (member size, total or ratio {}:1 limit)",
-                l.max_ratio
-            ))),
-            // Damaged data: extract what there is and move on, as scanners
-            // do; the bytes still get scanned.
-            Err(e) => {
-                self.take(name, e.output.len())?;
-                Ok(e.output)
+        let mut r = DecompressorOxide::new();
+        let mut out = vec![0u8; cap.clamp(1, 64 * 1024)];
+        let (mut in_pos, mut out_pos) = (0usize, 0usize);
+        let flags = inflate_flags::TINFL_FLAG_USING_NON_WRAPPING_OUTPUT_BUF;
+        loop {
+            let (status, used, written) =
+                decompress(&mut r, &compressed[in_pos..], &mut out, out_pos, flags);
+            in_pos += used;
+            out_pos += written;
+            match status {
+                TINFLStatus::Done => break,
+                TINFLStatus::HasMoreOutput => {
+                    if out.len() >= cap {
+                        return Err(Stop::Limits(format!(
+                            "{name} inflates past {cap} bytes (member size, total or ratio {}:1 limit)",
+                            l.max_ratio
+                        )));
+                    }
+                    let grown = out.len().saturating_mul(2).min(cap);
+                    out.resize(grown, 0);
+                }
+                // Damaged or cut short: extract what there is and move
+                // on, as scanners do; the bytes still get scanned.
+                _ => {
+                    in_pos = compressed.len();
+                    break;
+                }
             }
         }
+        out.truncate(out_pos);
+        self.take(name, out.len())?;
+        Ok((out, in_pos))
     }
 }
 
@@ -165,6 +206,8 @@ struct ZipEntry {
     method: usize,
     csize: usize,
     local: usize,
+    /// Found by walking local headers, sizes in a trailing descriptor.
+    streamed: bool,
 }
 
 /// Entries from the central directory, if there is one.
@@ -178,128 +221,212 @@ fn central_directory(data: &[u8]) -> Option<Vec<ZipEntry>> {
     let mut at = u32le(data, eocd + 16)?;
     let mut out = Vec::with_capacity(count.min(65_535));
     for _ in 0..count {
-        if data.get(at..at + 4) != Some(b"PK\x01\x02") {
+        if data.get(at..at.checked_add(4)?) != Some(b"PK\x01\x02") {
             return None;
         }
-        let name_len = u16le(data, at + 28)?;
-        let extra_len = u16le(data, at + 30)?;
-        let comment_len = u16le(data, at + 32)?;
+        let name_len = u16le(data, at.checked_add(28)?)?;
+        let extra_len = u16le(data, at.checked_add(30)?)?;
+        let comment_len = u16le(data, at.checked_add(32)?)?;
+        let name_at = at.checked_add(46)?;
         out.push(ZipEntry {
-            name: String::from_utf8_lossy(data.get(at + 46..at + 46 + name_len)?).into_owned(),
+            name: String::from_utf8_lossy(data.get(name_at..name_at.checked_add(name_len)?)?)
+                .into_owned(),
             flags: u16le(data, at + 8)?,
             method: u16le(data, at + 10)?,
             csize: u32le(data, at + 20)?,
             local: u32le(data, at + 42)?,
+            streamed: false,
         });
-        at += 46 + name_len + extra_len + comment_len;
+        at = name_at
+            .checked_add(name_len)?
+            .checked_add(extra_len)?
+            .checked_add(comment_len)?;
     }
     Some(out)
 }
 
-/// Entries found by walking local headers (no central directory).
-fn local_headers(data: &[u8]) -> Vec<ZipEntry> {
+/// The members of a zip: from the central directory when there is one,
+/// else by walking the local headers (a streamed zip, whose deflated
+/// members end where their deflate stream ends).
+fn zip(data: &[u8], budget: &mut Budget) -> Result<Vec<(String, Vec<u8>)>, Stop> {
+    match central_directory(data) {
+        Some(entries) => {
+            let mut out = Vec::new();
+            for e in entries {
+                if let Some(member) = zip_member(data, &e, budget)? {
+                    out.push(member);
+                }
+            }
+            Ok(out)
+        }
+        None => walk_local_headers(data, budget),
+    }
+}
+
+/// Where a member's data starts, from its local header.
+fn data_start(data: &[u8], local: usize) -> Option<usize> {
+    if data.get(local..local.checked_add(4)?) != Some(b"PK\x03\x04") {
+        return None;
+    }
+    let name_len = u16le(data, local.checked_add(26)?)?;
+    let extra_len = u16le(data, local.checked_add(28)?)?;
+    local
+        .checked_add(30)?
+        .checked_add(name_len)?
+        .checked_add(extra_len)
+        .filter(|&at| at <= data.len())
+}
+
+/// One member by its directory entry; `None` for a directory.
+fn zip_member(
+    data: &[u8],
+    e: &ZipEntry,
+    budget: &mut Budget,
+) -> Result<Option<(String, Vec<u8>)>, Stop> {
+    if e.name.ends_with('/') {
+        return Ok(None);
+    }
+    if e.flags & 0x0001 != 0 {
+        return Err(Stop::Encrypted(e.name.clone()));
+    }
+    let Some(body) = data_start(data, e.local) else {
+        return Err(Stop::Corrupt(format!(
+            "{}: its local header at offset {} is not in the file",
+            e.name, e.local
+        )));
+    };
+    // A size past the end of the file (a lie, or a cut file): what is
+    // there is scanned.
+    let end = body.saturating_add(e.csize).min(data.len());
+    let compressed = &data[body..end];
+    let content = match e.method {
+        0 => {
+            budget.take(&e.name, compressed.len())?;
+            compressed.to_vec()
+        }
+        8 => budget.inflate(&e.name, compressed)?,
+        other => {
+            return Err(Stop::Unsupported(format!(
+                "{}: zip compression method {other}",
+                e.name
+            )));
+        }
+    };
+    Ok(Some((e.name.clone(), content)))
+}
+
+/// Members found by walking local headers (no central directory).
+fn walk_local_headers(data: &[u8], budget: &mut Budget) -> Result<Vec<(String, Vec<u8>)>, Stop> {
     let mut out = Vec::new();
-    let mut at = 0;
-    while data.get(at..at + 4) == Some(b"PK\x03\x04") {
-        let (Some(flags), Some(method), Some(csize), Some(name_len), Some(extra_len)) = (
+    let mut at = 0usize;
+    while data.get(at..at.saturating_add(4)) == Some(b"PK\x03\x04") {
+        let (Some(flags), Some(method), Some(csize), Some(name_len), Some(body)) = (
             u16le(data, at + 6),
             u16le(data, at + 8),
             u32le(data, at + 18),
             u16le(data, at + 26),
-            u16le(data, at + 28),
+            data_start(data, at),
         ) else {
-            break;
+            return Err(Stop::Corrupt(format!(
+                "local header at offset {at} is cut off"
+            )));
         };
         let name =
             String::from_utf8_lossy(data.get(at + 30..at + 30 + name_len).unwrap_or_default())
                 .into_owned();
-        out.push(ZipEntry {
-            name,
+        let streamed = flags & 0x0008 != 0 && csize == 0;
+        let e = ZipEntry {
+            name: name.clone(),
             flags,
             method,
             csize,
             local: at,
-        });
-        if flags & 0x0008 != 0 && csize == 0 {
-            // Size only in a trailing descriptor and no directory: the
-            // walk cannot go on past this member.
-            break;
-        }
-        at += 30 + name_len + extra_len + csize;
-    }
-    out
-}
-
-/// The members of a zip.
-fn zip(data: &[u8], budget: &mut Budget) -> Result<Vec<(String, Vec<u8>)>, Stop> {
-    let entries = central_directory(data).unwrap_or_else(|| local_headers(data));
-    let mut out = Vec::new();
-    for e in entries {
-        if e.name.ends_with('/') {
-            continue;
-        }
-        if e.flags & 0x0001 != 0 {
-            return Err(Stop::Encrypted(e.name));
-        }
-        let (Some(name_len), Some(extra_len)) =
-            (u16le(data, e.local + 26), u16le(data, e.local + 28))
-        else {
-            continue;
+            streamed,
         };
-        let body = e.local + 30 + name_len + extra_len;
-        let Some(compressed) = data.get(body..body.saturating_add(e.csize)) else {
-            continue;
-        };
-        let content = match e.method {
-            0 => {
-                budget.take(&e.name, compressed.len())?;
-                compressed.to_vec()
+        if !e.streamed {
+            if let Some(member) = zip_member(data, &e, budget)? {
+                out.push(member);
             }
-            8 => budget.inflate(&e.name, compressed)?,
-            other => {
-                return Err(Stop::Unsupported(format!(
-                    "{}: zip compression method {other}",
-                    e.name
-                )));
-            }
-        };
-        out.push((e.name, content));
+            at = body.saturating_add(csize);
+            continue;
+        }
+        // Sizes follow the data: only a deflate stream says where it ends.
+        if flags & 0x0001 != 0 {
+            return Err(Stop::Encrypted(name));
+        }
+        if method != 8 {
+            return Err(Stop::Corrupt(format!(
+                "{name}: streamed member (method {method}) with no central directory; its end cannot be found"
+            )));
+        }
+        let (content, used) = budget.inflate_counting(&name, &data[body..])?;
+        if !name.ends_with('/') {
+            out.push((name, content));
+        }
+        // The data descriptor: optional signature, crc, sizes (32-bit).
+        at = body.saturating_add(used);
+        if data.get(at..at.saturating_add(4)) == Some(b"PK\x07\x08") {
+            at = at.saturating_add(16);
+        } else {
+            at = at.saturating_add(12);
+        }
     }
     Ok(out)
 }
 
+/// The members of a gzip file: every gzip member in it (RFC 1952 allows
+/// several, one after another), each inflated.
 fn gzip(data: &[u8], budget: &mut Budget) -> Result<Vec<(String, Vec<u8>)>, Stop> {
-    let flags = *data.get(3).unwrap_or(&0);
-    let mut at = 10;
-    if flags & 0x04 != 0 {
-        at += 2 + u16le(data, at).unwrap_or(0);
+    let mut out = Vec::new();
+    let mut start = 0usize;
+    while data
+        .get(start..start.saturating_add(3))
+        .is_some_and(|m| m == [0x1f, 0x8b, 0x08])
+    {
+        let member = &data[start..];
+        let flags = *member.get(3).unwrap_or(&0);
+        let mut at = 10usize;
+        if flags & 0x04 != 0 {
+            at = at.saturating_add(2 + u16le(member, at).unwrap_or(0));
+        }
+        let mut name = if out.is_empty() {
+            String::from("(gzip)")
+        } else {
+            format!("(gzip member {})", out.len() + 1)
+        };
+        let nul_after = |from: usize| {
+            member
+                .get(from..)
+                .and_then(|rest| rest.iter().position(|&b| b == 0))
+                .map_or(member.len(), |p| from + p)
+        };
+        if flags & 0x08 != 0 {
+            let end = nul_after(at);
+            name = String::from_utf8_lossy(member.get(at..end).unwrap_or_default()).into_owned();
+            at = end.saturating_add(1);
+        }
+        if flags & 0x10 != 0 {
+            at = nul_after(at).saturating_add(1);
+        }
+        if flags & 0x02 != 0 {
+            at = at.saturating_add(2);
+        }
+        let body = member.get(at..).unwrap_or_default();
+        let (content, used) = budget.inflate_counting(&name, body)?;
+        out.push((name, content));
+        // The trailer: CRC-32 and size, 8 bytes.
+        start = start
+            .saturating_add(at)
+            .saturating_add(used)
+            .saturating_add(8);
     }
-    let mut name = String::from("(gzip)");
-    if flags & 0x08 != 0 {
-        let end = data[at.min(data.len())..]
-            .iter()
-            .position(|&b| b == 0)
-            .map_or(data.len(), |p| at + p);
-        name = String::from_utf8_lossy(data.get(at..end).unwrap_or_default()).into_owned();
-        at = end + 1;
-    }
-    if flags & 0x10 != 0 {
-        at = data[at.min(data.len())..]
-            .iter()
-            .position(|&b| b == 0)
-            .map_or(data.len(), |p| at + p + 1);
-    }
-    if flags & 0x02 != 0 {
-        at += 2;
-    }
-    let body = data.get(at..).unwrap_or_default();
-    Ok(vec![(name.clone(), budget.inflate(&name, body)?)])
+    Ok(out)
 }
 
 fn tar(data: &[u8], budget: &mut Budget) -> Result<Vec<(String, Vec<u8>)>, Stop> {
     let mut out = Vec::new();
-    let mut at = 0;
-    while let Some(h) = data.get(at..at + 512) {
+    let mut at = 0usize;
+    while let Some(h) = data.get(at..at.saturating_add(512)) {
         if h.iter().all(|&b| b == 0) {
             break;
         }
@@ -309,22 +436,49 @@ fn tar(data: &[u8], budget: &mut Budget) -> Result<Vec<(String, Vec<u8>)>, Stop>
             let pend = h[345..500].iter().position(|&b| b == 0).unwrap_or(155);
             name = format!("{}/{name}", String::from_utf8_lossy(&h[345..345 + pend]));
         }
-        let size_field = std::str::from_utf8(&h[124..136])
-            .unwrap_or("")
-            .trim_matches(|c: char| c == '\0' || c == ' ');
-        let size = usize::from_str_radix(size_field, 8).unwrap_or(0);
+        let size = tar_size(&h[124..136])
+            .ok_or_else(|| Stop::Corrupt(format!("{name}: tar size field is not a number")))?;
         let body = at + 512;
         let typeflag = h[156];
+        // A size past the end (a lie, or a cut file): what is there is
+        // scanned, and the walk ends, since nothing after it can be found.
+        let end = body.checked_add(size).filter(|&e| e <= data.len());
         if matches!(typeflag, b'0' | 0) {
-            let content = data
-                .get(body..body + size)
-                .unwrap_or_else(|| data.get(body..).unwrap_or_default());
+            let content = &data[body.min(data.len())..end.unwrap_or(data.len())];
             budget.take(&name, content.len())?;
             out.push((name, content.to_vec()));
         }
-        at = body + size.div_ceil(512) * 512;
+        let Some(next) = end.and_then(|_| body.checked_add(size.div_ceil(512).checked_mul(512)?))
+        else {
+            break;
+        };
+        at = next;
     }
     Ok(out)
+}
+
+/// A tar size field: octal digits, or GNU's base-256 (high bit set);
+/// `None` when it is neither. Sizes past `usize` saturate.
+fn tar_size(field: &[u8]) -> Option<usize> {
+    if field[0] & 0x80 != 0 {
+        let mut v: usize = 0;
+        for &b in &field[1..] {
+            v = v.saturating_mul(256).saturating_add(usize::from(b));
+        }
+        return Some(v);
+    }
+    let digits = std::str::from_utf8(field)
+        .ok()?
+        .trim_matches(|c: char| c == '\0' || c == ' ');
+    if digits.is_empty() {
+        return Some(0);
+    }
+    let mut v: usize = 0;
+    for c in digits.chars() {
+        let d = c.to_digit(8)? as usize;
+        v = v.saturating_mul(8).saturating_add(d);
+    }
+    Some(v)
 }
 
 /// The members of the archive `data`, if it is one.

@@ -281,6 +281,7 @@ mod component {
                     Stop::Limits(_) => UnscannableReason::LimitsExceeded,
                     Stop::Encrypted(_) => UnscannableReason::Encrypted,
                     Stop::Unsupported(_) => UnscannableReason::Unsupported,
+                    Stop::Corrupt(_) => UnscannableReason::Corrupt,
                 });
             }
             Verdict::detected(

@@ -18,9 +18,20 @@ use crate::bindings::{
 use crate::config::{EngineLimits, EngineSpec};
 use crate::mime::Decomposed;
 
-/// Time the engine's `init` may take: loading definitions is slower than a
-/// scan, so it gets the larger of this and the scan timeout.
-const MIN_INIT_TIMEOUT: Duration = Duration::from_secs(60);
+/// What each scan store may lift out of the guest in one call, besides the
+/// verdict's own bound: room for WASI's stream writes and a log line.
+const HOSTCALL_FUEL_BASE: usize = 64 * 1024;
+
+/// The hostcall fuel for calls under `limits`: every string and list the
+/// host lifts out of the guest in one call (a verdict, a log line) counts
+/// against it, so a guest cannot make the host allocate more than this per
+/// call, however its data is laid out.
+pub(super) fn hostcall_fuel(limits: &EngineLimits) -> usize {
+    let verdict = usize::try_from(limits.verdict.max_verdict_bytes).unwrap_or(usize::MAX);
+    // Lifted lists count the host's size of each element (a String is 24
+    // bytes), more than the verdict bound's share per item.
+    HOSTCALL_FUEL_BASE.saturating_add(verdict.saturating_mul(2))
+}
 
 /// A loaded, initialised engine version.
 pub struct Generation {
@@ -70,11 +81,16 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         path: spec.component.clone(),
         reason,
     };
-    let bytes = std::fs::read(&spec.component).map_err(|source| LoadError::Read {
-        engine: spec.name.clone(),
-        path: spec.component.clone(),
-        source,
-    })?;
+    let bytes = read_component(spec)?;
+    if let Some(dir) = &spec.definitions {
+        super::definitions::check(dir, spec.limits.max_definitions_bytes).map_err(|reason| {
+            LoadError::Init {
+                engine: spec.name.clone(),
+                path: spec.component.clone(),
+                reason,
+            }
+        })?;
+    }
     let label = spec.component.display().to_string();
     // Check the world on the original component first: its errors are the
     // ones a vendor can act on (which import or export is missing).
@@ -82,46 +98,70 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         .map_err(|e| invalid(format!("{e:#}")))?;
     let _ = pre_for(rt, &original).map_err(invalid)?;
 
-    let init_timeout = spec.limits.timeout.max(MIN_INIT_TIMEOUT);
+    let init_timeout = spec.limits.init_timeout;
     // On a thread of its own: WASI's synchronous bridge blocks on a tokio
     // runtime and must not find itself inside one (a caller's async task),
-    // so loading is safe from any context.
-    let snapshot = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                preinit::snapshot(
-                    rt,
-                    &spec.name,
-                    &bytes,
-                    &label,
-                    &spec.settings,
-                    &spec.limits,
-                    spec.definitions.as_deref(),
-                    init_timeout,
-                )
-            })
-            .join()
-            .unwrap_or_else(|panic| {
-                let why = panic
-                    .downcast_ref::<String>()
-                    .map(String::as_str)
-                    .or_else(|| panic.downcast_ref::<&str>().copied())
-                    .unwrap_or("no message");
-                Err(PreinitError::Failed(format!(
-                    "pre-initialisation failed: {why}"
-                )))
-            })
-    })
+    // so loading is safe from any context. The epoch deadline stops a guest
+    // that computes and the clock stops one that sleeps; a host call stuck
+    // in the kernel is not interruptible, so the load also has a hard
+    // wall-clock limit: past it the load is refused and the thread is left
+    // to end on its own.
+    let snapshot = {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let job = preinit::Job {
+            engine: rt.engine.clone(),
+            linker: rt.linker.clone(),
+            cache_dir: rt.cache_dir.clone(),
+            name: spec.name.clone(),
+            bytes,
+            label: label.clone(),
+            settings: spec.settings.clone(),
+            limits: spec.limits.clone(),
+            definitions: spec.definitions.clone(),
+            timeout: init_timeout,
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("cordon-init-{}", spec.name))
+            .spawn(move || {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()))
+                    .unwrap_or_else(|panic| {
+                        let why = panic
+                            .downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or_else(|| panic.downcast_ref::<&str>().copied())
+                            .unwrap_or("no message");
+                        Err(PreinitError::Failed(format!(
+                            "pre-initialisation failed: {why}"
+                        )))
+                    });
+                let _ = tx.send(r);
+            });
+        match spawned {
+            Err(e) => Err(PreinitError::Failed(format!(
+                "cannot start the init thread: {e}"
+            ))),
+            Ok(_) => match rx.recv_timeout(init_timeout + INIT_GRACE) {
+                Ok(r) => r,
+                Err(_) => Err(PreinitError::Failed(format!(
+                    "init did not finish within {} ms (init_timeout_ms); the engine is stuck in a host call",
+                    init_timeout.as_millis()
+                ))),
+            },
+        }
+    }
     .map_err(|e| match e {
         PreinitError::Refused(reason) | PreinitError::Failed(reason) => LoadError::Init {
             engine: spec.name.clone(),
             path: spec.component.clone(),
             // The engine sees its definitions as /definitions: name the
             // operator's files instead.
-            reason: match &spec.definitions {
-                Some(d) => reason.replace("/definitions/", &format!("{}/", d.display())),
-                None => reason,
-            },
+            reason: crate::text::escape(
+                &match &spec.definitions {
+                    Some(d) => reason.replace("/definitions/", &format!("{}/", d.display())),
+                    None => reason,
+                },
+                MAX_REASON_BYTES,
+            ),
         },
     })?;
     // Not through the cache: a snapshot holds state `init` built (hash
@@ -161,11 +201,21 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
     };
     // `info` on a fresh instance of the snapshot both reads the identity and
     // proves that instances start initialised.
-    let info = generation.call_info().map_err(|e| LoadError::Init {
+    let mut info = generation.call_info().map_err(|e| LoadError::Init {
         engine: spec.name.clone(),
         path: spec.component.clone(),
         reason: format!("info() on the initialised engine failed: {e}"),
     })?;
+    // What the engine says about itself is printed and logged: one safe
+    // line each, of bounded length.
+    for s in [
+        &mut info.name,
+        &mut info.vendor,
+        &mut info.version,
+        &mut info.definitions_version,
+    ] {
+        *s = crate::text::escape(s, MAX_INFO_BYTES);
+    }
     generation.info = info;
     generation.load_time = started.elapsed();
     tracing::info!(
@@ -178,6 +228,55 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         "engine loaded"
     );
     Ok(generation)
+}
+
+/// How long past `init_timeout` a load waits for the init thread: the epoch
+/// and the clock end a guest at the deadline; this is for a thread stuck in
+/// the kernel.
+const INIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Bytes of each `info` string kept.
+const MAX_INFO_BYTES: usize = 256;
+
+/// Bytes of an engine's own error text kept in a load error.
+const MAX_REASON_BYTES: usize = 2048;
+
+/// Reads the component file: a regular file of at most
+/// `max_component_bytes`, checked before and while reading.
+fn read_component(spec: &EngineSpec) -> Result<Vec<u8>, LoadError> {
+    use std::io::Read;
+    let read_err = |source| LoadError::Read {
+        engine: spec.name.clone(),
+        path: spec.component.clone(),
+        source,
+    };
+    let invalid = |reason: String| LoadError::Invalid {
+        engine: spec.name.clone(),
+        path: spec.component.clone(),
+        reason,
+    };
+    let file = std::fs::File::open(&spec.component).map_err(read_err)?;
+    let meta = file.metadata().map_err(read_err)?;
+    if !meta.is_file() {
+        return Err(invalid("is not a regular file".into()));
+    }
+    let max = spec.limits.max_component_bytes;
+    if meta.len() > max {
+        return Err(invalid(format!(
+            "{} bytes, over the limit of {max} (max_component_mib)",
+            meta.len()
+        )));
+    }
+    let mut bytes = Vec::with_capacity(meta.len() as usize);
+    file.take(max + 1)
+        .read_to_end(&mut bytes)
+        .map_err(read_err)?;
+    if bytes.len() as u64 > max {
+        return Err(invalid(format!(
+            "grew past the limit of {max} bytes while being read (max_component_mib)"
+        )));
+    }
+    Ok(bytes)
 }
 
 /// An `InstancePre` for `component`, or the reason it does not fit the world.
@@ -291,6 +390,11 @@ impl Generation {
                     return Ok(Err(format!("part {}: {why}", part.info.index)));
                 }
                 merge(&mut acc, v);
+                // Checked after every merge, so the merged verdict never
+                // grows past the limits before it is refused.
+                if let Err(why) = check_verdict(&acc, limits) {
+                    return Ok(Err(format!("merged up to part {}: {why}", part.info.index)));
+                }
             }
             if parts.exceeded.is_some() && !matches!(acc.outcome, Outcome::Detected(_)) {
                 acc.outcome = Outcome::Unscannable(UnscannableReason::LimitsExceeded);
@@ -308,7 +412,11 @@ impl Generation {
         store.data().flush_output();
         r.map_err(|e| {
             let f = classify(&e, store.data().limiter.memory_denied);
-            format!("{}: {}", f.kind, f.detail)
+            format!(
+                "{}: {}",
+                f.kind,
+                crate::text::escape(&f.detail, MAX_REASON_BYTES)
+            )
         })
     }
 
@@ -318,6 +426,8 @@ impl Generation {
             ScanState::new(self.name.clone(), self.limits.memory_bytes),
         );
         store.limiter(|s| &mut s.limiter);
+        store.set_hostcall_fuel(hostcall_fuel(&self.limits));
+        store.data_mut().deadline = Instant::now() + self.limits.timeout;
         store.set_epoch_deadline(deadline_ticks(self.limits.timeout));
         store.epoch_deadline_trap();
         store
@@ -343,7 +453,10 @@ impl Generation {
                 EngineOutcome::fault(FaultKind::Overloaded, format!("cannot instantiate: {e:#}"))
             }
             Ok(scanner) => match call(&scanner, &mut store, &self.limits.verdict) {
-                Ok(Ok(v)) => EngineOutcome::Verdict(v),
+                Ok(Ok(mut v)) => {
+                    super::outcome::sanitize(&mut v);
+                    EngineOutcome::Verdict(v)
+                }
                 Ok(Err(why)) => EngineOutcome::fault(FaultKind::BadOutput, why),
                 Err(e) => EngineOutcome::Fault(classify(&e, store.data().limiter.memory_denied)),
             },

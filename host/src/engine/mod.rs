@@ -8,6 +8,7 @@
 //! (copy-on-write from the compiled artifact) without running `init` again.
 
 mod cache;
+pub mod definitions;
 mod generation;
 pub mod outcome;
 mod preinit;
@@ -89,6 +90,13 @@ pub struct Runtime {
 /// component has a handful (the main module and adapter shims).
 const PER_COMPONENT: u32 = 16;
 
+/// Pool slots beyond `pool.max_instances`, for loads.
+pub const LOAD_SLOTS: u32 = 4;
+
+/// Memories one instance may have; each pool slot reserves address space
+/// for this many, and the memory limit covers all of them together.
+pub const MEMORIES_PER_INSTANCE: u32 = PER_COMPONENT;
+
 impl Runtime {
     /// Builds the runtime for a validated config: the pool holds
     /// `pool_instances` instances, each memory slot as large as the largest
@@ -109,9 +117,11 @@ impl Runtime {
         max_memory_bytes: u64,
         cache_dir: PathBuf,
     ) -> anyhow::Result<Self> {
-        // Loading a generation needs one more instance than scanning does
-        // (the pre-initialisation run), so the pool has a spare slot.
-        let slots = pool_instances + 1;
+        // Loading a generation needs instances beyond those scans use (the
+        // pre-initialisation run), so the pool has spare slots: a few loads
+        // at once, and room for a load abandoned at its deadline while its
+        // thread is still stuck in the kernel.
+        let slots = pool_instances + LOAD_SLOTS;
         let mut pool = PoolingAllocationConfig::default();
         pool.total_component_instances(slots)
             .total_core_instances(slots * PER_COMPONENT)
@@ -135,6 +145,8 @@ impl Runtime {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
             .map_err(|e| anyhow::anyhow!("cannot link WASI: {e:#}"))?;
+        bounded_sleeps(&mut linker)
+            .map_err(|e| anyhow::anyhow!("cannot link WASI clocks: {e:#}"))?;
         crate::bindings::Scanner::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
@@ -163,8 +175,10 @@ impl Runtime {
     }
 }
 
-/// Advances the engine's epoch every [`EPOCH_TICK`] on its own thread, until
-/// the runtime is dropped.
+/// Advances the engine's epoch on its own thread, until the runtime is
+/// dropped. The epoch counts [`EPOCH_TICK`]s of the monotonic clock since
+/// the ticker started, not sleeps: a sleep that overruns on a loaded machine
+/// is made up at once, so a deadline in ticks is a deadline in time.
 struct EpochTicker {
     stop: Arc<std::sync::atomic::AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
@@ -176,14 +190,18 @@ impl EpochTicker {
         let stop = Arc::new(AtomicBool::new(false));
         let weak = engine.weak();
         let flag = stop.clone();
+        let started = std::time::Instant::now();
         let thread = std::thread::Builder::new()
             .name("cordon-epoch".into())
             .spawn(move || {
+                let mut epoch: u128 = 0;
                 while !flag.load(Ordering::Relaxed) {
                     std::thread::sleep(EPOCH_TICK);
-                    match weak.upgrade() {
-                        Some(e) => e.increment_epoch(),
-                        None => break,
+                    let Some(e) = weak.upgrade() else { break };
+                    let due = due_epochs(started.elapsed());
+                    while epoch < due {
+                        e.increment_epoch();
+                        epoch += 1;
                     }
                 }
             })
@@ -204,9 +222,74 @@ impl Drop for EpochTicker {
     }
 }
 
+/// The epoch due after `elapsed` of monotonic time.
+fn due_epochs(elapsed: Duration) -> u128 {
+    elapsed.as_nanos() / EPOCH_TICK.as_nanos()
+}
+
 /// Epoch ticks for a timeout, rounded up, plus one so that a deadline never
 /// falls short of the configured time.
 fn deadline_ticks(timeout: Duration) -> u64 {
     let tick = EPOCH_TICK.as_nanos();
     (timeout.as_nanos().div_ceil(tick) as u64).saturating_add(1)
+}
+
+/// WASI's clock subscriptions, served so that no sleep an engine asks for
+/// outlasts its call's deadline: `subscribe-duration` and
+/// `subscribe-instant` give a pollable that is ready at the requested time
+/// or just past the deadline, whichever is first (a duration past what an
+/// `Instant` can hold included). Once it is ready the guest runs again and
+/// the epoch deadline interrupts it. These are the only pollables that can
+/// wait: engines get no sockets, stdin is empty and stdout a memory pipe.
+fn bounded_sleeps(linker: &mut Linker<ScanState>) -> wasmtime::Result<()> {
+    use wasmtime::component::Resource;
+    use wasmtime_wasi::p2::{DynPollable, subscribe};
+
+    linker.allow_shadowing(true);
+    let mut clock = linker.instance(MONOTONIC_CLOCK)?;
+    clock.func_wrap(
+        "subscribe-duration",
+        |mut store: wasmtime::StoreContextMut<'_, ScanState>,
+         (nanos,): (u64,)|
+         -> wasmtime::Result<(Resource<DynPollable>,)> {
+            let state = store.data_mut();
+            let until = state.sleep_until(nanos);
+            let table = state.table();
+            let sleep = table.push(state::Sleep(until.into()))?;
+            Ok((subscribe(table, sleep)?,))
+        },
+    )?;
+    clock.func_wrap(
+        "subscribe-instant",
+        |mut store: wasmtime::StoreContextMut<'_, ScanState>,
+         (when,): (u64,)|
+         -> wasmtime::Result<(Resource<DynPollable>,)> {
+            let state = store.data_mut();
+            let until = state.sleep_until(state.nanos_until(when));
+            let table = state.table();
+            let sleep = table.push(state::Sleep(until.into()))?;
+            Ok((subscribe(table, sleep)?,))
+        },
+    )?;
+    linker.allow_shadowing(false);
+    Ok(())
+}
+
+/// The WASI clock interface as wasmtime-wasi defines it; components built
+/// against any earlier 0.2 release resolve to it.
+const MONOTONIC_CLOCK: &str = "wasi:clocks/monotonic-clock@0.2.12";
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn epochs_follow_the_clock_not_the_sleeps() {
+        // A ticker that overslept 100 ms owes 50 ticks at once, so a
+        // deadline of N ticks is N ticks of time.
+        assert_eq!(due_epochs(Duration::from_millis(100)), 50);
+        assert_eq!(due_epochs(Duration::from_millis(1)), 0);
+        let timeout = Duration::from_millis(5000);
+        assert!(u128::from(deadline_ticks(timeout)) * EPOCH_TICK.as_nanos() >= timeout.as_nanos());
+    }
 }

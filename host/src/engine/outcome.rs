@@ -4,11 +4,13 @@
 //! over the limits are classified here into [`FaultKind`]s for the policy to
 //! judge; nothing here panics or propagates a guest error upward.
 
+use std::collections::{HashMap, HashSet};
+
 use serde::Serialize;
 use wasmtime::Trap;
 
 use crate::bindings::{Outcome, Verdict};
-use crate::config::VerdictLimits;
+use crate::config::{VERDICT_ITEM_BYTES, VerdictLimits};
 
 /// The kinds of fault, which the policy treats separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -107,6 +109,12 @@ pub fn classify(err: &wasmtime::Error, memory_denied: bool) -> Fault {
             "unreachable code reached (a guest panic or abort)".to_string(),
         ),
         Some(t) => (FaultKind::Trap, t.to_string()),
+        // The host refused to lift more than the store's hostcall fuel: a
+        // verdict (or a log line) larger than the engine's bounds.
+        None if root_cause(err).contains(HOSTCALL_FUEL_EXHAUSTED) => (
+            FaultKind::BadOutput,
+            "handed the host more data in one call than max_verdict_bytes allows".to_string(),
+        ),
         // Not a trap, but the guest broke the contract all the same: a
         // host call refused (an unknown resource handle) or a value the
         // canonical ABI cannot lift (invalid UTF-8, a bad discriminant).
@@ -114,6 +122,10 @@ pub fn classify(err: &wasmtime::Error, memory_denied: bool) -> Fault {
     };
     Fault { kind, detail: what }
 }
+
+/// What wasmtime says when a call's hostcall fuel runs out (its error type
+/// is private, so the text is what there is to go by).
+const HOSTCALL_FUEL_EXHAUSTED: &str = "fuel allocated for hostcalls has been exhausted";
 
 /// The innermost error's first line: the one that says what went wrong.
 fn root_cause(err: &wasmtime::Error) -> String {
@@ -124,6 +136,8 @@ fn root_cause(err: &wasmtime::Error) -> String {
 /// Folds `next` (a part's verdict) into `acc` (the message's so far):
 /// threats add up, a detection outranks unscannable outranks clean, the
 /// highest spam score wins, rules, recipients and headers accumulate.
+/// Linear in the two verdicts' sizes; the caller checks `acc` against the
+/// limits after each merge, so it never grows past them.
 pub fn merge(acc: &mut Verdict, next: Verdict) {
     acc.outcome = match (
         std::mem::replace(&mut acc.outcome, Outcome::Clean),
@@ -131,11 +145,19 @@ pub fn merge(acc: &mut Verdict, next: Verdict) {
     ) {
         (Outcome::Detected(mut a), Outcome::Detected(b)) => {
             // One threat per name; a part location beats "the whole message".
+            let mut by_name: HashMap<String, usize> = a
+                .iter()
+                .enumerate()
+                .map(|(i, t)| (t.name.clone(), i))
+                .collect();
             for t in b {
-                match a.iter_mut().find(|x| x.name == t.name) {
-                    Some(x) if x.part.is_empty() => x.part = t.part,
+                match by_name.get(&t.name) {
+                    Some(&i) if a[i].part.is_empty() => a[i].part = t.part,
                     Some(_) => {}
-                    None => a.push(t),
+                    None => {
+                        by_name.insert(t.name.clone(), a.len());
+                        a.push(t);
+                    }
                 }
             }
             Outcome::Detected(a)
@@ -148,13 +170,36 @@ pub fn merge(acc: &mut Verdict, next: Verdict) {
         (Some(a), Some(b)) => Some(a.max(b)),
         (a, b) => a.or(b),
     };
+    let mut seen: HashSet<String> = acc.rules.iter().cloned().collect();
     for r in next.rules {
-        if !acc.rules.contains(&r) {
+        if seen.insert(r.clone()) {
             acc.rules.push(r);
         }
     }
     acc.recipients.extend(next.recipients);
     acc.headers.extend(next.headers);
+}
+
+/// Makes a checked verdict's names safe to print anywhere: control and
+/// text-hiding characters in threat names, locations and rules become
+/// escapes (see [`crate::text::escape`]). Header values were refused
+/// already if they hold line breaks.
+pub fn sanitize(v: &mut Verdict) {
+    let clean = |s: &mut String| {
+        if s.chars().any(|c| c.is_control() || !c.is_ascii()) {
+            *s = crate::text::escape(s, usize::MAX);
+        }
+    };
+    if let Outcome::Detected(threats) = &mut v.outcome {
+        for t in threats {
+            clean(&mut t.name);
+            clean(&mut t.part);
+        }
+    }
+    v.rules.iter_mut().for_each(clean);
+    for r in &mut v.recipients {
+        r.rules.iter_mut().for_each(clean);
+    }
 }
 
 /// Checks a verdict against the engine's limits. `Err` names the first bound
@@ -167,11 +212,19 @@ pub fn check_verdict(v: &Verdict, limits: &VerdictLimits) -> Result<(), String> 
         Ok(())
     }
     let max_str = limits.max_string_bytes as usize;
+    let total = std::cell::Cell::new(0u64);
     let string = |what: &str, s: &str| -> Result<(), String> {
         if s.len() > max_str {
             return Err(format!(
                 "verdict {what} is {} bytes, over the limit of {max_str}",
                 s.len()
+            ));
+        }
+        total.set(total.get() + s.len() as u64 + VERDICT_ITEM_BYTES);
+        if total.get() > limits.max_verdict_bytes {
+            return Err(format!(
+                "verdict is over {} bytes in all (max_verdict_bytes)",
+                limits.max_verdict_bytes
             ));
         }
         Ok(())

@@ -14,8 +14,8 @@ use std::collections::BTreeMap;
 use wasmtime::Store;
 use wasmtime_wizer::{WasmtimeWizerComponent, Wizer};
 
+use super::deadline_ticks;
 use super::state::ScanState;
-use super::{Runtime, deadline_ticks};
 use crate::bindings::{Scanner, Setting};
 use crate::config::EngineLimits;
 
@@ -30,36 +30,63 @@ pub(super) enum PreinitError {
     Failed(String),
 }
 
-/// Runs `init(settings)` in a fresh instance of `bytes` and returns the
-/// snapshot. `definitions`, when given, is preopened read-only as
-/// `/definitions` for the duration of `init`.
-#[allow(clippy::too_many_arguments)]
-pub(super) fn snapshot(
-    rt: &Runtime,
-    engine_name: &str,
-    bytes: &[u8],
-    label: &str,
-    settings: &BTreeMap<String, String>,
-    limits: &EngineLimits,
-    definitions: Option<&std::path::Path>,
-    init_timeout: std::time::Duration,
-) -> Result<Vec<u8>, PreinitError> {
+/// Everything one pre-initialisation needs, owned, so that it can run on a
+/// thread the load does not have to wait for past its deadline.
+pub(super) struct Job {
+    pub engine: wasmtime::Engine,
+    pub linker: wasmtime::component::Linker<ScanState>,
+    pub cache_dir: std::path::PathBuf,
+    pub name: String,
+    pub bytes: Vec<u8>,
+    pub label: String,
+    pub settings: BTreeMap<String, String>,
+    pub limits: EngineLimits,
+    pub definitions: Option<std::path::PathBuf>,
+    pub timeout: std::time::Duration,
+}
+
+impl Job {
+    /// Runs `init(settings)` in a fresh instance of the component and
+    /// returns the snapshot. The definitions directory, when given, is
+    /// preopened read-only as `/definitions` for the duration of `init`.
+    pub(super) fn run(self) -> Result<Vec<u8>, PreinitError> {
+        snapshot(&self)
+    }
+}
+
+fn snapshot(job: &Job) -> Result<Vec<u8>, PreinitError> {
+    let Job {
+        engine,
+        linker,
+        cache_dir,
+        name: engine_name,
+        bytes,
+        label,
+        settings,
+        limits,
+        definitions,
+        timeout: init_timeout,
+    } = job;
+    let init_timeout = *init_timeout;
     let failed = |what: &str, e: wasmtime::Error| PreinitError::Failed(format!("{what}: {e:#}"));
     let mut wizer = Wizer::new();
     wizer.init_func(INIT_EXPORT).keep_init_func(true);
     let (cx, instrumented) = wizer
         .instrument_component(bytes)
         .map_err(|e| failed("cannot instrument the component", e))?;
-    let component = super::cache::load_or_compile(&rt.engine, &rt.cache_dir, &instrumented, label)
+    let component = super::cache::load_or_compile(engine, cache_dir, &instrumented, label)
         .map_err(|e| PreinitError::Failed(format!("instrumented component: {e:#}")))?;
 
-    let state = ScanState::for_init(engine_name.into(), limits.memory_bytes, definitions)
-        .map_err(PreinitError::Failed)?;
-    let mut store = Store::new(&rt.engine, state);
+    let state = ScanState::for_init(
+        engine_name.as_str().into(),
+        limits.memory_bytes,
+        definitions.as_deref(),
+    )
+    .map_err(PreinitError::Failed)?;
+    let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
-    store.set_hostcall_fuel(
-        usize::try_from(limits.memory_bytes.saturating_mul(2)).unwrap_or(usize::MAX),
-    );
+    store.set_hostcall_fuel(super::generation::hostcall_fuel(limits));
+    store.data_mut().deadline = std::time::Instant::now() + init_timeout;
     store.set_epoch_deadline(deadline_ticks(init_timeout));
     store.epoch_deadline_trap();
 
@@ -67,7 +94,7 @@ pub(super) fn snapshot(
         let f = super::outcome::classify(e, store.data().limiter.memory_denied);
         PreinitError::Failed(format!("{} ({}): {e:#}", f.kind, f.detail))
     };
-    let instance = match rt.linker.instantiate(&mut store, &component) {
+    let instance = match linker.instantiate(&mut store, &component) {
         Ok(i) => i,
         Err(e) => {
             store.data().flush_output();

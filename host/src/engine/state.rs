@@ -7,10 +7,16 @@
 //! read-only, at `/definitions` while its generation is being initialised,
 //! and never during a scan. Guest
 //! stdout and stderr go to bounded in-memory pipes that the host logs after
-//! the call; nothing reaches the terminal.
+//! the call; nothing reaches the terminal. Everything an engine logs counts
+//! against one cap per call and is escaped before it reaches the log.
+//!
+//! Each state knows its call's wall-clock deadline: the clock functions an
+//! engine could sleep on are served so that no wait outlasts it (see
+//! [`ScanState::sleep_until`]).
 
 use std::path::Path;
 use std::sync::Arc;
+use std::time::{Duration, Instant};
 
 use wasmtime::ResourceLimiter;
 use wasmtime::component::ResourceTable;
@@ -36,10 +42,35 @@ pub struct ScanState {
     table: ResourceTable,
     stdout: MemoryOutputPipe,
     stderr: MemoryOutputPipe,
-    log_lines: u32,
-    log_dropped: u32,
+    log_lines: std::cell::Cell<u32>,
+    log_dropped: std::cell::Cell<u32>,
+    clock_start: Instant,
+    /// When the call must be over; host waits end there.
+    pub deadline: Instant,
     /// Enforces the memory limit and remembers whether it was hit.
     pub limiter: MemoryLimiter,
+}
+
+/// A guest sleep that ends at a fixed time (see [`ScanState::sleep_until`]).
+pub struct Sleep(pub tokio::time::Instant);
+
+#[async_trait::async_trait]
+impl wasmtime_wasi::p2::Pollable for Sleep {
+    async fn ready(&mut self) {
+        tokio::time::sleep_until(self.0).await;
+    }
+}
+
+/// The engine's monotonic clock: nanoseconds since its state was made.
+struct GuestClock(Instant);
+
+impl wasmtime_wasi::HostMonotonicClock for GuestClock {
+    fn resolution(&self) -> u64 {
+        1
+    }
+    fn now(&self) -> u64 {
+        u64::try_from(self.0.elapsed().as_nanos()).unwrap_or(u64::MAX)
+    }
 }
 
 impl ScanState {
@@ -68,7 +99,9 @@ impl ScanState {
     fn build(engine: Arc<str>, memory_bytes: u64, wasi: &mut WasiCtxBuilder) -> Self {
         let stdout = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
         let stderr = MemoryOutputPipe::new(OUTPUT_CAPTURE_BYTES);
+        let clock_start = Instant::now();
         let wasi = wasi
+            .monotonic_clock(GuestClock(clock_start))
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_ip_name_lookup(false)
@@ -82,10 +115,45 @@ impl ScanState {
             table: ResourceTable::new(),
             stdout,
             stderr,
-            log_lines: 0,
-            log_dropped: 0,
+            log_lines: Default::default(),
+            log_dropped: Default::default(),
+            clock_start,
+            // Until the store sets it: no call runs without a deadline.
+            deadline: clock_start,
             limiter: MemoryLimiter::new(memory_bytes),
         }
+    }
+
+    /// When a sleep of `nanos` from now asked by the guest must end: never
+    /// past the call's deadline (plus a moment, so that the epoch has
+    /// passed it and the guest is interrupted as soon as it runs again).
+    pub fn sleep_until(&self, nanos: u64) -> Instant {
+        let cap = self.deadline + Duration::from_millis(5);
+        Instant::now()
+            .checked_add(Duration::from_nanos(nanos))
+            .map_or(cap, |t| t.min(cap))
+    }
+
+    /// Nanoseconds from now until the guest clock reads `when`.
+    pub fn nanos_until(&self, when: u64) -> u64 {
+        let now = u64::try_from(self.clock_start.elapsed().as_nanos()).unwrap_or(u64::MAX);
+        when.saturating_sub(now)
+    }
+
+    /// The resource table, for host functions that hand out resources.
+    pub fn table(&mut self) -> &mut ResourceTable {
+        &mut self.table
+    }
+
+    /// Takes one line from the call's log budget; false (and counted) when
+    /// the budget is spent.
+    fn take_log_line(&self) -> bool {
+        if self.log_lines.get() >= LOG_LINES_PER_SCAN {
+            self.log_dropped.set(self.log_dropped.get() + 1);
+            return false;
+        }
+        self.log_lines.set(self.log_lines.get() + 1);
+        true
     }
 
     /// Logs whatever the guest wrote to stdout and stderr, and how many log
@@ -98,28 +166,24 @@ impl ScanState {
             }
             let text = String::from_utf8_lossy(&bytes);
             for line in text.lines().filter(|l| !l.trim().is_empty()) {
-                tracing::info!(engine = %self.engine, stream, "{}", truncate(line, LOG_LINE_BYTES));
+                if self.take_log_line() {
+                    tracing::info!(
+                        engine = %self.engine,
+                        stream,
+                        "{}",
+                        crate::text::escape(line, LOG_LINE_BYTES)
+                    );
+                }
             }
         }
-        if self.log_dropped > 0 {
+        if self.log_dropped.get() > 0 {
             tracing::warn!(
                 engine = %self.engine,
-                dropped = self.log_dropped,
+                dropped = self.log_dropped.get(),
                 "engine exceeded {LOG_LINES_PER_SCAN} log lines in one call"
             );
         }
     }
-}
-
-fn truncate(s: &str, max: usize) -> &str {
-    if s.len() <= max {
-        return s;
-    }
-    let mut end = max;
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 impl WasiView for ScanState {
@@ -133,30 +197,31 @@ impl WasiView for ScanState {
 
 impl Host for ScanState {
     fn log(&mut self, level: Level, text: String) {
-        if self.log_lines >= LOG_LINES_PER_SCAN {
-            self.log_dropped += 1;
+        if !self.take_log_line() {
             return;
         }
-        self.log_lines += 1;
-        let text = truncate(&text, LOG_LINE_BYTES);
+        let text = crate::text::escape(&text, LOG_LINE_BYTES);
         let engine = &*self.engine;
         match level {
-            Level::Debug => tracing::debug!(engine, "{text}"),
-            Level::Info => tracing::info!(engine, "{text}"),
-            Level::Warn => tracing::warn!(engine, "{text}"),
-            Level::Error => tracing::error!(engine, "{text}"),
+            Level::Debug => tracing::debug!(engine = %engine, "{text}"),
+            Level::Info => tracing::info!(engine = %engine, "{text}"),
+            Level::Warn => tracing::warn!(engine = %engine, "{text}"),
+            Level::Error => tracing::error!(engine = %engine, "{text}"),
         }
     }
 }
 
 impl crate::bindings::cordon::scanner::types::Host for ScanState {}
 
-/// Caps each linear memory and table of an instance, and remembers whether a
-/// growth was refused so that the trap that usually follows (an allocator
+/// Caps the linear memories of an instance together (a component may carry
+/// many core modules, each with a memory of its own) and each table, and
+/// remembers whether a growth was refused so that the trap that usually follows (an allocator
 /// abort) is reported as out-of-memory rather than as a plain trap.
 #[derive(Debug)]
 pub struct MemoryLimiter {
     memory_bytes: usize,
+    /// Bytes of all memories of the store now.
+    total_bytes: usize,
     /// Set when a memory growth past the limit was refused.
     pub memory_denied: bool,
 }
@@ -170,6 +235,7 @@ impl MemoryLimiter {
     fn new(memory_bytes: u64) -> Self {
         Self {
             memory_bytes: usize::try_from(memory_bytes).unwrap_or(usize::MAX),
+            total_bytes: 0,
             memory_denied: false,
         }
     }
@@ -178,14 +244,18 @@ impl MemoryLimiter {
 impl ResourceLimiter for MemoryLimiter {
     fn memory_growing(
         &mut self,
-        _current: usize,
+        current: usize,
         desired: usize,
         _maximum: Option<usize>,
     ) -> wasmtime::Result<bool> {
-        if desired > self.memory_bytes {
+        // Called with current = 0 when a memory is created, so the total
+        // covers every memory from its start.
+        let total = (self.total_bytes - current.min(self.total_bytes)).saturating_add(desired);
+        if total > self.memory_bytes {
             self.memory_denied = true;
             return Ok(false);
         }
+        self.total_bytes = total;
         Ok(true)
     }
 
@@ -208,5 +278,39 @@ impl ResourceLimiter for MemoryLimiter {
 
     fn memories(&self) -> usize {
         INSTANCES_PER_STORE
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_memory_limit_covers_all_memories_together() {
+        let mut l = MemoryLimiter::new(64 << 20);
+        // Fifteen memories of 16 MiB each, created one after another: the
+        // fifth would bring the instance to 80 MiB.
+        for i in 0..4 {
+            assert!(l.memory_growing(0, 16 << 20, None).unwrap(), "memory {i}");
+        }
+        assert!(!l.memory_growing(0, 16 << 20, None).unwrap());
+        assert!(l.memory_denied);
+        // Growing one of them counts only the difference.
+        let mut l = MemoryLimiter::new(64 << 20);
+        assert!(l.memory_growing(0, 32 << 20, None).unwrap());
+        assert!(l.memory_growing(32 << 20, 48 << 20, None).unwrap());
+        assert!(l.memory_growing(0, 16 << 20, None).unwrap());
+        assert!(!l.memory_growing(16 << 20, 17 << 20, None).unwrap());
+    }
+
+    #[test]
+    fn guest_sleeps_end_at_the_deadline() {
+        let mut s = ScanState::new("t".into(), 1 << 20);
+        s.deadline = Instant::now() + Duration::from_millis(100);
+        let cap = s.deadline + Duration::from_millis(5);
+        assert!(s.sleep_until(u64::MAX) <= cap);
+        assert!(s.sleep_until(60_000_000_000) <= cap);
+        assert!(s.sleep_until(1_000) < s.deadline);
+        assert_eq!(s.nanos_until(0), 0);
     }
 }

@@ -8,6 +8,13 @@
 //! still running after the grace period is dropped (the MTA then applies
 //! its `milter_default_action`, tempfail in the documented setup, so no
 //! mail is lost).
+//!
+//! A client cannot hold a session for free: each session is closed when
+//! its MTA sends no complete command for `command_timeout_s` (idle, or one
+//! byte at a time) and when it reaches `session_timeout_s`. When every
+//! session is taken, a new connection closes the session that has waited
+//! longest on its MTA (if it has waited at least [`EVICT_IDLE_AFTER`]), so
+//! idle connections cannot lock out clients that make progress.
 
 pub mod session;
 
@@ -25,7 +32,47 @@ use tokio::sync::{Semaphore, watch};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use crate::config::ListenAddr;
-pub use session::{Live, Session, Shared};
+pub use session::{Live, Pulse, Session, SessionLimits, Shared};
+
+/// How long a session must have waited on its MTA before a new connection
+/// may take its place when all sessions are taken.
+pub const EVICT_IDLE_AFTER: Duration = Duration::from_secs(2);
+
+/// The sessions alive, for picking one to close.
+#[derive(Default)]
+struct Pulses {
+    next: u64,
+    alive: std::collections::HashMap<u64, Arc<Pulse>>,
+}
+
+impl Pulses {
+    fn add(&mut self, p: Arc<Pulse>) -> u64 {
+        self.next += 1;
+        self.alive.insert(self.next, p);
+        self.next
+    }
+
+    /// Closes the session that has waited longest on its MTA, if it has
+    /// waited at least [`EVICT_IDLE_AFTER`]; true if one was told to go.
+    fn evict_idlest(&self) -> bool {
+        let idlest = self
+            .alive
+            .values()
+            .map(|p| (p.idle(), p))
+            .max_by_key(|(idle, _)| *idle);
+        match idlest {
+            Some((idle, p)) if idle >= EVICT_IDLE_AFTER => {
+                tracing::warn!(
+                    idle_ms = idle.as_millis() as u64,
+                    "all milter sessions taken: closing the idlest one for a new connection"
+                );
+                p.evict.notify_one();
+                true
+            }
+            _ => false,
+        }
+    }
+}
 
 /// A bound socket.
 pub enum Listener {
@@ -104,6 +151,7 @@ pub async fn serve(
     let sessions = Arc::new(Semaphore::new(limits.max_sessions as usize));
     let (stop_tx, stop_rx) = watch::channel(false);
     let served = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let pulses: Arc<std::sync::Mutex<Pulses>> = Arc::default();
     let mut paths = Vec::new();
     let mut accept_loops = tokio::task::JoinSet::new();
     for l in listeners {
@@ -116,6 +164,7 @@ pub async fn serve(
             sessions.clone(),
             stop_rx.clone(),
             served.clone(),
+            pulses.clone(),
         ));
     }
     shutdown.await;
@@ -143,44 +192,66 @@ async fn accept_loop(
     sessions: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     served: Arc<std::sync::atomic::AtomicU64>,
+    pulses: Arc<std::sync::Mutex<Pulses>>,
 ) {
     let name = listener.local_addr().to_string();
     loop {
-        let permit = tokio::select! {
-            p = sessions.clone().acquire_owned() => match p {
-                Ok(p) => p,
-                Err(_) => return,
-            },
-            _ = stop.wait_for(|s| *s) => return,
-        };
         let accepted = tokio::select! {
             a = accept(&listener) => a,
             _ = stop.wait_for(|s| *s) => return,
         };
-        match accepted {
-            Ok((stream, peer)) => {
-                served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-                let shared = shared.clone();
-                let stop = stop.clone();
-                tokio::spawn(async move {
-                    match stream {
-                        Stream::Unix(s) => run_session(s, &peer, shared, stop).await,
-                        Stream::Tcp(s) => run_session(s, &peer, shared, stop).await,
-                    }
-                    drop(permit);
-                });
-            }
+        let (stream, peer) = match accepted {
+            Ok(a) => a,
             Err(e) => {
                 // Out of file descriptors and the like: say so, back off a
                 // little so the loop does not spin, keep serving.
                 tracing::warn!("accept on {name} failed: {e}");
-                drop(permit);
                 tokio::select! {
                     _ = tokio::time::sleep(Duration::from_millis(100)) => {}
                     _ = stop.wait_for(|s| *s) => return,
                 }
+                continue;
             }
-        }
+        };
+        let permit = match sessions.clone().try_acquire_owned() {
+            Ok(p) => p,
+            Err(_) => {
+                // All taken: make room by closing the idlest session, else
+                // wait for one to end, as a listen queue would.
+                pulses
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .evict_idlest();
+                tokio::select! {
+                    p = sessions.clone().acquire_owned() => match p {
+                        Ok(p) => p,
+                        Err(_) => return,
+                    },
+                    _ = stop.wait_for(|s| *s) => return,
+                }
+            }
+        };
+        served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let shared = shared.clone();
+        let stop = stop.clone();
+        let pulse = Arc::new(Pulse::default());
+        let id = pulses
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .add(pulse.clone());
+        let pulses = pulses.clone();
+        tokio::spawn(async move {
+            match stream {
+                Stream::Unix(s) => run_session_with(s, &peer, shared, stop, pulse).await,
+                Stream::Tcp(s) => run_session_with(s, &peer, shared, stop, pulse).await,
+            }
+            pulses
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .alive
+                .remove(&id);
+            drop(permit);
+        });
     }
 }
 
@@ -205,18 +276,28 @@ async fn accept(l: &Listener) -> std::io::Result<(Stream, String)> {
     }
 }
 
-/// Runs one session over `stream` until the MTA ends it, or shutdown
-/// comes while no message is in progress.
-pub async fn run_session<S>(
+/// Runs one session over `stream` until the MTA ends it, shutdown comes
+/// while no message is in progress, or a session limit closes it.
+pub async fn run_session<S>(stream: S, peer: &str, shared: Arc<Shared>, stop: watch::Receiver<bool>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
+    run_session_with(stream, peer, shared, stop, Arc::default()).await;
+}
+
+async fn run_session_with<S>(
     stream: S,
     peer: &str,
     shared: Arc<Shared>,
     mut stop: watch::Receiver<bool>,
+    pulse: Arc<Pulse>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
+    let limits = shared.live().session.clone();
     let (busy_tx, mut busy_rx) = watch::channel(false);
-    let mut session = Session::new(shared, busy_tx);
+    pulse.beat();
+    let mut session = Session::new(shared, busy_tx, pulse.clone());
     let mut server = Server::default_postfix(&mut session);
     let mut stream = stream.compat();
     let conn = server.handle_connection(&mut stream);
@@ -226,12 +307,34 @@ pub async fn run_session<S>(
         }
         let _ = busy_rx.wait_for(|b| !*b).await;
     };
+    // Wakes when the MTA has sent no complete command for the command
+    // timeout (time spent scanning does not count).
+    let stalled = async {
+        loop {
+            let idle = pulse.idle();
+            if idle >= limits.command_timeout {
+                return idle;
+            }
+            tokio::time::sleep(limits.command_timeout - idle).await;
+        }
+    };
     tokio::select! {
         r = conn => match r {
             Ok(()) => tracing::debug!(peer, "milter session ended"),
-            Err(e) => tracing::warn!(peer, "milter session ended with an error: {e}"),
+            Err(e) => tracing::warn!(peer, "milter session ended with an error: {}", crate::text::escape(&e.to_string(), 512)),
         },
         _ = idle_after_stop => tracing::debug!(peer, "idle milter session closed for shutdown"),
+        idle = stalled => tracing::warn!(
+            peer,
+            "milter session closed: no complete command for {} s (milter.command_timeout_s)",
+            idle.as_secs()
+        ),
+        _ = tokio::time::sleep(limits.session_timeout) => tracing::warn!(
+            peer,
+            "milter session closed: open for {} s (milter.session_timeout_s)",
+            limits.session_timeout.as_secs()
+        ),
+        _ = pulse.evict.notified() => tracing::debug!(peer, "idle milter session closed to make room"),
     }
 }
 

@@ -46,6 +46,34 @@ pub struct Live {
     pub profiles: Vec<(String, String)>,
     /// Name for `X-Virus-Scanned`, overriding the MTA's `j` macro.
     pub host_name: Option<String>,
+    /// Bounds on each session and message.
+    pub session: SessionLimits,
+}
+
+/// What one MTA connection may make the daemon spend.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SessionLimits {
+    /// Time to wait for the MTA's next complete command (a session idle
+    /// that long, or sending a command slower than that, is closed).
+    pub command_timeout: std::time::Duration,
+    /// Time one connection may last in all.
+    pub session_timeout: std::time::Duration,
+    /// Headers per message; past it the message is not scanned (the
+    /// engines get `message-too-large`).
+    pub max_headers: u32,
+    /// Recipients per message; the same.
+    pub max_recipients: u32,
+}
+
+impl Default for SessionLimits {
+    fn default() -> Self {
+        Self {
+            command_timeout: std::time::Duration::from_secs(300),
+            session_timeout: std::time::Duration::from_secs(3600),
+            max_headers: 2000,
+            max_recipients: 10_000,
+        }
+    }
 }
 
 impl Live {
@@ -56,7 +84,57 @@ impl Live {
             mime: c.mime.clone(),
             profiles: c.profiles.clone(),
             host_name: c.milter.host_name.clone(),
+            session: c.milter.session.clone(),
         }
+    }
+}
+
+/// When a session last heard a complete command from its MTA, and whether
+/// it is scanning (waiting on the engines, not on the MTA). The daemon
+/// reads it to close sessions that stall and to pick the idlest session
+/// to close when all are taken.
+#[derive(Debug)]
+pub struct Pulse {
+    started: std::time::Instant,
+    last_ms: std::sync::atomic::AtomicU64,
+    scanning: std::sync::atomic::AtomicBool,
+    /// Notified to close the session.
+    pub evict: tokio::sync::Notify,
+}
+
+impl Default for Pulse {
+    fn default() -> Self {
+        Self {
+            started: std::time::Instant::now(),
+            last_ms: Default::default(),
+            scanning: Default::default(),
+            evict: Default::default(),
+        }
+    }
+}
+
+impl Pulse {
+    /// A complete command arrived.
+    pub fn beat(&self) {
+        let ms = self.started.elapsed().as_millis() as u64;
+        self.last_ms.store(ms, std::sync::atomic::Ordering::Relaxed);
+    }
+
+    /// How long the session has waited on its MTA; zero while it scans.
+    pub fn idle(&self) -> std::time::Duration {
+        if self.scanning.load(std::sync::atomic::Ordering::Relaxed) {
+            return std::time::Duration::ZERO;
+        }
+        let last = self.last_ms.load(std::sync::atomic::Ordering::Relaxed);
+        self.started
+            .elapsed()
+            .saturating_sub(std::time::Duration::from_millis(last))
+    }
+
+    fn set_scanning(&self, on: bool) {
+        self.scanning
+            .store(on, std::sync::atomic::Ordering::Relaxed);
+        self.beat();
     }
 }
 
@@ -99,6 +177,9 @@ impl Live {
     }
 }
 
+/// Bytes of a header name kept for the header list.
+const MAX_HEADER_NAME_KEPT: usize = 128;
+
 /// One message in progress.
 #[derive(Default)]
 struct Transaction {
@@ -110,12 +191,17 @@ struct Transaction {
     bytes: Vec<u8>,
     size: u64,
     in_body: bool,
+    /// Headers and recipients seen, kept or not.
+    headers_seen: u64,
+    recipients_seen: u64,
 }
 
 /// One milter connection.
 pub struct Session {
     shared: Arc<Shared>,
     busy: watch::Sender<bool>,
+    pulse: Arc<Pulse>,
+    limits: SessionLimits,
     /// The largest message any enabled engine takes; bytes past it are
     /// counted, not kept.
     keep_bytes: u64,
@@ -129,7 +215,8 @@ pub struct Session {
 impl Session {
     /// A session; `busy` is set while a message is in progress, so that
     /// shutdown waits for it.
-    pub fn new(shared: Arc<Shared>, busy: watch::Sender<bool>) -> Self {
+    pub fn new(shared: Arc<Shared>, busy: watch::Sender<bool>, pulse: Arc<Pulse>) -> Self {
+        let limits = shared.live().session.clone();
         let keep_bytes = shared
             .registry
             .enabled()
@@ -140,6 +227,8 @@ impl Session {
         Self {
             shared,
             busy,
+            pulse,
+            limits,
             keep_bytes,
             client_name: String::new(),
             client_address: None,
@@ -265,6 +354,7 @@ impl Milter for Session {
     type Error = std::convert::Infallible;
 
     async fn macro_(&mut self, m: Macro) -> Result<(), Self::Error> {
+        self.pulse.beat();
         for (k, v) in m.macros() {
             let v = String::from_utf8_lossy(v).into_owned();
             match k {
@@ -278,17 +368,20 @@ impl Milter for Session {
     }
 
     async fn connect(&mut self, c: Connect) -> Result<MilterAction, Self::Error> {
+        self.pulse.beat();
         self.client_name = c.hostname().into_owned();
         self.client_address = parse_ip(&c.address()).map(wit_address);
         Ok(Continue.into())
     }
 
     async fn helo(&mut self, h: Helo) -> Result<MilterAction, Self::Error> {
+        self.pulse.beat();
         self.helo = h.helo().trim_end_matches('\0').to_string();
         Ok(Continue.into())
     }
 
     async fn mail(&mut self, m: Mail) -> Result<MilterAction, Self::Error> {
+        self.pulse.beat();
         // A new transaction; the macros for it arrive just before this.
         let queue_id = self.tx.queue_id.take();
         let auth_user = self.tx.auth_user.take();
@@ -306,6 +399,11 @@ impl Milter for Session {
     }
 
     async fn rcpt(&mut self, r: Recipient) -> Result<MilterAction, Self::Error> {
+        self.pulse.beat();
+        self.tx.recipients_seen += 1;
+        if self.tx.recipients_seen > u64::from(self.limits.max_recipients) {
+            return Ok(Continue.into());
+        }
         if let Some(a) = raw_fields(&r).first() {
             self.tx
                 .recipients
@@ -315,12 +413,23 @@ impl Milter for Session {
     }
 
     async fn header(&mut self, h: Header) -> Result<MilterAction, Self::Error> {
+        self.pulse.beat();
+        self.tx.headers_seen += 1;
+        if self.tx.headers_seen > u64::from(self.limits.max_headers) {
+            // Counted, not kept: the message is judged as over the limit.
+            let (name, value) = (h.name(), h.value());
+            self.tx.size += (name.len() + value.len() + 4) as u64;
+            return Ok(Continue.into());
+        }
         let mut f = raw_fields(&h).into_iter();
         let name = f.next().unwrap_or_default();
         let value = f.next().unwrap_or_default();
+        // Names are kept to find forged copies of ours (all short): a long
+        // name is kept cut, so the list stays small.
+        let kept = &name[..name.len().min(MAX_HEADER_NAME_KEPT)];
         self.tx
             .header_names
-            .push(String::from_utf8_lossy(&name).into_owned());
+            .push(String::from_utf8_lossy(kept).into_owned());
         // Postfix folds long values with bare LF; the message is CRLF.
         let mut line = name;
         line.extend_from_slice(b": ");
@@ -338,12 +447,14 @@ impl Milter for Session {
     }
 
     async fn end_of_header(&mut self) -> Result<MilterAction, Self::Error> {
+        self.pulse.beat();
         self.append(b"\r\n");
         self.tx.in_body = true;
         Ok(Continue.into())
     }
 
     async fn body(&mut self, b: Body) -> Result<MilterAction, Self::Error> {
+        self.pulse.beat();
         self.append(b.as_bytes());
         Ok(Continue.into())
     }
@@ -354,9 +465,19 @@ impl Milter for Session {
             // still needs its blank line.
             self.append(b"\r\n");
         }
+        self.pulse.set_scanning(true);
         let live = self.shared.live();
         let envelope = self.envelope(&live);
         let tx = std::mem::take(&mut self.tx);
+        // Past a per-message bound the message cannot be handed whole to
+        // the engines: judged as too large, never passed unscanned.
+        let over = tx.headers_seen > u64::from(self.limits.max_headers)
+            || tx.recipients_seen > u64::from(self.limits.max_recipients);
+        let size = if over {
+            tx.size.max(tx.bytes.len() as u64 + 1)
+        } else {
+            tx.size
+        };
         let message = Message {
             envelope: Arc::new(envelope),
             bytes: tx.bytes.into(),
@@ -367,7 +488,7 @@ impl Milter for Session {
         let judged = scan::judge(
             &registry.enabled(),
             &message,
-            tx.size,
+            size,
             &live.mime,
             registry.cache.as_ref(),
             &live.policy,
@@ -377,12 +498,23 @@ impl Milter for Session {
         )
         .await;
         log_line(&message, tx.size, &id, &judged);
+        if over {
+            tracing::warn!(
+                target: "cordon::message",
+                scan_id = %id,
+                headers = tx.headers_seen,
+                recipients = tx.recipients_seen,
+                "message over milter.max_headers or milter.max_recipients: not scanned"
+            );
+        }
+        self.pulse.set_scanning(false);
         // The busy flag stays up until the MTA ends the transaction
         // (abort) or the connection, so shutdown never cuts this reply off.
         Ok(response(&judged.decision))
     }
 
     async fn abort(&mut self) -> Result<(), Self::Error> {
+        self.pulse.beat();
         self.reset();
         Ok(())
     }

@@ -618,3 +618,42 @@ fn skipped_engines_are_reported_and_headers_say_so() {
         Some("id=ID; e9=skipped:authenticated")
     );
 }
+
+#[test]
+fn a_thousand_recipient_verdicts_with_256_rules_each_are_judged_once() {
+    // Every verdict for the one envelope recipient, every rule distinct:
+    // 256,000 rules for one recipient, each kept once, in order; verdicts
+    // for strangers noted a bounded number of times.
+    let env = envelope(&["victim@in.test"]);
+    let mut v = verdict(Outcome::Clean);
+    v.recipients = (0..1000)
+        .map(|i| RecipientVerdict {
+            address: if i % 2 == 0 {
+                "<victim@in.test>".into()
+            } else {
+                format!("stranger{i}@out.test")
+            },
+            action: RecipientAction::Deliver,
+            rules: (0..256).map(|r| format!("R{i}.{r}")).collect(),
+        })
+        .collect();
+    let d = decide(
+        &Policy::default(),
+        &results(vec![EngineOutcome::Verdict(v)]),
+        &[],
+        Context {
+            envelope: &env,
+            header_names: &[],
+            scan_id: "ID",
+            host: None,
+        },
+    );
+    assert_eq!(d.rules.len(), 500 * 256);
+    assert_eq!(d.rules[0], "e0:R0.0");
+    assert_eq!(d.rules[1], "e0:R0.1");
+    assert_eq!(d.ignored.len(), 11, "{:?}", &d.ignored[10..]);
+    assert!(d.ignored[10].starts_with("490 more"), "{}", d.ignored[10]);
+    let rules = header(&d, "X-Cordon-Rules").unwrap();
+    assert!(rules.len() <= HEADER_VALUE_BYTES, "{}", rules.len());
+    assert!(rules.ends_with("more)"), "{rules}");
+}

@@ -14,6 +14,15 @@
 //! | `slow`     | busy-waits `slow_ms` milliseconds, then returns clean         |
 //! | `bad-init` | (not a scan mode) `init` refuses its settings                 |
 //! | `definitions` | `init` reads `/definitions/version.txt`, tries to write there and to climb out; `scan` tries to read it again |
+//! | `sleep`    | sleeps 60 s through WASI                                      |
+//! | `sleep-forever` | sleeps for a duration no `Instant` can hold              |
+//! | `init-sleep` | (not a scan mode) `init` sleeps 600 s                       |
+//! | `init-read` | (not a scan mode) `init` reads every file in `/definitions`  |
+//! | `log-flood` | logs 1,000 lines of 64 KiB with line breaks and escapes      |
+//! | `stdout-flood` | prints 16,384 one-byte lines to stdout                    |
+//! | `forge`    | names a threat with line breaks, ESC and NUL in it            |
+//! | `many-threats` | names 64 threats of 1,000 bytes each                      |
+//! | `big-info` | `definitions_version` is 32 MiB                                |
 
 #[cfg(target_family = "wasm")]
 mod component {
@@ -118,10 +127,23 @@ mod component {
                 })
                 .transpose()?
                 .unwrap_or(100);
-            let definitions = if mode == "definitions" {
-                probe_definitions()?
-            } else {
-                String::new()
+            let definitions = match mode.as_str() {
+                "definitions" => probe_definitions()?,
+                "init-sleep" => {
+                    std::thread::sleep(Duration::from_secs(600));
+                    String::new()
+                }
+                "init-read" => {
+                    let mut n = 0usize;
+                    for e in std::fs::read_dir("/definitions").map_err(|e| e.to_string())? {
+                        let p = e.map_err(|e| e.to_string())?.path();
+                        n += std::fs::read(&p)
+                            .map_err(|e| format!("{}: {e}", p.display()))?
+                            .len();
+                    }
+                    format!("{n} bytes")
+                }
+                _ => String::new(),
             };
             Ok(Hostile {
                 mode,
@@ -131,8 +153,11 @@ mod component {
         }
 
         fn definitions_version(&self) -> String {
-            if self.mode == "definitions" {
+            if matches!(self.mode.as_str(), "definitions" | "init-read") {
                 return self.definitions.clone();
+            }
+            if self.mode == "big-info" {
+                return "v\n".repeat(16 << 20);
             }
             format!("mode={}", self.mode)
         }
@@ -204,6 +229,41 @@ mod component {
                         ..Verdict::clean()
                     }
                 }
+                "sleep" => {
+                    std::thread::sleep(Duration::from_secs(60));
+                    Verdict::clean()
+                }
+                "sleep-forever" => {
+                    std::thread::sleep(Duration::MAX);
+                    Verdict::clean()
+                }
+                "log-flood" => {
+                    let line = "\x1b[31mforged\r\nlog line\n".repeat(64 * 1024 / 24);
+                    for _ in 0..1000 {
+                        cordon_engine_sdk::log(cordon_engine_sdk::Level::Warn, &line);
+                    }
+                    Verdict::clean()
+                }
+                "stdout-flood" => {
+                    use std::io::Write;
+                    let mut out = std::io::stdout().lock();
+                    for _ in 0..16_384 {
+                        let _ = out.write_all(b"x\n");
+                    }
+                    let _ = out.flush();
+                    Verdict::clean()
+                }
+                "forge" => Verdict::detected(vec![Threat::new(
+                    "Evil\nsamples/clean.eml: OK\x1b[2J\0\r",
+                    ThreatKind::Virus,
+                )]),
+                "many-threats" => Verdict::detected(
+                    (0..64)
+                        .map(|i| {
+                            Threat::new(format!("{i:02}{}", "T".repeat(998)), ThreatKind::Virus)
+                        })
+                        .collect(),
+                ),
                 other => Verdict::detected(vec![Threat::new(
                     format!("Hostile.UnknownMode.{other}"),
                     ThreatKind::Policy,
