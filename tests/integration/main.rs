@@ -7,6 +7,7 @@
 mod clamscan;
 mod cli;
 mod common;
+mod fuzz;
 mod hardening;
 mod hostile;
 mod milter;

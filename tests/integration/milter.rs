@@ -484,3 +484,133 @@ async fn sockets_dropped_clients_and_graceful_shutdown() {
     let served = daemon.await.unwrap();
     assert_eq!(served, 5);
 }
+
+/// Reads from `s` until the daemon closes it; the bytes it sent first.
+async fn read_until_closed(s: &mut Box<dyn Duplex>) -> std::io::Result<usize> {
+    use tokio::io::AsyncReadExt;
+    let mut buf = [0u8; 4096];
+    let mut total = 0;
+    loop {
+        match s.read(&mut buf).await? {
+            0 => return Ok(total),
+            n => total += n,
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn idle_and_slow_clients_are_closed_and_cannot_lock_others_out() {
+    use tokio::io::AsyncWriteExt;
+    let dir = tempfile::tempdir().unwrap();
+    let s = shared(&format!(
+        "milter.command_timeout_s = 1\n{}",
+        testsig("")
+    ));
+    let addr: ListenAddr = format!("unix:{}", dir.path().join("m.sock").display())
+        .parse()
+        .unwrap();
+    let listener = Listener::bind(&addr, 0o660).await.expect("bind");
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let daemon = tokio::spawn(serve(
+        vec![listener],
+        s.clone(),
+        Limits {
+            max_sessions: 2,
+            shutdown_timeout: Duration::from_secs(5),
+        },
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
+    let deadline = Duration::from_secs(30);
+
+    // Idle: closed after the command timeout, without a byte from us.
+    let mut idle = dial(&addr).await;
+    tokio::time::timeout(deadline, read_until_closed(&mut idle))
+        .await
+        .expect("an idle session is closed")
+        .expect("read");
+
+    // Slow: a packet length, then one byte at a time, never a whole
+    // command within the timeout.
+    let mut slow = dial(&addr).await;
+    let dripping = async {
+        slow.write_all(&[0, 0, 0, 100]).await?;
+        for _ in 0..100 {
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            slow.write_all(b"x").await?;
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let closed = tokio::time::timeout(deadline, dripping).await;
+    assert!(
+        matches!(closed, Ok(Err(_))),
+        "a client sending one byte at a time was not cut off: {closed:?}"
+    );
+
+    // Every session taken by idle connections: a client that makes
+    // progress still gets through, and an idle one is closed for it.
+    let mut holders = vec![dial(&addr).await, dial(&addr).await];
+    // Both must have waited past EVICT_IDLE_AFTER to be evictable; that
+    // wait is the behaviour under test, not a stand-in for an event.
+    tokio::time::sleep(cordon::milter::EVICT_IDLE_AFTER).await;
+    let r = tokio::time::timeout(
+        deadline,
+        converse(
+            dial(&addr).await,
+            &Mail {
+                body: &format!("{}\r\n", eicar()),
+                ..Mail::default()
+            },
+        ),
+    )
+    .await
+    .expect("a new client is served while idle ones hold every session");
+    assert!(reply(&r).starts_with("550 5.7.1"), "{}", reply(&r));
+    for h in &mut holders {
+        tokio::time::timeout(deadline, read_until_closed(h))
+            .await
+            .expect("idle holders are closed")
+            .expect("read");
+    }
+    stop_tx.send(()).unwrap();
+    daemon.await.unwrap();
+}
+
+#[tokio::test]
+async fn too_many_headers_or_recipients_are_not_scanned_but_deferred() {
+    let s = shared(&format!(
+        "milter.max_headers = 50\nmilter.max_recipients = 3\n{}",
+        testsig("")
+    ));
+    let many: Vec<(String, String)> = (0..500)
+        .map(|i| (format!("X-H{i}"), "v".to_string()))
+        .collect();
+    let headers: Vec<(&str, &str)> = many
+        .iter()
+        .map(|(n, v)| (n.as_str(), v.as_str()))
+        .collect();
+    let r = session(
+        &s,
+        &Mail {
+            headers: &headers,
+            ..Mail::default()
+        },
+    )
+    .await;
+    assert!(reply(&r).starts_with("451"), "{}", reply(&r));
+
+    let r = session(
+        &s,
+        &Mail {
+            rcpts: &["<a@in.test>", "<b@in.test>", "<c@in.test>", "<d@in.test>"],
+            ..Mail::default()
+        },
+    )
+    .await;
+    assert!(reply(&r).starts_with("451"), "{}", reply(&r));
+
+    // Within the bounds, the same session code accepts.
+    let r = session(&s, &Mail::default()).await;
+    assert!(!reply(&r).starts_with("451"), "{}", reply(&r));
+}
