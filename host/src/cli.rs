@@ -58,6 +58,15 @@ pub enum Command {
     Engines(EnginesArgs),
     /// Validate a config file and load every engine in it.
     CheckConfig(EngineSource),
+    /// Internal: compile a component read from stdin into an artifact file
+    /// (run by cordon itself, in a child process with bounds).
+    #[command(name = "compile-component", hide = true)]
+    CompileComponent {
+        /// Where to write the artifact.
+        out: std::path::PathBuf,
+        /// The component's name for error messages.
+        label: String,
+    },
     /// Counters and timings of a running daemon, per engine.
     Stats(ControlArgs),
     /// Versions of cordon and of each engine in a running daemon.
@@ -210,6 +219,10 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Stats(args) => stats_command(args).await,
         Command::Version(args) => version_command(args).await,
         Command::Reload(args) => reload_command(args).await,
+        Command::CompileComponent { out, label } => Ok(tokio::task::spawn_blocking(move || {
+            crate::engine::compiler::child_main(&out, &label)
+        })
+        .await?),
     }
 }
 

@@ -491,6 +491,12 @@ pub struct LimitsConfig {
     pub init_timeout_ms: u64,
     /// Bytes of the definitions directory's files together.
     pub max_definitions_mib: u64,
+    /// Wall-clock time compiling the component (and each generation's
+    /// snapshot) may take; the compiler runs in a child process, killed
+    /// past it.
+    pub compile_timeout_ms: u64,
+    /// Address space the compiler child may use.
+    pub compile_memory_mib: u64,
 }
 
 impl Default for LimitsConfig {
@@ -510,6 +516,8 @@ impl Default for LimitsConfig {
             max_component_mib: l.max_component_bytes / MIB,
             init_timeout_ms: l.init_timeout.as_millis() as u64,
             max_definitions_mib: l.max_definitions_bytes / MIB,
+            compile_timeout_ms: l.compile_timeout.as_millis() as u64,
+            compile_memory_mib: l.compile_memory_bytes / MIB,
         }
     }
 }
@@ -536,6 +544,10 @@ pub struct EngineLimits {
     pub init_timeout: Duration,
     /// Bytes of definitions files together.
     pub max_definitions_bytes: u64,
+    /// Wall-clock time one compile may take.
+    pub compile_timeout: Duration,
+    /// Address space of the compiler child.
+    pub compile_memory_bytes: u64,
 }
 
 /// Bounds on what one verdict may carry.
@@ -578,6 +590,8 @@ impl Default for EngineLimits {
             max_component_bytes: 256 * MIB,
             init_timeout: Duration::from_secs(60),
             max_definitions_bytes: 4096 * MIB,
+            compile_timeout: Duration::from_secs(120),
+            compile_memory_bytes: 8192 * MIB,
         }
     }
 }
@@ -621,6 +635,9 @@ impl LimitsConfig {
         range(self.max_component_mib, 1, 4096).map_err(|r| bad("max_component_mib", r))?;
         range(self.init_timeout_ms, 1, MAX_TIMEOUT_MS).map_err(|r| bad("init_timeout_ms", r))?;
         range(self.max_definitions_mib, 1, 1 << 20).map_err(|r| bad("max_definitions_mib", r))?;
+        range(self.compile_timeout_ms, 1, MAX_TIMEOUT_MS)
+            .map_err(|r| bad("compile_timeout_ms", r))?;
+        range(self.compile_memory_mib, 16, 1 << 20).map_err(|r| bad("compile_memory_mib", r))?;
         Ok(EngineLimits {
             timeout: Duration::from_millis(self.timeout_ms),
             memory_bytes: self.memory_mib * MIB,
@@ -637,6 +654,8 @@ impl LimitsConfig {
             max_component_bytes: self.max_component_mib * MIB,
             init_timeout: Duration::from_millis(self.init_timeout_ms),
             max_definitions_bytes: self.max_definitions_mib * MIB,
+            compile_timeout: Duration::from_millis(self.compile_timeout_ms),
+            compile_memory_bytes: self.compile_memory_mib * MIB,
         })
     }
 }

@@ -44,7 +44,11 @@ impl Rng {
         self.0.wrapping_mul(0x2545_F491_4F6C_DD1D)
     }
     fn below(&mut self, n: usize) -> usize {
-        if n == 0 { 0 } else { (self.next() % n as u64) as usize }
+        if n == 0 {
+            0
+        } else {
+            (self.next() % n as u64) as usize
+        }
     }
 }
 
@@ -215,7 +219,8 @@ fn fuzz_config() {
         let base = &seeds[rng.below(seeds.len())];
         let input = mutate(&mut rng, base, tokens, &seeds);
         let text = String::from_utf8_lossy(&input);
-        let r = std::panic::catch_unwind(|| Config::parse(&text, path).and_then(|c| c.validate(path)));
+        let r =
+            std::panic::catch_unwind(|| Config::parse(&text, path).and_then(|c| c.validate(path)));
         match r {
             Ok(Ok(_)) => {}
             // Every error names the file.
@@ -302,7 +307,10 @@ async fn fuzz_milter_sessions() {
             Ok(Err(e)) => {
                 let path = std::env::temp_dir().join("cordon-fuzz-milter.bin");
                 std::fs::write(&path, &input).unwrap();
-                panic!("milter session task died ({e}); input saved to {}", path.display());
+                panic!(
+                    "milter session task died ({e}); input saved to {}",
+                    path.display()
+                );
             }
             Err(_) => panic!("milter session did not end 10 s after the MTA hung up"),
         }

@@ -651,3 +651,44 @@ async fn info_strings_are_bounded_or_the_load_is_refused() {
         }
     }
 }
+
+#[test]
+fn a_compile_past_its_bound_is_refused_and_the_child_is_gone() {
+    // A fresh cache: nothing compiled yet. 1 ms is less than any compile
+    // takes, so the bound is what ends it.
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "cache_dir = {}\n[engines.testsig]\ncomponent = {}\nlimits.compile_timeout_ms = 1\n",
+            toml_path(&dir.path().join("cache")),
+            toml_path(&component("testsig"))
+        ),
+    );
+    let o = cordon(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let err = stderr(&o);
+    assert!(
+        err.contains("compile_timeout_ms") && err.contains("testsig.wasm"),
+        "{err}"
+    );
+    // Nothing half-written is left in the cache.
+    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
+        .map(|d| d.flatten().map(|e| e.file_name()).collect())
+        .unwrap_or_default();
+    assert!(leftovers.is_empty(), "{leftovers:?}");
+
+    // A compiler child over its memory limit is refused with the reason
+    // (16 MiB of address space is too little for any compile).
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "cache_dir = {}\n[engines.testsig]\ncomponent = {}\nlimits.compile_memory_mib = 16\n",
+            toml_path(&dir.path().join("cache2")),
+            toml_path(&component("testsig"))
+        ),
+    );
+    let o = cordon(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    assert!(stderr(&o).contains("compile_memory_mib"), "{}", stderr(&o));
+}

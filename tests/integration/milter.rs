@@ -502,10 +502,7 @@ async fn read_until_closed(s: &mut Box<dyn Duplex>) -> std::io::Result<usize> {
 async fn idle_and_slow_clients_are_closed_and_cannot_lock_others_out() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
-    let s = shared(&format!(
-        "milter.command_timeout_s = 1\n{}",
-        testsig("")
-    ));
+    let s = shared(&format!("milter.command_timeout_s = 1\n{}", testsig("")));
     let addr: ListenAddr = format!("unix:{}", dir.path().join("m.sock").display())
         .parse()
         .unwrap();
@@ -586,10 +583,7 @@ async fn too_many_headers_or_recipients_are_not_scanned_but_deferred() {
     let many: Vec<(String, String)> = (0..500)
         .map(|i| (format!("X-H{i}"), "v".to_string()))
         .collect();
-    let headers: Vec<(&str, &str)> = many
-        .iter()
-        .map(|(n, v)| (n.as_str(), v.as_str()))
-        .collect();
+    let headers: Vec<(&str, &str)> = many.iter().map(|(n, v)| (n.as_str(), v.as_str())).collect();
     let r = session(
         &s,
         &Mail {

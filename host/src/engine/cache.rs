@@ -9,11 +9,12 @@
 #![allow(unsafe_code)]
 
 use std::hash::{DefaultHasher, Hash, Hasher};
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use sha2::{Digest, Sha256};
 use wasmtime::component::Component;
+
+use super::compiler::{CompileBounds, Compiler};
 
 /// Compiles `bytes`, or loads the artifact a previous run compiled from the
 /// same bytes with a compatible host. `label` names the component in errors.
@@ -21,6 +22,8 @@ use wasmtime::component::Component;
 /// correctness.
 pub fn load_or_compile(
     engine: &wasmtime::Engine,
+    compiler: &Compiler,
+    bounds: CompileBounds,
     cache_dir: &Path,
     bytes: &[u8],
     label: &str,
@@ -41,15 +44,23 @@ pub fn load_or_compile(
             ),
         }
     }
-    let component = Component::new(engine, bytes)
-        .map_err(|e| anyhow::anyhow!("{label}: not a valid WebAssembly component: {e:#}"))?;
-    if let Err(e) = store(&component, &path) {
-        tracing::warn!(
-            cache = %cache_dir.display(),
-            "cannot write compiled-component cache: {e:#}"
-        );
+    std::fs::create_dir_all(cache_dir)
+        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", cache_dir.display()))?;
+    // Compiled into a private name, then renamed into place: a reader
+    // never sees half an artifact.
+    let tmp = temp_name(cache_dir);
+    compiler
+        .compile_to(engine, bytes, &tmp, label, bounds)
+        .map_err(|e| anyhow::anyhow!("{e}"))?;
+    if let Err(e) = std::fs::rename(&tmp, &path) {
+        let _ = std::fs::remove_file(&tmp);
+        anyhow::bail!("cannot move the artifact into {}: {e}", path.display());
     }
-    Ok(component)
+    // SAFETY: as above; the file was written just now by this wasmtime's
+    // compiler (here or in the child running this executable) under a
+    // name no other writer uses, then renamed into place.
+    unsafe { Component::deserialize_file(engine, &path) }
+        .map_err(|e| anyhow::anyhow!("{label}: cannot load the compiled component: {e:#}"))
 }
 
 /// Compiles a pre-initialised snapshot, which is never cached (no two
@@ -60,29 +71,25 @@ pub fn load_or_compile(
 /// the bytes of the compile are freed as soon as they are on disk.
 pub fn compile_mapped(
     engine: &wasmtime::Engine,
+    compiler: &Compiler,
+    bounds: CompileBounds,
     cache_dir: &Path,
     bytes: &[u8],
     label: &str,
 ) -> anyhow::Result<Component> {
-    let artifact = engine
-        .precompile_component(bytes)
-        .map_err(|e| anyhow::anyhow!("{label}: not a valid WebAssembly component: {e:#}"))?;
     let dir = cache_dir.join("generations");
     std::fs::create_dir_all(&dir)
         .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
-    let (path, mut file) = tempfile_in(&dir)
-        .map_err(|e| anyhow::anyhow!("cannot create a file in {}: {e}", dir.display()))?;
-    let written = file.write_all(&artifact).and_then(|()| file.flush());
-    drop(artifact);
-    drop(file);
-    if let Err(e) = written {
+    let path = temp_name(&dir);
+    if let Err(e) = compiler.compile_to(engine, bytes, &path, label, bounds) {
         let _ = std::fs::remove_file(&path);
-        anyhow::bail!("cannot write {}: {e}", path.display());
+        anyhow::bail!("{e}");
     }
     // SAFETY: `deserialize_file` runs native code from the file. The file
     // was created just now with `create_new` in the operator's cache
-    // directory, holding exactly what this wasmtime engine's
-    // `precompile_component` produced, and wasmtime re-checks its header.
+    // directory under a name no other writer uses, holding exactly what
+    // this wasmtime's compiler produced (here or in the child running this
+    // executable), and wasmtime re-checks its header.
     let component = unsafe { Component::deserialize_file(engine, &path) };
     // The mapping outlives the name.
     let _ = std::fs::remove_file(&path);
@@ -96,36 +103,14 @@ fn artifact_path(engine: &wasmtime::Engine, cache_dir: &Path, bytes: &[u8]) -> P
     cache_dir.join(format!("{}-{:016x}.cwasm", hex::encode(digest), h.finish()))
 }
 
-fn store(component: &Component, path: &Path) -> anyhow::Result<()> {
-    let dir = path.parent().expect("artifact path has a parent");
-    std::fs::create_dir_all(dir)?;
-    let serialized = component.serialize()?;
-    let mut tmp = tempfile_in(dir)?;
-    tmp.1.write_all(&serialized)?;
-    tmp.1.sync_all()?;
-    std::fs::rename(&tmp.0, path)?;
-    Ok(())
-}
-
-/// A new file in `dir` with a name no other writer uses.
-fn tempfile_in(dir: &Path) -> std::io::Result<(PathBuf, std::fs::File)> {
+/// A path in `dir` that no other writer uses (process id and a counter);
+/// the file is created by whoever writes it, with `create_new`.
+fn temp_name(dir: &Path) -> PathBuf {
     use std::sync::atomic::{AtomicU64, Ordering};
     static SEQ: AtomicU64 = AtomicU64::new(0);
-    loop {
-        let name = format!(
-            ".tmp-{}-{}",
-            std::process::id(),
-            SEQ.fetch_add(1, Ordering::Relaxed)
-        );
-        let p = dir.join(name);
-        match std::fs::OpenOptions::new()
-            .write(true)
-            .create_new(true)
-            .open(&p)
-        {
-            Ok(f) => return Ok((p, f)),
-            Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => continue,
-            Err(e) => return Err(e),
-        }
-    }
+    dir.join(format!(
+        ".tmp-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ))
 }

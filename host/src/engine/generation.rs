@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 use wasmtime::Store;
 
+use super::compiler::CompileBounds;
 use super::outcome::{EngineOutcome, FaultKind, check_verdict, classify, merge};
 use super::preinit::{self, PreinitError};
 use super::state::ScanState;
@@ -94,8 +95,19 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
     let label = spec.component.display().to_string();
     // Check the world on the original component first: its errors are the
     // ones a vendor can act on (which import or export is missing).
-    let original = super::cache::load_or_compile(&rt.engine, &rt.cache_dir, &bytes, &label)
-        .map_err(|e| invalid(format!("{e:#}")))?;
+    let bounds = CompileBounds {
+        timeout: spec.limits.compile_timeout,
+        max_memory_bytes: spec.limits.compile_memory_bytes,
+    };
+    let original = super::cache::load_or_compile(
+        &rt.engine,
+        &rt.compiler,
+        bounds,
+        &rt.cache_dir,
+        &bytes,
+        &label,
+    )
+    .map_err(|e| invalid(format!("{e:#}")))?;
     let _ = pre_for(rt, &original).map_err(invalid)?;
 
     let init_timeout = spec.limits.init_timeout;
@@ -111,6 +123,8 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         let job = preinit::Job {
             engine: rt.engine.clone(),
             linker: rt.linker.clone(),
+            compiler: rt.compiler.clone(),
+            bounds,
             cache_dir: rt.cache_dir.clone(),
             name: spec.name.clone(),
             bytes,
@@ -168,8 +182,15 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
     // seeds, for one), so no two are alike and caching them would only
     // fill the disk, one artifact per generation.
     let image_bytes = snapshot.len();
-    let component = super::cache::compile_mapped(&rt.engine, &rt.cache_dir, &snapshot, &label)
-        .map_err(|e| invalid(format!("pre-initialised snapshot: {e:#}")))?;
+    let component = super::cache::compile_mapped(
+        &rt.engine,
+        &rt.compiler,
+        bounds,
+        &rt.cache_dir,
+        &snapshot,
+        &label,
+    )
+    .map_err(|e| invalid(format!("pre-initialised snapshot: {e:#}")))?;
     drop(snapshot);
     let pre = pre_for(rt, &component).map_err(invalid)?;
 

@@ -8,6 +8,7 @@
 //! (copy-on-write from the compiled artifact) without running `init` again.
 
 mod cache;
+pub mod compiler;
 pub mod definitions;
 mod generation;
 pub mod outcome;
@@ -80,6 +81,7 @@ pub enum LoadError {
 pub struct Runtime {
     engine: wasmtime::Engine,
     linker: Linker<ScanState>,
+    compiler: compiler::Compiler,
     cache_dir: PathBuf,
     pool: Arc<Semaphore>,
     pool_instances: u32,
@@ -135,11 +137,8 @@ impl Runtime {
             .max_component_instance_size(1 << 20)
             .max_core_instance_size(1 << 20)
             .table_elements(100_000);
-        let mut cfg = wasmtime::Config::new();
-        cfg.wasm_component_model(true)
-            .epoch_interruption(true)
-            .parallel_compilation(true)
-            .allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
+        let mut cfg = wasmtime_config();
+        cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine = wasmtime::Engine::new(&cfg)
             .map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e:#}"))?;
         let mut linker = Linker::new(&engine);
@@ -156,6 +155,7 @@ impl Runtime {
         Ok(Self {
             engine,
             linker,
+            compiler: compiler::Compiler::detect(),
             cache_dir,
             pool: Arc::new(Semaphore::new(pool_instances as usize)),
             pool_instances,
@@ -173,6 +173,17 @@ impl Runtime {
     pub fn load(&self, spec: &EngineSpec, number: u64) -> Result<Generation, LoadError> {
         generation::load(self, spec, number)
     }
+}
+
+/// The wasmtime settings compiled code depends on, shared by the runtime
+/// and the compiler child (which needs no instance pool), so that what the
+/// child compiles the runtime can load.
+fn wasmtime_config() -> wasmtime::Config {
+    let mut cfg = wasmtime::Config::new();
+    cfg.wasm_component_model(true)
+        .epoch_interruption(true)
+        .parallel_compilation(true);
+    cfg
 }
 
 /// Advances the engine's epoch on its own thread, until the runtime is

@@ -35,6 +35,8 @@ pub(super) enum PreinitError {
 pub(super) struct Job {
     pub engine: wasmtime::Engine,
     pub linker: wasmtime::component::Linker<ScanState>,
+    pub compiler: super::compiler::Compiler,
+    pub bounds: super::compiler::CompileBounds,
     pub cache_dir: std::path::PathBuf,
     pub name: String,
     pub bytes: Vec<u8>,
@@ -58,6 +60,8 @@ fn snapshot(job: &Job) -> Result<Vec<u8>, PreinitError> {
     let Job {
         engine,
         linker,
+        compiler,
+        bounds,
         cache_dir,
         name: engine_name,
         bytes,
@@ -74,8 +78,9 @@ fn snapshot(job: &Job) -> Result<Vec<u8>, PreinitError> {
     let (cx, instrumented) = wizer
         .instrument_component(bytes)
         .map_err(|e| failed("cannot instrument the component", e))?;
-    let component = super::cache::load_or_compile(engine, cache_dir, &instrumented, label)
-        .map_err(|e| PreinitError::Failed(format!("instrumented component: {e:#}")))?;
+    let component =
+        super::cache::load_or_compile(engine, compiler, *bounds, cache_dir, &instrumented, label)
+            .map_err(|e| PreinitError::Failed(format!("instrumented component: {e:#}")))?;
 
     let state = ScanState::for_init(
         engine_name.as_str().into(),
