@@ -23,7 +23,7 @@ use crate::bindings::Outcome;
 use crate::cache::VerdictCache;
 use crate::config::{EngineSpec, Expect, ValidConfig};
 use crate::engine::{EngineOutcome, Generation, LoadError, Runtime};
-use crate::mime::{MimeLimits, decompose};
+use crate::mime::{MimeLimits, decompose, stack_bytes_for};
 use crate::scan::empty_envelope;
 use crate::stats::EngineStats;
 use crate::watch::{Fingerprint, fingerprint};
@@ -147,7 +147,16 @@ fn self_test(g: &Generation, spec: &EngineSpec, mime: &MimeLimits) -> Result<(),
             reason,
         };
         let outcome = if g.info.wants_parts {
-            let parts = decompose(&t.bytes, mime);
+            // The sample is a file like any mail: parsed on a stack sized
+            // for it, never this thread's.
+            let parts = std::thread::scope(|scope| {
+                std::thread::Builder::new()
+                    .stack_size(stack_bytes_for(t.bytes.len()))
+                    .spawn_scoped(scope, || decompose(&t.bytes, mime))
+                    .ok()
+                    .and_then(|h| h.join().ok())
+            })
+            .ok_or_else(|| fail("cannot decompose the sample".into()))?;
             g.scan_with_parts_blocking(&envelope, &t.bytes, &parts)
         } else {
             g.scan_blocking(&envelope, &t.bytes)

@@ -262,16 +262,91 @@ pub async fn judge(
     } else {
         scan_with_cache(&asked, message, mime, cache).await
     };
-    let decision = policy::decide(
-        policy,
-        &report.results,
-        &skipped,
-        Context {
-            envelope: &message.envelope,
-            header_names,
-            scan_id,
-            host,
-        },
-    );
+    // `decide` is linear in the verdicts, which are bounded, but a large
+    // one is still milliseconds of CPU: that runs on a blocking thread, not
+    // on an async worker that other sessions are waiting for.
+    let decision = if verdict_items(&report.results) <= INLINE_DECIDE_ITEMS {
+        policy::decide(
+            policy,
+            &report.results,
+            &skipped,
+            Context {
+                envelope: &message.envelope,
+                header_names,
+                scan_id,
+                host,
+            },
+        )
+    } else {
+        let (p, results, envelope) = (
+            policy.clone(),
+            report.results.clone(),
+            message.envelope.clone(),
+        );
+        let (names, id, mta_host) = (
+            header_names.to_vec(),
+            scan_id.to_string(),
+            host.map(str::to_string),
+        );
+        let skipped_all = skipped.clone();
+        let decided = tokio::task::spawn_blocking(move || {
+            policy::decide(
+                &p,
+                &results,
+                &skipped_all,
+                Context {
+                    envelope: &envelope,
+                    header_names: &names,
+                    scan_id: &id,
+                    host: mta_host.as_deref(),
+                },
+            )
+        })
+        .await;
+        match decided {
+            Ok(d) => d,
+            // The policy panicked (a bug): judge inline so that the message
+            // still gets a decision rather than none.
+            Err(_) => policy::decide(
+                policy,
+                &report.results,
+                &skipped,
+                Context {
+                    envelope: &message.envelope,
+                    header_names,
+                    scan_id,
+                    host,
+                },
+            ),
+        }
+    };
     Judged { report, decision }
+}
+
+/// Verdicts with at most this many items in all are judged on the calling
+/// task (microseconds); larger ones on a blocking thread.
+const INLINE_DECIDE_ITEMS: usize = 2048;
+
+/// Threats, rules, recipient verdicts with their rules, and headers in all
+/// of `results`: what `decide` walks.
+fn verdict_items(results: &[EngineResult]) -> usize {
+    results
+        .iter()
+        .map(|r| match &r.outcome {
+            EngineOutcome::Verdict(v) => {
+                let threats = match &v.outcome {
+                    crate::bindings::Outcome::Detected(t) => t.len(),
+                    _ => 0,
+                };
+                threats
+                    + v.rules.len()
+                    + v.headers.len()
+                    + v.recipients
+                        .iter()
+                        .map(|r| 1 + r.rules.len())
+                        .sum::<usize>()
+            }
+            EngineOutcome::Fault(_) => 1,
+        })
+        .sum()
 }

@@ -91,7 +91,7 @@ pub async fn run(registry: Arc<Registry>, interval: Duration, mut stop: watch::R
         })
         .await
         .unwrap_or_default();
-        pause = interval.max(started.elapsed() * PAUSE_PER_PASS);
+        pause = next_pause(interval, started.elapsed());
         pending.retain(|name, _| changed.iter().any(|(n, _)| n == name));
         for (name, fp) in changed {
             if pending.get(&name) != Some(&fp) {
@@ -118,3 +118,48 @@ pub async fn run(registry: Arc<Registry>, interval: Duration, mut stop: watch::R
 
 /// The pause after a pass is at least this many times what the pass took.
 const PAUSE_PER_PASS: u32 = 50;
+
+/// The pause before the next pass: the configured interval, or longer when
+/// a pass costs more than 1/[`PAUSE_PER_PASS`] of it.
+fn next_pause(interval: Duration, pass: Duration) -> Duration {
+    interval.max(pass.saturating_mul(PAUSE_PER_PASS))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn polling_backs_off_as_passes_grow() {
+        let second = Duration::from_secs(1);
+        // A cheap pass: the interval holds.
+        assert_eq!(next_pause(second, Duration::from_micros(200)), second);
+        // 100,000 files at ~7 us a stat: 0.7 s a pass, 35 s a pause, so
+        // polling stays near 2% of a core.
+        let pause = next_pause(second, Duration::from_millis(700));
+        assert_eq!(pause, Duration::from_secs(35));
+        assert!(Duration::from_millis(700).as_secs_f64() / pause.as_secs_f64() <= 0.02);
+    }
+
+    #[test]
+    fn fingerprints_see_every_definitions_file() {
+        let dir = tempfile::tempdir().unwrap();
+        for i in 0..3 {
+            std::fs::write(dir.path().join(format!("{i}.ndb")), b"x").unwrap();
+        }
+        let spec = crate::config::EngineSpec {
+            name: "e".into(),
+            component: dir.path().join("missing.wasm"),
+            enabled: true,
+            definitions: Some(dir.path().to_path_buf()),
+            settings: Default::default(),
+            limits: Default::default(),
+            self_test: vec![],
+            cache: true,
+        };
+        let before = fingerprint(&spec);
+        assert_eq!(before.0.len(), 1 + 1 + 3);
+        std::fs::write(dir.path().join("1.ndb"), b"xy").unwrap();
+        assert_ne!(fingerprint(&spec), before);
+    }
+}
