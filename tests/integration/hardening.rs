@@ -345,6 +345,24 @@ fn a_huge_mime_boundary_makes_the_message_unscannable_at_once() {
     let d = cordon::mime::decompose(continued.as_bytes(), &Default::default());
     assert!(d.exceeded.is_some(), "RFC 2231 pieces add up");
 
+    // A boundary folded over many lines adds up.
+    let mut folded = String::from("Subject: f\r\nContent-Type: multipart/mixed; boundary=\"");
+    for _ in 0..50 {
+        folded.push_str("abcdefghij\r\n ");
+    }
+    folded.push_str("\"\r\n\r\nx\r\n");
+    let d = cordon::mime::decompose(folded.as_bytes(), &Default::default());
+    assert!(d.exceeded.is_some(), "folded pieces add up");
+
+    // `boundary=` outside a Content-Type header (a long URL in a text
+    // body) is not a boundary.
+    let url = format!(
+        "Subject: u\r\nContent-Type: text/plain\r\n\r\nsee https://example.org/x?boundary={}\r\n",
+        "a".repeat(1000)
+    );
+    let d = cordon::mime::decompose(url.as_bytes(), &Default::default());
+    assert_eq!(d.exceeded, None);
+
     // An ordinary boundary is untouched.
     let ok = "Subject: b\r\nContent-Type: multipart/mixed; boundary=\"----=_Part_1234_5678.1700000000000\"\r\n\r\n------=_Part_1234_5678.1700000000000\r\nContent-Type: text/plain\r\n\r\nhi\r\n------=_Part_1234_5678.1700000000000--\r\n";
     let d = cordon::mime::decompose(ok.as_bytes(), &Default::default());

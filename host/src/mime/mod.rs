@@ -8,18 +8,24 @@
 //! and converted to UTF-8.
 //!
 //! Limits bound the work: parts, nesting depth, decoded bytes, boundary
-//! length and time. Going past one stops decomposition and is reported in
-//! [`Decomposed::exceeded`]; the scan turns it into an
-//! `unscannable(limits-exceeded)` outcome for the engines that asked for
-//! parts, never a silent pass.
+//! length, multipart and message parts declared, and time. Going past one
+//! stops decomposition and is reported in [`Decomposed::exceeded`]; the
+//! scan turns it into an `unscannable(limits-exceeded)` outcome for the
+//! engines that asked for parts, never a silent pass.
 //!
 //! Mail controls the shape of the tree, so nothing here recurses on it: the
 //! walk keeps its own stack, and the parsed tree of nested messages is taken
-//! apart level by level before it is dropped. mail-parser itself recurses
-//! into a base64-encoded embedded message (at most three times) and over
-//! the tree inside it, so [`decompose_bounded`] runs it on a thread whose
-//! stack is sized for the deepest tree the message's bytes can hold, under a
-//! process-wide concurrency limit and a wall-clock bound.
+//! apart level by level before it is dropped. What would make mail-parser
+//! worse than linear is checked or changed before it parses (see
+//! `prepare`): an embedded message sent encoded is decoded and parsed
+//! here, one level at a time. As a second line of defence
+//! [`decompose_bounded`] runs the parser on a thread whose stack is sized
+//! for the message, under a process-wide concurrency limit and a
+//! wall-clock bound.
+
+mod prepare;
+
+pub use prepare::MAX_CONTAINERS;
 
 use std::sync::{Arc, LazyLock};
 use std::time::Duration;
@@ -128,20 +134,52 @@ impl Walker<'_> {
         true
     }
 
+    /// Parses `raw` (a message, or an embedded one decoded) at `depth` and
+    /// walks it; false when a limit stops the walk. Embedded messages that
+    /// were sent encoded come back here, one level deeper each time; the
+    /// depth limit bounds how often.
+    fn walk_bytes(&mut self, raw: &[u8], depth: u32) -> bool {
+        if depth > self.limits.max_depth {
+            self.out.exceeded = Some(format!(
+                "nesting deeper than {} (max_depth)",
+                self.limits.max_depth
+            ));
+            return false;
+        }
+        if let Some(why) = prepare::precheck(raw) {
+            self.out.exceeded = Some(why);
+            return false;
+        }
+        let marked = prepare::neutralize_encoded_messages(raw);
+        let bytes = marked.as_deref().unwrap_or(raw);
+        match MessageParser::default().parse(bytes) {
+            Some(msg) => {
+                let ok = self.walk(&msg, depth);
+                drop_flat(msg);
+                ok
+            }
+            // Not parseable as a message at all: the whole input is one
+            // part, so engines still see its bytes.
+            None => self.push(depth, "application/octet-stream".into(), None, raw),
+        }
+    }
+
     /// Walks `msg` depth first with an explicit stack, so that the
     /// message's nesting never becomes the host's recursion.
-    fn walk(&mut self, root: &mail_parser::Message<'_>) {
+    fn walk(&mut self, root: &mail_parser::Message<'_>, base_depth: u32) -> bool {
         enum Work<'a, 'x> {
-            Part(&'a mail_parser::Message<'x>, u32, u32),
+            /// A part: its message, id, depth, and whether its parent is a
+            /// `multipart/digest` (where untyped parts are messages).
+            Part(&'a mail_parser::Message<'x>, u32, u32, bool),
             Epilogue(&'a [u8], u32),
         }
-        let mut stack = vec![Work::Part(root, 0, 0)];
+        let mut stack = vec![Work::Part(root, 0, base_depth, false)];
         while let Some(work) = stack.pop() {
-            let (msg, id, depth) = match work {
-                Work::Part(msg, id, depth) => (msg, id, depth),
+            let (msg, id, depth, in_digest) = match work {
+                Work::Part(msg, id, depth, in_digest) => (msg, id, depth, in_digest),
                 Work::Epilogue(text, depth) => {
                     if !self.push(depth, "text/plain".into(), None, text) {
-                        return;
+                        return false;
                     }
                     continue;
                 }
@@ -151,7 +189,7 @@ impl Walker<'_> {
                     "nesting deeper than {} (max_depth)",
                     self.limits.max_depth
                 ));
-                return;
+                return false;
             }
             let Some(part) = msg.part(id) else {
                 continue;
@@ -164,21 +202,38 @@ impl Walker<'_> {
                     if let Some(text) = epilogue(msg, part) {
                         stack.push(Work::Epilogue(text, depth + 1));
                     }
+                    let digest = part
+                        .content_type()
+                        .and_then(|ct| ct.subtype())
+                        .is_some_and(|sub| sub.eq_ignore_ascii_case("digest"));
                     for &child in children.iter().rev() {
-                        stack.push(Work::Part(msg, child, depth + 1));
+                        stack.push(Work::Part(msg, child, depth + 1, digest));
                     }
                     true
                 }
+                // An embedded message sent encoded: decoded here, parsed
+                // and walked one level down (see `prepare`).
+                PartType::Message(_) if marked_encoding(part).is_some() => {
+                    let decoded = decode_marked(msg, part);
+                    self.walk_bytes(&decoded, depth + 1)
+                }
                 PartType::Message(inner) => {
-                    stack.push(Work::Part(inner, 0, depth + 1));
+                    stack.push(Work::Part(inner, 0, depth + 1, false));
                     true
+                }
+                // Marked, but mail-parser found no message in the encoded
+                // text (it usually does not): still an embedded message.
+                _ if marked_encoding(part).is_some() && is_message_part(part, in_digest) => {
+                    let decoded = decode_marked(msg, part);
+                    self.walk_bytes(&decoded, depth + 1)
                 }
                 _ => self.leaf(msg, part, depth),
             };
             if !ok {
-                return;
+                return false;
             }
         }
+        true
     }
 
     /// Adds a leaf part (and what is embedded in it); false when a limit
@@ -198,6 +253,15 @@ impl Walker<'_> {
             .unwrap_or_else(|| "text/plain".into())
             .to_ascii_lowercase();
         let name = part.attachment_name().map(str::to_string);
+        if marked_encoding(part).is_some() {
+            // Renamed in `prepare` but not an embedded message after all:
+            // decoded here instead of by mail-parser.
+            let decoded = decode_marked(msg, part);
+            if !self.push(depth, content_type, name, &decoded) {
+                return false;
+            }
+            return self.embedded(depth, &decoded);
+        }
         match &part.body {
             PartType::Text(text) | PartType::Html(text) => {
                 let lenient = lenient_body(msg, part);
@@ -257,6 +321,42 @@ impl Walker<'_> {
             }
         }
         true
+    }
+}
+
+/// Whether mail-parser would take `part` for an embedded message.
+fn is_message_part(part: &mail_parser::MessagePart<'_>, in_digest: bool) -> bool {
+    match part.content_type() {
+        Some(ct) => {
+            ct.ctype().eq_ignore_ascii_case("message")
+                && ct.subtype().is_some_and(|s| {
+                    s.eq_ignore_ascii_case("rfc822") || s.eq_ignore_ascii_case("global")
+                })
+        }
+        None => in_digest,
+    }
+}
+
+/// The transfer encoding `prepare` renamed on this part, if it did.
+fn marked_encoding(part: &mail_parser::MessagePart<'_>) -> Option<&'static str> {
+    let cte = part.content_transfer_encoding()?.trim();
+    [prepare::BASE64_MARK, prepare::QP_MARK]
+        .into_iter()
+        .find(|m| cte.eq_ignore_ascii_case(m))
+}
+
+/// A marked part's body from the message bytes, decoded.
+fn decode_marked(msg: &mail_parser::Message<'_>, part: &mail_parser::MessagePart<'_>) -> Vec<u8> {
+    let raw = msg.raw_message();
+    let start = (part.offset_body as usize).min(raw.len());
+    let end = match part.offset_end as usize {
+        e if e > start && e <= raw.len() => e,
+        _ => raw.len(),
+    };
+    let body = &raw[start..end];
+    match marked_encoding(part) {
+        Some(prepare::QP_MARK) => prepare::quoted_printable(body),
+        _ => base64_lenient(body),
     }
 }
 
@@ -324,86 +424,16 @@ pub fn base64_lenient(text: &[u8]) -> Vec<u8> {
 }
 
 /// Decomposes `raw` into decoded leaf parts within `limits`, on the calling
-/// thread. Its stack must hold what mail-parser recurses on: use
-/// [`decompose_bounded`] for anything that comes from outside, or a thread
-/// with [`stack_bytes_for`] of stack.
+/// thread: use [`decompose_bounded`] for anything that comes from outside,
+/// or a thread with [`stack_bytes_for`] of stack.
 pub fn decompose(raw: &[u8], limits: &MimeLimits) -> Decomposed {
     let mut w = Walker {
         limits,
         out: Decomposed::default(),
         decoded: 0,
     };
-    if let Some(why) = precheck(raw) {
-        w.out.exceeded = Some(why);
-        return w.out;
-    }
-    match MessageParser::default().parse(raw) {
-        Some(msg) => {
-            w.walk(&msg);
-            drop_flat(msg);
-        }
-        // Not parseable as a message at all: the whole input is one part, so
-        // engines still see its bytes.
-        None => {
-            w.push(0, "application/octet-stream".into(), None, raw);
-        }
-    }
+    w.walk_bytes(raw, 0);
     w.out
-}
-
-/// Checks, in one linear pass before parsing, what would make the parser's
-/// work worse than linear: a MIME boundary parameter (or RFC 2231 piece of
-/// one) longer than [`MAX_BOUNDARY_BYTES`].
-fn precheck(raw: &[u8]) -> Option<String> {
-    let finder = memchr::memmem::Finder::new(b"oundary");
-    let mut total_pieces = 0usize;
-    for at in finder.find_iter(raw) {
-        if at == 0 || !raw[at - 1].eq_ignore_ascii_case(&b'b') {
-            continue;
-        }
-        let mut i = at + 7;
-        // RFC 2231 continuations: boundary*0=, boundary*1*=.
-        let continued = raw.get(i) == Some(&b'*');
-        while i < raw.len() && (raw[i] == b'*' || raw[i].is_ascii_digit()) {
-            i += 1;
-        }
-        while i < raw.len() && matches!(raw[i], b' ' | b'\t') {
-            i += 1;
-        }
-        if raw.get(i) != Some(&b'=') {
-            continue;
-        }
-        i += 1;
-        while i < raw.len() && matches!(raw[i], b' ' | b'\t') {
-            i += 1;
-        }
-        let quoted = raw.get(i) == Some(&b'"');
-        if quoted {
-            i += 1;
-        }
-        let start = i;
-        while i < raw.len()
-            && i - start <= MAX_BOUNDARY_BYTES
-            && !matches!(raw[i], b'\r' | b'\n')
-            && if quoted {
-                raw[i] != b'"'
-            } else {
-                !matches!(raw[i], b';' | b' ' | b'\t')
-            }
-        {
-            i += 1;
-        }
-        let len = i - start;
-        if continued {
-            total_pieces += len;
-        }
-        if len > MAX_BOUNDARY_BYTES || total_pieces > MAX_BOUNDARY_BYTES {
-            return Some(format!(
-                "a MIME boundary longer than {MAX_BOUNDARY_BYTES} bytes"
-            ));
-        }
-    }
-    None
 }
 
 /// Drops a parsed message level by level: dropping the tree as it is would
@@ -422,14 +452,16 @@ fn drop_flat(msg: mail_parser::Message<'_>) {
     }
 }
 
-/// Stack that [`decompose`] may need for `len` bytes of mail. mail-parser
-/// recurses over the tree of a base64-encoded embedded message when it
-/// makes it owned; each level takes at least 30 bytes of mail
-/// (`Content-Type:message/rfc822` and a blank line) and well under
-/// 512 bytes of stack.
+/// Stack for [`decompose`] on `len` bytes of mail. The walk's own
+/// recursion (one frame per encoded embedded message) stops at
+/// `max_depth`; the rest is a reserve in case mail-parser ever takes its
+/// recursive path for embedded messages (see `prepare`): each level
+/// takes at least 30 bytes of mail and well under 512 bytes of stack. The
+/// reserve is address space, touched only if used.
 pub fn stack_bytes_for(len: usize) -> usize {
-    const BASE: usize = 8 << 20;
-    BASE.saturating_add((len / 30).saturating_mul(512))
+    const BASE: usize = 16 << 20;
+    const MAX_RESERVE: usize = 1 << 30;
+    BASE + (len / 30).saturating_mul(512).min(MAX_RESERVE)
 }
 
 /// Decompositions running at once in this process: one per core, so
