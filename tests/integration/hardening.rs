@@ -721,3 +721,37 @@ fn a_compile_past_its_bound_is_refused_and_the_child_is_gone() {
     assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
     assert!(stderr(&o).contains("compile_memory_mib"), "{}", stderr(&o));
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn part_verdicts_are_refused_as_soon_as_their_merge_is_over_the_bounds() {
+    let reg = with_hostile("part-rules", "limits.max_rules = 10000");
+    let mut raw = String::from(
+        "Subject: parts\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"p\"\r\n\r\n",
+    );
+    for i in 0..20 {
+        raw.push_str(&format!(
+            "--p\r\nContent-Type: text/plain\r\n\r\npart {i}\r\n"
+        ));
+    }
+    raw.push_str("--p--\r\n");
+    let report = scan_message(
+        &reg.enabled(),
+        &Message::from_bytes(raw.into_bytes()),
+        &Default::default(),
+    )
+    .await;
+    let (kind, detail) = hostile_fault(&report.results);
+    assert_eq!(kind, FaultKind::BadOutput, "{detail}");
+    // Refused at the merge that crossed the bound, not after all twenty.
+    assert!(
+        detail.contains("merged up to part") && detail.contains("max_verdict_bytes"),
+        "{detail}"
+    );
+    let part: u32 = detail
+        .split("merged up to part ")
+        .nth(1)
+        .and_then(|r| r.split(':').next())
+        .and_then(|n| n.parse().ok())
+        .expect("the part is named");
+    assert!(part < 10, "merged up to part {part}");
+}

@@ -23,6 +23,7 @@
 //! | `forge`    | names a threat with line breaks, ESC and NUL in it            |
 //! | `many-threats` | names 64 threats of 1,000 bytes each                      |
 //! | `big-info` | `definitions_version` is 32 MiB                                |
+//! | `part-rules` | each part's verdict has 300 rules of 1 KB: within the bounds alone, over them merged |
 
 #[cfg(target_family = "wasm")]
 mod component {
@@ -30,7 +31,7 @@ mod component {
     use std::time::{Duration, Instant};
 
     use cordon_engine_sdk::{
-        Engine, Envelope, Settings, Threat, ThreatKind, Verdict, export_engine,
+        Engine, Envelope, PartInfo, Settings, Threat, ThreatKind, Verdict, export_engine,
     };
 
     struct Hostile {
@@ -113,6 +114,23 @@ mod component {
         const NAME: &'static str = "hostile";
         const VENDOR: &'static str = "cordon tests";
         const VERSION: &'static str = "0";
+        // Parts too, so that part verdicts can misbehave (`part-rules`);
+        // every other mode answers parts clean.
+        const WANTS_PARTS: bool = true;
+
+        fn scan_part(&self, _envelope: &Envelope, part: &PartInfo, _content: &[u8]) -> Verdict {
+            if self.mode != "part-rules" {
+                return Verdict::clean();
+            }
+            // Each part's verdict is within the bounds (about 300 KB); ten
+            // merged are not.
+            Verdict {
+                rules: (0..300)
+                    .map(|i| format!("{}-{i}-{}", part.index, "r".repeat(990)))
+                    .collect(),
+                ..Verdict::clean()
+            }
+        }
 
         fn init(settings: &Settings) -> Result<Self, String> {
             let mode = settings.get("mode").cloned().unwrap_or_default();
