@@ -303,22 +303,9 @@ pub async fn judge(
             )
         })
         .await;
-        match decided {
-            Ok(d) => d,
-            // The policy panicked (a bug): judge inline so that the message
-            // still gets a decision rather than none.
-            Err(_) => policy::decide(
-                policy,
-                &report.results,
-                &skipped,
-                Context {
-                    envelope: &message.envelope,
-                    header_names,
-                    scan_id,
-                    host,
-                },
-            ),
-        }
+        // A panic in `decide` is a bug: it goes on as if it had happened
+        // here (the session ends and the MTA applies its default action).
+        decided.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
     };
     Judged { report, decision }
 }

@@ -77,3 +77,36 @@ pub fn message(subject: &str, body: &str) -> Vec<u8> {
     format!("From: a@example.org\r\nTo: b@example.com\r\nSubject: {subject}\r\n\r\n{body}\r\n")
         .into_bytes()
 }
+
+/// A registry loaded from config text (`cache_dir` included by the caller).
+pub fn registry_from_toml(text: &str) -> cordon::registry::Registry {
+    let path = Path::new("test.toml");
+    let config = cordon::config::Config::parse(text, path)
+        .and_then(|c| c.validate(path))
+        .unwrap_or_else(|e| panic!("{e}"));
+    cordon::registry::Registry::load(&config).unwrap_or_else(|e| panic!("{e:#}"))
+}
+
+/// `cordon scan --no-summary` of a small clean message with the hostile
+/// engine in `mode` as the only engine, logging at `log`.
+pub fn scan_with_hostile_cli(mode: &str, log: &str) -> Output {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "cache_dir = {}\n[engines.hostile]\ncomponent = {}\nsettings.mode = \"{mode}\"\n",
+            toml_path(&cache_dir()),
+            toml_path(&component("hostile"))
+        ),
+    );
+    let mail = dir.path().join("m.eml");
+    std::fs::write(&mail, message(mode, "hello")).expect("writing the message");
+    Command::new(env!("CARGO_BIN_EXE_cordon"))
+        .args(["scan", "--no-summary", "--config"])
+        .arg(&cfg)
+        .arg(&mail)
+        .current_dir(root())
+        .env("CORDON_LOG", log)
+        .output()
+        .expect("running cordon")
+}

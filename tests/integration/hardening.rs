@@ -32,11 +32,7 @@ fn registry(extra: &str) -> Registry {
 }
 
 fn load(text: &str) -> Registry {
-    let path = Path::new("hardening-test.toml");
-    let config = Config::parse(text, path)
-        .and_then(|c| c.validate(path))
-        .unwrap_or_else(|e| panic!("{e}"));
-    Registry::load(&config).unwrap_or_else(|e| panic!("{e:#}"))
+    registry_from_toml(text)
 }
 
 /// Scans `raw`; returns clamsig's result.
@@ -532,23 +528,7 @@ fn a_component_that_is_not_a_regular_file_or_too_big_is_refused() {
 #[tokio::test(flavor = "multi_thread")]
 async fn a_flood_of_engine_log_lines_is_capped_and_escaped() {
     for mode in ["log-flood", "stdout-flood"] {
-        let dir = tempfile::tempdir().unwrap();
-        let cfg = write_config(
-            dir.path(),
-            &format!(
-                "cache_dir = {}\n[engines.hostile]\ncomponent = {}\nsettings.mode = \"{mode}\"\n",
-                toml_path(&cache_dir()),
-                toml_path(&component("hostile"))
-            ),
-        );
-        let mail = dir.path().join("m.eml");
-        std::fs::write(&mail, message("flood", "hello")).unwrap();
-        let o = std::process::Command::new(env!("CARGO_BIN_EXE_cordon"))
-            .args(["scan", "--config", cfg.to_str().unwrap(), "--no-summary"])
-            .arg(&mail)
-            .env("CORDON_LOG", "info")
-            .output()
-            .unwrap();
+        let o = scan_with_hostile_cli(mode, "info");
         let err = stderr(&o);
         let lines = err.lines().filter(|l| l.contains("engine=hostile")).count();
         assert!(
@@ -567,24 +547,7 @@ async fn a_flood_of_engine_log_lines_is_capped_and_escaped() {
 
 #[test]
 fn engine_text_cannot_forge_scan_output_lines() {
-    let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "cache_dir = {}\n[engines.hostile]\ncomponent = {}\nsettings.mode = \"forge\"\n",
-            toml_path(&cache_dir()),
-            toml_path(&component("hostile"))
-        ),
-    );
-    let mail = dir.path().join("m.eml");
-    std::fs::write(&mail, message("forge", "hello")).unwrap();
-    let o = cordon(&[
-        "scan",
-        "--config",
-        cfg.to_str().unwrap(),
-        "--no-summary",
-        mail.to_str().unwrap(),
-    ]);
+    let o = scan_with_hostile_cli("forge", "warn");
     let out = stdout(&o);
     assert_eq!(out.lines().count(), 1, "{out:?}");
     assert!(

@@ -26,11 +26,7 @@ fn registry(mode: &str, limits: &str) -> Registry {
         testsig = toml_path(&component("testsig")),
         hostile = toml_path(&component("hostile")),
     );
-    let path = Path::new("hostile-test.toml");
-    let config = Config::parse(&text, path)
-        .and_then(|c| c.validate(path))
-        .unwrap_or_else(|e| panic!("{e}"));
-    Registry::load(&config).unwrap_or_else(|e| panic!("{e:#}"))
+    registry_from_toml(&text)
 }
 
 /// Scans a message with EICAR twice; returns (testsig, hostile) results of
