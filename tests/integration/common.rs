@@ -110,3 +110,15 @@ pub fn scan_with_hostile_cli(mode: &str, log: &str) -> Output {
         .output()
         .expect("running cordon")
 }
+
+/// The error of loading a registry from config text that must not load.
+pub fn registry_load_error(text: &str) -> String {
+    let path = Path::new("test.toml");
+    let config = cordon::config::Config::parse(text, path)
+        .and_then(|c| c.validate(path))
+        .unwrap_or_else(|e| panic!("{e}"));
+    match cordon::registry::Registry::load(&config) {
+        Ok(_) => panic!("loaded, but it must be refused:\n{text}"),
+        Err(e) => format!("{e:#}"),
+    }
+}

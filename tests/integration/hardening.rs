@@ -459,12 +459,7 @@ fn init_that_sleeps_is_refused_at_init_timeout() {
         toml_path(&cache_dir()),
         toml_path(&component("hostile")),
     );
-    let path = Path::new("init-sleep.toml");
-    let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
-    let err = match Registry::load(&config) {
-        Ok(_) => panic!("a sleeping init was accepted"),
-        Err(e) => format!("{e:#}"),
-    };
+    let err = registry_load_error(&text);
     assert!(
         err.contains("hostile") && (err.contains("timeout") || err.contains("init_timeout_ms")),
         "{err}"
@@ -489,12 +484,7 @@ fn definitions_with_a_fifo_are_refused_naming_it() {
         toml_path(&component("hostile")),
         toml_path(dir.path()),
     );
-    let path = Path::new("fifo.toml");
-    let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
-    let err = match Registry::load(&config) {
-        Ok(_) => panic!("a FIFO in definitions was accepted"),
-        Err(e) => format!("{e:#}"),
-    };
+    let err = registry_load_error(&text);
     assert!(err.contains("stall.fifo"), "{err}");
 }
 
@@ -646,20 +636,24 @@ async fn info_strings_are_bounded_or_the_load_is_refused() {
 
 #[test]
 fn a_compile_past_its_bound_is_refused_and_the_child_is_gone() {
-    // A fresh cache: nothing compiled yet. 1 ms is less than any compile
-    // takes, so the bound is what ends it.
+    // `cordon check-config` on testsig with `limit`, in a fresh cache:
+    // nothing compiled yet, so the compile is what meets the bound.
     let dir = tempfile::tempdir().unwrap();
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "cache_dir = {}\n[engines.testsig]\ncomponent = {}\nlimits.compile_timeout_ms = 1\n",
-            toml_path(&dir.path().join("cache")),
-            toml_path(&component("testsig"))
-        ),
-    );
-    let o = cordon(&["check-config", "--config", cfg.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    let err = stderr(&o);
+    let refused = |limit: &str, cache: &str| {
+        let cfg = write_config(
+            dir.path(),
+            &format!(
+                "cache_dir = {}\n[engines.testsig]\ncomponent = {}\nlimits.{limit}\n",
+                toml_path(&dir.path().join(cache)),
+                toml_path(&component("testsig"))
+            ),
+        );
+        let o = cordon(&["check-config", "--config", cfg.to_str().unwrap()]);
+        assert_eq!(o.status.code(), Some(2), "{limit}: {}", stderr(&o));
+        stderr(&o)
+    };
+    // 1 ms is less than any compile takes.
+    let err = refused("compile_timeout_ms = 1", "cache");
     assert!(
         err.contains("compile_timeout_ms") && err.contains("testsig.wasm"),
         "{err}"
@@ -669,20 +663,9 @@ fn a_compile_past_its_bound_is_refused_and_the_child_is_gone() {
         .map(|d| d.flatten().map(|e| e.file_name()).collect())
         .unwrap_or_default();
     assert!(leftovers.is_empty(), "{leftovers:?}");
-
-    // A compiler child over its memory limit is refused with the reason
-    // (16 MiB of address space is too little for any compile).
-    let cfg = write_config(
-        dir.path(),
-        &format!(
-            "cache_dir = {}\n[engines.testsig]\ncomponent = {}\nlimits.compile_memory_mib = 16\n",
-            toml_path(&dir.path().join("cache2")),
-            toml_path(&component("testsig"))
-        ),
-    );
-    let o = cordon(&["check-config", "--config", cfg.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
-    assert!(stderr(&o).contains("compile_memory_mib"), "{}", stderr(&o));
+    // 16 MiB of address space is too little for any compile.
+    let err = refused("compile_memory_mib = 16", "cache2");
+    assert!(err.contains("compile_memory_mib"), "{err}");
 }
 
 #[tokio::test(flavor = "multi_thread")]

@@ -174,12 +174,7 @@ fn engine_refusing_its_settings_fails_to_load_with_its_reason() {
         toml_path(&cache_dir()),
         toml_path(&component("hostile")),
     );
-    let path = Path::new("bad-init.toml");
-    let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
-    let err = match Registry::load(&config) {
-        Ok(_) => panic!("bad-init loaded"),
-        Err(e) => format!("{e:#}"),
-    };
+    let err = registry_load_error(&text);
     assert!(err.contains("engine bad"), "{err}");
     assert!(err.contains("hostile.wasm"), "{err}");
     assert!(err.contains("bad-init refuses to start"), "{err}");
