@@ -71,6 +71,8 @@ pub struct Daemon {
     /// The process.
     pub child: Child,
     log: Arc<Mutex<Vec<String>>>,
+    /// The thread reading stderr; it ends when the pipe does.
+    reader: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Daemon {
@@ -86,7 +88,7 @@ impl Daemon {
         let (ready_tx, ready_rx) = mpsc::channel();
         let stderr = child.stderr.take().expect("piped stderr");
         let sink = log.clone();
-        std::thread::spawn(move || {
+        let reader = std::thread::spawn(move || {
             for line in BufReader::new(stderr).lines().map_while(Result::ok) {
                 if line.contains(ready) {
                     let _ = ready_tx.send(());
@@ -101,7 +103,11 @@ impl Daemon {
                 log.lock().unwrap().join("\n")
             );
         }
-        Daemon { child, log }
+        Daemon {
+            child,
+            log,
+            reader: Some(reader),
+        }
     }
 
     /// Spawns `cmd` and waits until `socket` accepts a connection.
@@ -125,6 +131,7 @@ impl Daemon {
         Daemon {
             child,
             log: Arc::default(),
+            reader: None,
         }
     }
 
@@ -178,12 +185,17 @@ impl Daemon {
         (n(11) + n(12)) / ticks
     }
 
-    /// SIGTERM, then its exit status and log.
+    /// SIGTERM, then its exit status and its whole log: the reader is
+    /// joined, so the lines still in the pipe when the process exited are
+    /// in it too.
     pub fn stop(mut self) -> (std::process::ExitStatus, String) {
         run(Command::new("kill")
             .arg("-TERM")
             .arg(self.child.id().to_string()));
         let status = self.child.wait().expect("waiting for the daemon");
+        if let Some(reader) = self.reader.take() {
+            let _ = reader.join();
+        }
         (status, self.log())
     }
 }

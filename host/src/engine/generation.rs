@@ -448,6 +448,7 @@ impl Generation {
         );
         store.limiter(|s| &mut s.limiter);
         store.set_hostcall_fuel(hostcall_fuel(&self.limits));
+        store.set_max_component_handles(super::state::MAX_COMPONENT_HANDLES);
         store.data_mut().deadline = Instant::now() + self.limits.timeout;
         store.set_epoch_deadline(deadline_ticks(self.limits.timeout));
         store.epoch_deadline_trap();

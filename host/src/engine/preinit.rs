@@ -91,6 +91,7 @@ fn snapshot(job: &Job) -> Result<Vec<u8>, PreinitError> {
     let mut store = Store::new(engine, state);
     store.limiter(|s| &mut s.limiter);
     store.set_hostcall_fuel(super::generation::hostcall_fuel(limits));
+    store.set_max_component_handles(super::state::MAX_COMPONENT_HANDLES);
     store.data_mut().deadline = std::time::Instant::now() + init_timeout;
     store.set_epoch_deadline(deadline_ticks(init_timeout));
     store.epoch_deadline_trap();

@@ -30,6 +30,14 @@ pub const DEFINITIONS_GUEST_PATH: &str = "/definitions";
 
 /// Bytes of guest stdout/stderr kept per scan; the rest is dropped.
 const OUTPUT_CAPTURE_BYTES: usize = 16 * 1024;
+/// Host-side resources (WASI streams, pollables) one instance may hold at
+/// once: an engine needs a handful, and each one is host memory.
+pub const MAX_HOST_RESOURCES: usize = 10_000;
+
+/// Component-model handles (the guest's own resources, kept in host-side
+/// tables) one store may hold at once.
+pub const MAX_COMPONENT_HANDLES: usize = 10_000;
+
 /// `log` calls honoured per scan; the rest are counted and dropped.
 const LOG_LINES_PER_SCAN: u32 = 100;
 /// Bytes of one `log` line kept.
@@ -109,10 +117,12 @@ impl ScanState {
             .allow_udp(false)
             .socket_addr_check(|_, _| Box::pin(async { false }))
             .build();
+        let mut table = ResourceTable::new();
+        table.set_max_capacity(MAX_HOST_RESOURCES);
         Self {
             engine,
             wasi,
-            table: ResourceTable::new(),
+            table,
             stdout,
             stderr,
             log_lines: Default::default(),
@@ -301,6 +311,17 @@ mod tests {
         assert!(l.memory_growing(32 << 20, 48 << 20, None).unwrap());
         assert!(l.memory_growing(0, 16 << 20, None).unwrap());
         assert!(!l.memory_growing(16 << 20, 17 << 20, None).unwrap());
+    }
+
+    #[test]
+    fn host_resources_are_capped() {
+        let mut s = ScanState::new("t".into(), 1 << 20);
+        let table = s.table();
+        assert_eq!(table.max_capacity(), MAX_HOST_RESOURCES);
+        for i in 0..MAX_HOST_RESOURCES {
+            assert!(table.push(i).is_ok(), "resource {i}");
+        }
+        assert!(table.push(0usize).is_err(), "one past the cap");
     }
 
     #[test]
