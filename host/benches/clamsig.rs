@@ -30,10 +30,11 @@ mod bench;
 mod sigs;
 
 use bench::{corpus_dir, root, rss_kib};
+use cordon::bindings::empty_envelope;
 use cordon::config::Config;
 use cordon::mime::{MimeLimits, decompose};
 use cordon::registry::Registry;
-use cordon::scan::{Message, empty_envelope, scan_message};
+use cordon::scan::{Message, scan_message};
 use futures_util::StreamExt;
 use sigs::write_db;
 
@@ -227,11 +228,11 @@ fn main() {
         // The first load compiles the snapshot into the cache; the second is
         // what a restart or a reload of the same definitions costs.
         let t = Instant::now();
-        let first = Registry::load(&config).unwrap();
+        let first = Registry::load(&config.registry).unwrap();
         let first_load = t.elapsed();
         drop(first);
         let t = Instant::now();
-        let registry = Registry::load(&config).unwrap();
+        let registry = Registry::load(&config.registry).unwrap();
         let load = t.elapsed();
         let rss_loaded = rss_kib(std::process::id());
         let engines = registry.enabled();

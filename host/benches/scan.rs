@@ -25,10 +25,10 @@ use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use cordon::bindings::empty_envelope;
 use cordon::config::Config;
 use cordon::engine::{EngineOutcome, FaultKind, Generation};
 use cordon::registry::Registry;
-use cordon::scan::empty_envelope;
 
 fn root() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -53,7 +53,7 @@ fn load(engines: &str) -> Registry {
     );
     let path = Path::new("bench.toml");
     let cfg = Config::parse(&text, path).unwrap().validate(path).unwrap();
-    Registry::load(&cfg).unwrap()
+    Registry::load(&cfg.registry).unwrap()
 }
 
 /// A message of `size` bytes of mail-like text with EICAR at the very end,

@@ -144,7 +144,7 @@ fn cordon_swap(
         .enable_all()
         .build()
         .unwrap();
-    let registry = Arc::new(Registry::load(&config).unwrap_or_else(|e| panic!("{e:#}")));
+    let registry = Arc::new(Registry::load(&config.registry).unwrap_or_else(|e| panic!("{e:#}")));
     let log: Log = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let (watch_stop, watch_rx) = tokio::sync::watch::channel(false);

@@ -15,3 +15,16 @@ pub use cordon::scanner::types::{
     EngineInfo, Envelope, Header, IpAddress, Outcome, PartInfo, Recipient, RecipientAction,
     RecipientVerdict, Setting, Threat, ThreatKind, UnscannableReason, Verdict,
 };
+
+/// An envelope with nothing known.
+pub fn empty_envelope() -> Envelope {
+    Envelope {
+        client_address: None,
+        client_name: String::new(),
+        helo: String::new(),
+        mail_from: String::new(),
+        recipients: Vec::new(),
+        authenticated_user: None,
+        queue_id: None,
+    }
+}

@@ -17,16 +17,60 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, RwLock, Weak};
 use std::time::{Duration, Instant};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::bindings::Outcome;
-use crate::cache::VerdictCache;
-use crate::config::{EngineSpec, Expect, ValidConfig};
-use crate::engine::{EngineOutcome, Generation, LoadError, Runtime};
+use tokio::sync::watch;
+
+use crate::bindings::{Outcome, empty_envelope};
+use crate::engine::stats::EngineStats;
+use crate::engine::{
+    EngineOutcome, EngineSpec, Expect, Fingerprint, Generation, LoadError, Runtime, RuntimeError,
+    fingerprint,
+};
+use crate::live::LiveSettings;
 use crate::mime::{MimeLimits, decompose, stack_bytes_for};
-use crate::scan::empty_envelope;
-use crate::stats::EngineStats;
-use crate::watch::{Fingerprint, fingerprint};
+use crate::verdict_cache::{VerdictCache, VerdictCacheLimits};
+
+/// Everything a registry is built from: the runtime's pool, the engines,
+/// the verdict cache and the live settings. `config` builds it.
+#[derive(Debug, Clone)]
+pub struct Setup {
+    /// The compiled-component cache directory.
+    pub cache_dir: std::path::PathBuf,
+    /// Instances alive at once across all engines.
+    pub pool_instances: u32,
+    /// The engines, in name order.
+    pub engines: Vec<EngineSpec>,
+    /// The verdict cache's bounds (no cache when `max_entries` is 0).
+    pub verdict_cache: VerdictCacheLimits,
+    /// The settings a reload replaces.
+    pub live: LiveSettings,
+}
+
+/// Why a registry could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    /// The runtime could not be built.
+    #[error(transparent)]
+    Runtime(#[from] RuntimeError),
+    /// Engines failed to load.
+    #[error(transparent)]
+    Load(#[from] LoadErrors),
+}
+
+/// What reloads have done since the registry was built: the last
+/// generation swapped in, and counts of swaps and of rejected candidates.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Swap {
+    /// Swaps so far, every engine together.
+    pub count: u64,
+    /// Candidates rejected so far (failed to load or their self-test).
+    pub rejected: u64,
+    /// The engine of the last swap.
+    pub engine: String,
+    /// The generation it swapped in.
+    pub generation: u64,
+}
 
 /// Engines that failed to load, each with its reason.
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +100,8 @@ pub enum ReloadError {
     },
 }
 
-/// One configured engine.
-pub struct Slot {
+/// One configured engine and the generation it serves.
+pub struct Engine {
     spec: RwLock<EngineSpec>,
     current: RwLock<Arc<Generation>>,
     retiring: Mutex<Vec<Weak<Generation>>>,
@@ -69,7 +113,7 @@ pub struct Slot {
     pub stats: Arc<EngineStats>,
 }
 
-impl Slot {
+impl Engine {
     /// The generation serving now.
     pub fn current(&self) -> Arc<Generation> {
         self.current
@@ -116,7 +160,7 @@ impl Slot {
 }
 
 /// What a config reload changed.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize)]
 pub struct ConfigChange {
     /// Engines loaded for the first time.
     pub added: Vec<String>,
@@ -131,8 +175,9 @@ pub struct ConfigChange {
 /// All engines of a config, loaded.
 pub struct Registry {
     runtime: Runtime,
-    slots: RwLock<Vec<Arc<Slot>>>,
-    mime: RwLock<MimeLimits>,
+    engines: RwLock<Vec<Arc<Engine>>>,
+    live: RwLock<Arc<LiveSettings>>,
+    swaps: watch::Sender<Swap>,
     /// The verdict cache, unless turned off.
     pub cache: Option<VerdictCache>,
 }
@@ -194,39 +239,61 @@ impl Registry {
     /// Builds the runtime and loads every engine in the config, enabled or
     /// not, so that a broken disabled engine is reported too; each passes
     /// its self-test. Blocking.
-    pub fn load(config: &ValidConfig) -> anyhow::Result<Self> {
-        let runtime = Runtime::new(config)?;
-        let mut slots = Vec::new();
+    pub fn load(setup: &Setup) -> Result<Self, RegistryError> {
+        let runtime = Runtime::new(
+            &setup.engines,
+            setup.pool_instances,
+            setup.cache_dir.clone(),
+        )?;
+        let mut engines = Vec::new();
         let mut errors = Vec::new();
-        for spec in &config.engines {
-            match Self::first_generation(&runtime, spec, &config.mime) {
-                Ok(slot) => slots.push(Arc::new(slot)),
+        for spec in &setup.engines {
+            match Self::first_generation(&runtime, spec, &setup.live.rules.mime) {
+                Ok(e) => engines.push(Arc::new(e)),
                 Err(e) => errors.push(e),
             }
         }
         if !errors.is_empty() {
             return Err(LoadErrors(errors).into());
         }
+        let limits = setup.verdict_cache;
         Ok(Self {
             runtime,
-            slots: RwLock::new(slots),
-            mime: RwLock::new(config.mime.clone()),
-            cache: (config.cache.max_entries > 0)
-                .then(|| VerdictCache::new(config.cache.max_entries, config.cache.max_bytes)),
+            engines: RwLock::new(engines),
+            live: RwLock::new(Arc::new(setup.live.clone())),
+            swaps: watch::Sender::new(Swap::default()),
+            cache: (limits.max_entries > 0).then(|| VerdictCache::new(limits)),
         })
+    }
+
+    /// The live settings in force now.
+    pub fn live(&self) -> Arc<LiveSettings> {
+        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
+    }
+
+    /// Replaces the live settings alone (engines unchanged).
+    pub fn set_live(&self, live: LiveSettings) {
+        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
+    }
+
+    /// Notifications of generations swapped in: the receiver sees the last
+    /// [`Swap`] and wakes on the next one (`changed`, `wait_for`), so a
+    /// caller waits on the swap it expects instead of polling.
+    pub fn swaps(&self) -> watch::Receiver<Swap> {
+        self.swaps.subscribe()
     }
 
     fn first_generation(
         runtime: &Runtime,
         spec: &EngineSpec,
         mime: &MimeLimits,
-    ) -> Result<Slot, LoadError> {
+    ) -> Result<Engine, LoadError> {
         let stats = Arc::new(EngineStats::default());
         let files = fingerprint(spec);
         let mut g = runtime.load(spec, 1)?;
         self_test(&g, spec, mime)?;
         g.stats = stats.clone();
-        Ok(Slot {
+        Ok(Engine {
             spec: RwLock::new(spec.clone()),
             current: RwLock::new(Arc::new(g)),
             retiring: Mutex::new(Vec::new()),
@@ -239,18 +306,21 @@ impl Registry {
     }
 
     /// Every configured engine, in name order.
-    pub fn slots(&self) -> Vec<Arc<Slot>> {
-        self.slots.read().unwrap_or_else(|p| p.into_inner()).clone()
+    pub fn engines(&self) -> Vec<Arc<Engine>> {
+        self.engines
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     /// The engine named `name`.
-    pub fn slot(&self, name: &str) -> Option<Arc<Slot>> {
-        self.slots().into_iter().find(|s| &*s.name() == name)
+    pub fn engine(&self, name: &str) -> Option<Arc<Engine>> {
+        self.engines().into_iter().find(|s| &*s.name() == name)
     }
 
     /// The current generations of the enabled engines, in name order.
     pub fn enabled(&self) -> Vec<Arc<Generation>> {
-        self.slots
+        self.engines
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .iter()
@@ -267,13 +337,13 @@ impl Registry {
     /// Blocking.
     pub fn reload(&self, name: &str) -> Result<Arc<Generation>, ReloadError> {
         let slot = self
-            .slot(name)
+            .engine(name)
             .ok_or_else(|| ReloadError::Unknown(name.to_string()))?;
         let spec = slot.spec();
         self.reload_slot(&slot, spec)
     }
 
-    fn reload_slot(&self, slot: &Slot, spec: EngineSpec) -> Result<Arc<Generation>, ReloadError> {
+    fn reload_slot(&self, slot: &Engine, spec: EngineSpec) -> Result<Arc<Generation>, ReloadError> {
         let _one_at_a_time = slot.reloading.lock().unwrap_or_else(|p| p.into_inner());
         let r = self.swap_in(slot, spec);
         let mut last = slot.last_error.lock().unwrap_or_else(|p| p.into_inner());
@@ -284,6 +354,7 @@ impl Registry {
             }
             Err(e) => {
                 slot.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                self.swaps.send_modify(|s| s.rejected += 1);
                 tracing::error!("reload rejected, the current generation keeps serving: {e}");
                 *last = Some(e.to_string());
             }
@@ -291,7 +362,7 @@ impl Registry {
         r
     }
 
-    fn swap_in(&self, slot: &Slot, spec: EngineSpec) -> Result<Arc<Generation>, ReloadError> {
+    fn swap_in(&self, slot: &Engine, spec: EngineSpec) -> Result<Arc<Generation>, ReloadError> {
         // At most two generations alive: wait for the last retired one.
         let waited = Instant::now();
         let patience = spec.limits.timeout * 2 + Duration::from_secs(5);
@@ -319,8 +390,7 @@ impl Registry {
         // the watcher does not retry the same broken files.
         *slot.files.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint(&spec);
         let mut g = self.runtime.load(&spec, number)?;
-        let mime = self.mime.read().unwrap_or_else(|p| p.into_inner()).clone();
-        self_test(&g, &spec, &mime)?;
+        self_test(&g, &spec, &self.live().rules.mime)?;
         g.stats = slot.stats.clone();
         let fresh = Arc::new(g);
         let old = std::mem::replace(
@@ -350,21 +420,29 @@ impl Registry {
             retired = old_number,
             retired_image_mib = format!("{:.1}", mib(old_image)),
             retired_in_flight = in_flight,
-            rss_mib = format!("{:.1}", mib(crate::stats::rss_bytes().unwrap_or(0) as usize)),
+            rss_mib = format!("{:.1}", mib(crate::process::rss_bytes(crate::process::Pid::Current).unwrap_or(0) as usize)),
             "generation swapped in"
         );
+        let (engine, generation) = (fresh.name.to_string(), fresh.number);
+        self.swaps.send_modify(|s| {
+            s.count += 1;
+            s.engine = engine;
+            s.generation = generation;
+        });
         Ok(fresh)
     }
 
     /// Applies a new config: engines added are loaded, engines removed are
     /// dropped (their scans in flight finish), engines whose config changed
-    /// are reloaded. Pool and cache sizes are fixed at start. Blocking.
-    pub fn apply_config(&self, config: &ValidConfig) -> ConfigChange {
-        *self.mime.write().unwrap_or_else(|p| p.into_inner()) = config.mime.clone();
+    /// are reloaded (self-tested under the new MIME limits); then the new
+    /// engine list and live settings replace the old in one step. Pool and
+    /// cache sizes are fixed at start. Blocking.
+    pub fn apply(&self, setup: &Setup) -> ConfigChange {
+        let mime = &setup.live.rules.mime;
         let mut change = ConfigChange::default();
-        let old = self.slots();
+        let old = self.engines();
         let mut next = Vec::new();
-        for spec in &config.engines {
+        for spec in &setup.engines {
             match old.iter().find(|s| *s.name() == *spec.name) {
                 Some(slot) if slot.spec() == *spec => next.push(slot.clone()),
                 Some(slot) => match self.reload_slot(slot, spec.clone()) {
@@ -377,7 +455,7 @@ impl Registry {
                         next.push(slot.clone());
                     }
                 },
-                None => match Self::first_generation(&self.runtime, spec, &config.mime) {
+                None => match Self::first_generation(&self.runtime, spec, mime) {
                     Ok(slot) => {
                         change.added.push(spec.name.clone());
                         next.push(Arc::new(slot));
@@ -387,12 +465,17 @@ impl Registry {
             }
         }
         for slot in &old {
-            if !config.engines.iter().any(|e| *e.name == *slot.name()) {
+            if !setup.engines.iter().any(|e| *e.name == *slot.name()) {
                 change.removed.push(slot.name().to_string());
             }
         }
         next.sort_by_key(|s| s.name());
-        *self.slots.write().unwrap_or_else(|p| p.into_inner()) = next;
+        // Both locks at once: no judge sees the new engines with the old
+        // settings or the reverse.
+        let mut engines = self.engines.write().unwrap_or_else(|p| p.into_inner());
+        let mut live = self.live.write().unwrap_or_else(|p| p.into_inner());
+        *engines = next;
+        *live = Arc::new(setup.live.clone());
         change
     }
 

@@ -3,17 +3,16 @@
 //! The engines of one message run concurrently, each on its own fresh
 //! instance and under its own limits; the message bytes are shared, never
 //! copied per engine on the host side. The result is one [`EngineResult`]
-//! per engine, in engine order, for the policy to judge; [`judge`] runs the
-//! whole way: skip rules, the scan, the policy.
+//! per engine, in engine order, for the policy to judge
+//! ([`crate::judge`] runs the whole way: skip rules, the scan, the policy).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bindings::Envelope;
-use crate::cache::VerdictCache;
-use crate::engine::{EngineOutcome, Generation, ScanTiming};
+use crate::engine::{EngineOutcome, EngineResult, Generation, ScanTiming};
 use crate::mime::{MimeLimits, decompose_bounded};
-use crate::policy::{self, Context, Decision, Policy, Skipped};
+use crate::verdict_cache::VerdictCache;
 
 /// A message to scan.
 #[derive(Clone)]
@@ -28,38 +27,10 @@ impl Message {
     /// A message with an empty envelope, as `cordon scan` has for files.
     pub fn from_bytes(bytes: impl Into<Arc<[u8]>>) -> Self {
         Self {
-            envelope: Arc::new(empty_envelope()),
+            envelope: Arc::new(crate::bindings::empty_envelope()),
             bytes: bytes.into(),
         }
     }
-}
-
-/// An envelope with nothing known.
-pub fn empty_envelope() -> Envelope {
-    Envelope {
-        client_address: None,
-        client_name: String::new(),
-        helo: String::new(),
-        mail_from: String::new(),
-        recipients: Vec::new(),
-        authenticated_user: None,
-        queue_id: None,
-    }
-}
-
-/// What one engine made of the message.
-#[derive(Debug, Clone)]
-pub struct EngineResult {
-    /// The engine's name in config.
-    pub engine: Arc<str>,
-    /// The generation that scanned it.
-    pub generation: u64,
-    /// The verdict or fault.
-    pub outcome: EngineOutcome,
-    /// Where the time went.
-    pub timing: ScanTiming,
-    /// The verdict came from the cache.
-    pub cached: bool,
 }
 
 /// Every engine's result for one message.
@@ -100,10 +71,10 @@ pub async fn scan_with_cache(
     let digest = match cache {
         Some(_) if engines.iter().any(|g| g.cacheable) => {
             if message.bytes.len() <= INLINE_HASH_BYTES {
-                Some(crate::cache::digest(&message.bytes))
+                Some(crate::verdict_cache::digest(&message.bytes))
             } else {
                 let bytes = message.bytes.clone();
-                tokio::task::spawn_blocking(move || crate::cache::digest(&bytes))
+                tokio::task::spawn_blocking(move || crate::verdict_cache::digest(&bytes))
                     .await
                     .ok()
             }
@@ -194,146 +165,4 @@ pub fn scan_id() -> String {
     x = (x ^ (x >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     x = (x ^ (x >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     format!("{:016x}", x ^ (x >> 31))
-}
-
-/// A message judged: the engines' results and the decision.
-#[derive(Debug, Clone)]
-pub struct Judged {
-    /// What the engines that were asked said.
-    pub report: ScanReport,
-    /// What the MTA is told.
-    pub decision: Decision,
-}
-
-/// Applies each engine's skip rules, scans with the engines left, and
-/// decides. `size` is the message's real size: when it is larger than
-/// `message.bytes` (the MTA sent more than any engine takes and the rest
-/// was not kept), the engines asked get a `message-too-large` fault
-/// without a scan. `header_names`, `scan_id` and `host` are handed to the
-/// policy.
-#[allow(clippy::too_many_arguments)]
-pub async fn judge(
-    engines: &[Arc<Generation>],
-    message: &Message,
-    size: u64,
-    mime: &MimeLimits,
-    cache: Option<&VerdictCache>,
-    policy: &Policy,
-    header_names: &[String],
-    scan_id: &str,
-    host: Option<&str>,
-) -> Judged {
-    let mut asked = Vec::with_capacity(engines.len());
-    let mut skipped = Vec::new();
-    for g in engines {
-        match policy.rules(&g.name).skip_reason(&message.envelope, size) {
-            Some(reason) => skipped.push(Skipped {
-                engine: g.name.to_string(),
-                reason,
-            }),
-            None => asked.push(g.clone()),
-        }
-    }
-    let report = if asked.is_empty() {
-        ScanReport {
-            results: Vec::new(),
-            elapsed: Duration::ZERO,
-        }
-    } else if size > message.bytes.len() as u64 {
-        ScanReport {
-            results: asked
-                .iter()
-                .map(|g| EngineResult {
-                    engine: g.name.clone(),
-                    generation: g.number,
-                    outcome: EngineOutcome::fault(
-                        crate::engine::FaultKind::MessageTooLarge,
-                        format!(
-                            "{size} bytes, over the engine's limit of {}",
-                            g.limits.max_message_bytes
-                        ),
-                    ),
-                    timing: ScanTiming::default(),
-                    cached: false,
-                })
-                .collect(),
-            elapsed: Duration::ZERO,
-        }
-    } else {
-        scan_with_cache(&asked, message, mime, cache).await
-    };
-    // `decide` is linear in the verdicts, which are bounded, but a large
-    // one is still milliseconds of CPU: that runs on a blocking thread, not
-    // on an async worker that other sessions are waiting for.
-    let decision = if verdict_items(&report.results) <= INLINE_DECIDE_ITEMS {
-        policy::decide(
-            policy,
-            &report.results,
-            &skipped,
-            Context {
-                envelope: &message.envelope,
-                header_names,
-                scan_id,
-                host,
-            },
-        )
-    } else {
-        let (p, results, envelope) = (
-            policy.clone(),
-            report.results.clone(),
-            message.envelope.clone(),
-        );
-        let (names, id, mta_host) = (
-            header_names.to_vec(),
-            scan_id.to_string(),
-            host.map(str::to_string),
-        );
-        let skipped_all = skipped.clone();
-        let decided = tokio::task::spawn_blocking(move || {
-            policy::decide(
-                &p,
-                &results,
-                &skipped_all,
-                Context {
-                    envelope: &envelope,
-                    header_names: &names,
-                    scan_id: &id,
-                    host: mta_host.as_deref(),
-                },
-            )
-        })
-        .await;
-        // A panic in `decide` is a bug: it goes on as if it had happened
-        // here (the session ends and the MTA applies its default action).
-        decided.unwrap_or_else(|e| std::panic::resume_unwind(e.into_panic()))
-    };
-    Judged { report, decision }
-}
-
-/// Verdicts with at most this many items in all are judged on the calling
-/// task (microseconds); larger ones on a blocking thread.
-const INLINE_DECIDE_ITEMS: usize = 2048;
-
-/// Threats, rules, recipient verdicts with their rules, and headers in all
-/// of `results`: what `decide` walks.
-fn verdict_items(results: &[EngineResult]) -> usize {
-    results
-        .iter()
-        .map(|r| match &r.outcome {
-            EngineOutcome::Verdict(v) => {
-                let threats = match &v.outcome {
-                    crate::bindings::Outcome::Detected(t) => t.len(),
-                    _ => 0,
-                };
-                threats
-                    + v.rules.len()
-                    + v.headers.len()
-                    + v.recipients
-                        .iter()
-                        .map(|r| 1 + r.rules.len())
-                        .sum::<usize>()
-            }
-            EngineOutcome::Fault(_) => 1,
-        })
-        .sum()
 }

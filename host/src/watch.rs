@@ -16,51 +16,31 @@
 //! never delays noticing or loading another's update.
 
 use std::collections::{HashMap, HashSet};
-use std::os::unix::fs::MetadataExt;
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::sync::watch;
 
-use crate::config::EngineSpec;
+use crate::engine::{Fingerprint, fingerprint};
 use crate::registry::Registry;
 
-/// What the files of one engine look like: (path, size, mtime in ns,
-/// inode) for the component and every definitions file, and the
-/// definitions directory's resolved path.
+/// The watcher's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Fingerprint(Vec<(String, u64, i64, u64)>);
-
-fn entry(path: &Path) -> (String, u64, i64, u64) {
-    let name = path.display().to_string();
-    match std::fs::metadata(path) {
-        Ok(m) => (
-            name,
-            m.len(),
-            m.mtime() * 1_000_000_000 + m.mtime_nsec(),
-            m.ino(),
-        ),
-        Err(_) => (name, u64::MAX, -1, 0),
-    }
+pub struct Settings {
+    /// Whether to watch at all.
+    pub enabled: bool,
+    /// How often to look; a change is acted on once it has held still for
+    /// one interval.
+    pub interval: Duration,
 }
 
-/// The fingerprint of an engine's files now.
-pub fn fingerprint(spec: &EngineSpec) -> Fingerprint {
-    let mut v = vec![entry(&spec.component)];
-    if let Some(dir) = &spec.definitions {
-        let resolved = std::fs::canonicalize(dir).unwrap_or_else(|_| dir.clone());
-        v.push((format!("-> {}", resolved.display()), 0, 0, 0));
-        let mut files: Vec<_> = std::fs::read_dir(&resolved)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path())
-            .collect();
-        files.sort();
-        v.extend(files.iter().map(|p| entry(p)));
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval: Duration::from_secs(1),
+        }
     }
-    Fingerprint(v)
 }
 
 /// Watches the registry's engines every `interval` until `stop` turns
@@ -80,7 +60,7 @@ pub async fn run(registry: Arc<Registry>, interval: Duration, mut stop: watch::R
         let started = Instant::now();
         let changed = tokio::task::spawn_blocking(move || {
             let busy = busy.lock().unwrap_or_else(|p| p.into_inner()).clone();
-            r.slots()
+            r.engines()
                 .iter()
                 .filter(|s| s.enabled() && !busy.contains(&*s.name()))
                 .filter_map(|s| {
@@ -139,27 +119,5 @@ mod tests {
         let pause = next_pause(second, Duration::from_millis(700));
         assert_eq!(pause, Duration::from_secs(35));
         assert!(Duration::from_millis(700).as_secs_f64() / pause.as_secs_f64() <= 0.02);
-    }
-
-    #[test]
-    fn fingerprints_see_every_definitions_file() {
-        let dir = tempfile::tempdir().unwrap();
-        for i in 0..3 {
-            std::fs::write(dir.path().join(format!("{i}.ndb")), b"x").unwrap();
-        }
-        let spec = crate::config::EngineSpec {
-            name: "e".into(),
-            component: dir.path().join("missing.wasm"),
-            enabled: true,
-            definitions: Some(dir.path().to_path_buf()),
-            settings: Default::default(),
-            limits: Default::default(),
-            self_test: vec![],
-            cache: true,
-        };
-        let before = fingerprint(&spec);
-        assert_eq!(before.0.len(), 1 + 1 + 3);
-        std::fs::write(dir.path().join("1.ndb"), b"xy").unwrap();
-        assert_ne!(fingerprint(&spec), before);
     }
 }

@@ -753,7 +753,7 @@ async fn a_broken_database_on_reload_leaves_the_old_generation_serving() {
     let text = clamsig_config_text(&defs);
     let path = Path::new("reload.toml");
     let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
-    let registry = tokio::task::spawn_blocking(move || Registry::load(&config).unwrap())
+    let registry = tokio::task::spawn_blocking(move || Registry::load(&config.registry).unwrap())
         .await
         .unwrap();
     let registry = std::sync::Arc::new(registry);

@@ -78,13 +78,19 @@ pub fn message(subject: &str, body: &str) -> Vec<u8> {
         .into_bytes()
 }
 
+/// A config validated from text (`cache_dir` included by the caller), or a
+/// panic naming the key that is wrong.
+pub fn config_from_toml(text: &str) -> cordon::config::ValidConfig {
+    let path = Path::new("test.toml");
+    cordon::config::Config::parse(text, path)
+        .and_then(|c| c.validate(path))
+        .unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// A registry loaded from config text (`cache_dir` included by the caller).
 pub fn registry_from_toml(text: &str) -> cordon::registry::Registry {
-    let path = Path::new("test.toml");
-    let config = cordon::config::Config::parse(text, path)
-        .and_then(|c| c.validate(path))
-        .unwrap_or_else(|e| panic!("{e}"));
-    cordon::registry::Registry::load(&config).unwrap_or_else(|e| panic!("{e:#}"))
+    let config = config_from_toml(text);
+    cordon::registry::Registry::load(&config.registry).unwrap_or_else(|e| panic!("{e:#}"))
 }
 
 /// `cordon scan --no-summary` of a small clean message with the hostile
@@ -113,11 +119,8 @@ pub fn scan_with_hostile_cli(mode: &str, log: &str) -> Output {
 
 /// The error of loading a registry from config text that must not load.
 pub fn registry_load_error(text: &str) -> String {
-    let path = Path::new("test.toml");
-    let config = cordon::config::Config::parse(text, path)
-        .and_then(|c| c.validate(path))
-        .unwrap_or_else(|e| panic!("{e}"));
-    match cordon::registry::Registry::load(&config) {
+    let config = config_from_toml(text);
+    match cordon::registry::Registry::load(&config.registry) {
         Ok(_) => panic!("loaded, but it must be refused:\n{text}"),
         Err(e) => format!("{e:#}"),
     }

@@ -251,11 +251,7 @@ async fn fuzz_milter_sessions() {
     );
     let path = Path::new("fuzz-milter.toml");
     let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
-    let registry = cordon::registry::Registry::load(&config).unwrap();
-    let shared = Arc::new(cordon::milter::Shared::new(
-        Arc::new(registry),
-        cordon::milter::Live::from_config(&config),
-    ));
+    let shared = Arc::new(cordon::registry::Registry::load(&config.registry).unwrap());
     // A well-formed conversation to mutate.
     let mut optneg = 6u32.to_be_bytes().to_vec();
     optneg.extend_from_slice(&0x1ffu32.to_be_bytes());

@@ -11,9 +11,10 @@ use std::path::Path;
 
 use cordon::bindings::{Outcome, UnscannableReason, Verdict};
 use cordon::config::Config;
+use cordon::engine::EngineResult;
 use cordon::engine::{EngineOutcome, FaultKind};
 use cordon::registry::Registry;
-use cordon::scan::{EngineResult, Message, scan_message};
+use cordon::scan::{Message, scan_message};
 
 use crate::common::*;
 
@@ -555,7 +556,7 @@ async fn replies_and_headers_stay_within_their_line_limits() {
     let reg = with_hostile("many-threats", "");
     let results = scan_eicar(&reg).await;
     let policy = cordon::policy::Policy::default();
-    let envelope = cordon::scan::empty_envelope();
+    let envelope = cordon::bindings::empty_envelope();
     let d = cordon::policy::decide(
         &policy,
         &results,
@@ -594,7 +595,7 @@ async fn replies_and_headers_stay_within_their_line_limits() {
     .validate(path)
     .unwrap();
     let d = cordon::policy::decide(
-        &cfg.policy,
+        &cfg.registry.live.rules.policy,
         &report.results,
         &[],
         cordon::policy::Context {
@@ -620,7 +621,7 @@ async fn info_strings_are_bounded_or_the_load_is_refused() {
     );
     let path = Path::new("big-info.toml");
     let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
-    match Registry::load(&config) {
+    match Registry::load(&config.registry) {
         Ok(reg) => {
             let g = reg.enabled()[0].clone();
             assert!(g.info.definitions_version.len() < 1024);

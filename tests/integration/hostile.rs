@@ -10,9 +10,10 @@ use std::time::Duration;
 
 use cordon::bindings::Outcome;
 use cordon::config::Config;
+use cordon::engine::EngineResult;
 use cordon::engine::{EngineOutcome, FaultKind};
 use cordon::registry::Registry;
-use cordon::scan::{EngineResult, Message, scan_message};
+use cordon::scan::{Message, scan_message};
 
 use crate::common::*;
 
@@ -254,8 +255,8 @@ async fn a_full_pool_queues_instead_of_failing() {
     );
     let path = Path::new("pool-test.toml");
     let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
-    assert_eq!(config.pool_instances, 1);
-    let reg = Registry::load(&config).unwrap();
+    assert_eq!(config.registry.pool_instances, 1);
+    let reg = Registry::load(&config.registry).unwrap();
     let engines = reg.enabled();
     let scans = (0..16).map(|_| {
         let engines = engines.clone();
@@ -298,7 +299,7 @@ async fn definitions_are_read_only_at_init_and_closed_during_scans() {
     );
     let path = Path::new("defs-test.toml");
     let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
-    let reg = Registry::load(&config).unwrap_or_else(|e| panic!("{e:#}"));
+    let reg = Registry::load(&config.registry).unwrap_or_else(|e| panic!("{e:#}"));
     let g = &reg.enabled()[0];
     assert_eq!(g.info.definitions_version, "2026-11-22.7");
     assert!(!defs.join("written-by-engine").exists());

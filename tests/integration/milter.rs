@@ -3,12 +3,12 @@
 //! TCP (IPv4, IPv6) sockets through [`cordon::milter::serve`] for the
 //! listener, a client that drops mid-message, and graceful shutdown.
 
-use std::path::Path;
 use std::sync::Arc;
 use std::time::Duration;
 
-use cordon::config::{Config, ListenAddr};
-use cordon::milter::{Limits, Listener, Live, Shared, run_session, serve};
+use cordon::daemon::{Daemon, Running};
+use cordon::listen::ListenAddr;
+use cordon::milter::run_session;
 use cordon::registry::Registry;
 use miltr_client::Client;
 use miltr_common::actions::Action;
@@ -23,17 +23,25 @@ use crate::common::*;
 
 const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
 
-/// A daemon's shared state from config text (engines added by the caller).
-fn shared(text: &str) -> Arc<Shared> {
-    let text = format!("cache_dir = {}\n{text}", toml_path(&cache_dir()));
-    let path = Path::new("milter-test.toml");
-    let config = Config::parse(&text, path)
-        .and_then(|c| c.validate(path))
-        .unwrap_or_else(|e| panic!("{e}"));
-    let registry = Registry::load(&config).unwrap_or_else(|e| panic!("{e:#}"));
-    let mut live = Live::from_config(&config);
-    live.host_name = Some("mx.test".into());
-    Arc::new(Shared::new(Arc::new(registry), live))
+/// The engines and live settings of config text (engines added by the
+/// caller), with the host name `mx.test`.
+fn shared(text: &str) -> Arc<Registry> {
+    let mut config = config_from_toml(&format!("cache_dir = {}\n{text}", toml_path(&cache_dir())));
+    config.registry.live.host_name = Some("mx.test".into());
+    Arc::new(Registry::load(&config.registry).unwrap_or_else(|e| panic!("{e:#}")))
+}
+
+/// A daemon started from config text as `cordon serve` starts it (the
+/// watcher off), with the host name `mx.test`.
+async fn daemon(text: &str) -> Running {
+    let mut config = config_from_toml(&format!(
+        "cache_dir = {}\nreload.watch = false\n{text}",
+        toml_path(&cache_dir())
+    ));
+    config.registry.live.host_name = Some("mx.test".into());
+    Daemon::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"))
 }
 
 fn testsig(extra: &str) -> String {
@@ -112,7 +120,7 @@ where
 }
 
 /// A session over an in-memory duplex.
-async fn session(shared: &Arc<Shared>, mail: &Mail<'_>) -> ModificationResponse {
+async fn session(shared: &Arc<Registry>, mail: &Mail<'_>) -> ModificationResponse {
     let (mta, milter) = tokio::io::duplex(1 << 16);
     let (_stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(run_session(milter, "duplex", shared.clone(), stop_rx));
@@ -401,29 +409,18 @@ impl<T: AsyncRead + AsyncWrite + Unpin + Send> Duplex for T {}
 #[tokio::test(flavor = "multi_thread")]
 async fn sockets_dropped_clients_and_graceful_shutdown() {
     let dir = tempfile::tempdir().unwrap();
-    let s = shared(&testsig(""));
-    let mut listeners = Vec::new();
-    for a in [
-        format!("unix:{}", dir.path().join("m.sock").display()),
-        "inet:0@127.0.0.1".to_string(),
-        "inet6:0@::1".to_string(),
-    ] {
-        let addr: ListenAddr = a.parse().unwrap();
-        listeners.push(Listener::bind(&addr, 0o660).await.expect("bind"));
-    }
-    let addrs: Vec<ListenAddr> = listeners.iter().map(Listener::local_addr).collect();
+    let running = daemon(&format!(
+        "milter.listen = [\"unix:{}\", \"inet:0@127.0.0.1\", \"inet6:0@::1\"]\n\
+         milter.max_sessions = 4\nmilter.shutdown_timeout_s = 30\n{}",
+        dir.path().join("m.sock").display(),
+        testsig("")
+    ))
+    .await;
+    let addrs: Vec<ListenAddr> = running.milter_addrs();
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(serve(
-        listeners,
-        s.clone(),
-        Limits {
-            max_sessions: 4,
-            shutdown_timeout: Duration::from_secs(30),
-        },
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let daemon = tokio::spawn(running.run(async {
+        let _ = stop_rx.await;
+    }));
 
     // A client that drops in the middle of a message does no harm.
     {
@@ -502,23 +499,18 @@ async fn read_until_closed(s: &mut Box<dyn Duplex>) -> std::io::Result<usize> {
 async fn idle_and_slow_clients_are_closed_and_cannot_lock_others_out() {
     use tokio::io::AsyncWriteExt;
     let dir = tempfile::tempdir().unwrap();
-    let s = shared(&format!("milter.command_timeout_s = 1\n{}", testsig("")));
-    let addr: ListenAddr = format!("unix:{}", dir.path().join("m.sock").display())
-        .parse()
-        .unwrap();
-    let listener = Listener::bind(&addr, 0o660).await.expect("bind");
+    let running = daemon(&format!(
+        "milter.command_timeout_s = 1\nmilter.listen = [\"unix:{}\"]\n\
+         milter.max_sessions = 2\nmilter.shutdown_timeout_s = 5\n{}",
+        dir.path().join("m.sock").display(),
+        testsig("")
+    ))
+    .await;
+    let addr = running.milter_addrs().remove(0);
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let daemon = tokio::spawn(serve(
-        vec![listener],
-        s.clone(),
-        Limits {
-            max_sessions: 2,
-            shutdown_timeout: Duration::from_secs(5),
-        },
-        async {
-            let _ = stop_rx.await;
-        },
-    ));
+    let daemon = tokio::spawn(running.run(async {
+        let _ = stop_rx.await;
+    }));
     let deadline = Duration::from_secs(30);
 
     // Idle: closed after the command timeout, without a byte from us.

@@ -2,10 +2,10 @@
 //! the file watcher, the verdict cache across swaps, and the control
 //! socket and `/metrics` of a running daemon.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use cordon::bindings::Outcome;
 use cordon::config::Config;
@@ -35,9 +35,9 @@ fn replace(dir: &Path, file: &str, text: &str) {
     std::fs::rename(&tmp, dir.join(file)).unwrap();
 }
 
-/// clamsig reading `defs`, with a self-test sample that must be detected,
-/// and `extra` config.
-fn registry(dir: &Path, defs: &Path, component: &Path, extra: &str) -> Arc<Registry> {
+/// Writes `dir/cordon.toml`: clamsig reading `defs`, with a self-test
+/// sample that must be detected, and `extra` config; returns its path.
+fn write_swap_config(dir: &Path, defs: &Path, component: &Path, extra: &str) -> PathBuf {
     let sample = dir.join("sample.eml");
     std::fs::write(&sample, message("self-test", "CORDON-SWAP-PAYLOAD")).unwrap();
     let text = format!(
@@ -50,8 +50,14 @@ fn registry(dir: &Path, defs: &Path, component: &Path, extra: &str) -> Arc<Regis
     );
     let path = dir.join("cordon.toml");
     std::fs::write(&path, &text).unwrap();
+    path
+}
+
+/// The engines of [`write_swap_config`]'s config.
+fn registry(dir: &Path, defs: &Path, component: &Path, extra: &str) -> Arc<Registry> {
+    let path = write_swap_config(dir, defs, component, extra);
     let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
-    Arc::new(Registry::load(&config).unwrap_or_else(|e| panic!("{e:#}")))
+    Arc::new(Registry::load(&config.registry).unwrap_or_else(|e| panic!("{e:#}")))
 }
 
 async fn reload(r: &Arc<Registry>) -> Result<Arc<cordon::engine::Generation>, String> {
@@ -129,7 +135,7 @@ async fn hundred_swaps_under_load_lose_no_scan() {
         assert_eq!(g.number, i + 2);
         generations.push(Arc::downgrade(&g));
         assert!(
-            reg.slot("clamsig").unwrap().alive() <= 2,
+            reg.engine("clamsig").unwrap().alive() <= 2,
             "at most two generations alive"
         );
     }
@@ -157,7 +163,7 @@ async fn hundred_swaps_under_load_lose_no_scan() {
         .map(|(i, _)| i + 1)
         .collect();
     assert_eq!(alive, [101]);
-    let stats = reg.slot("clamsig").unwrap().stats.snapshot();
+    let stats = reg.engine("clamsig").unwrap().stats.snapshot();
     assert_eq!(stats.reloads_ok, 100);
     assert_eq!(stats.messages, scans as u64);
     assert_eq!(stats.cache_hits, hits as u64);
@@ -196,7 +202,7 @@ async fn broken_candidates_are_rejected_naming_the_file() {
     assert!(err.contains(&format!("self-test {sample}")), "{err}");
     assert!(err.contains("expected a detection"), "{err}");
     assert_eq!(serving(&reg), 1);
-    let slot = reg.slot("clamsig").unwrap();
+    let slot = reg.engine("clamsig").unwrap();
     assert_eq!(slot.stats.snapshot().reloads_failed, 3);
     assert!(slot.last_error().unwrap().contains("self-test"));
 
@@ -215,16 +221,20 @@ async fn broken_candidates_are_rejected_naming_the_file() {
 }
 
 /// Waits until clamsig serves generation `n`.
+/// Waits (on the registry's swap notifications) until generation `n` or
+/// a later one serves.
 async fn wait_generation(reg: &Registry, n: u64) {
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while reg.enabled()[0].number < n {
-        assert!(
-            Instant::now() < deadline,
-            "generation {n} never came; serving {}",
-            reg.enabled()[0].number
-        );
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let mut swaps = reg.swaps();
+    let waited = tokio::time::timeout(
+        Duration::from_secs(120),
+        swaps.wait_for(|s| s.generation >= n),
+    )
+    .await;
+    assert!(
+        matches!(waited, Ok(Ok(_))),
+        "generation {n} never came; serving {}",
+        reg.enabled()[0].number
+    );
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -259,12 +269,15 @@ async fn the_watcher_reloads_on_file_rename_and_directory_flip() {
 
     // A broken update is tried once and not again until it changes.
     replace(&b, "swap.ndb", "Broken:0:*:zz\n");
-    let slot = reg.slot("clamsig").unwrap();
-    let deadline = Instant::now() + Duration::from_secs(120);
-    while slot.stats.snapshot().reloads_failed == 0 {
-        assert!(Instant::now() < deadline, "the broken update was not tried");
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    let slot = reg.engine("clamsig").unwrap();
+    let mut swaps = reg.swaps();
+    tokio::time::timeout(
+        Duration::from_secs(120),
+        swaps.wait_for(|s| s.rejected >= 1),
+    )
+    .await
+    .expect("the broken update was not tried")
+    .expect("the registry is alive");
     assert_eq!(reg.enabled()[0].number, 3, "generation 3 keeps serving");
     stop_tx.send_replace(true);
     watcher.await.unwrap();
@@ -289,29 +302,28 @@ async fn control_socket_and_metrics() {
     let defs = dir.path().join("defs");
     std::fs::create_dir(&defs).unwrap();
     replace(&defs, "swap.ndb", &sig("Swap.A"));
-    let reg = registry(dir.path(), &defs, &component("clamsig"), "");
-    let config = Config::load(&dir.path().join("cordon.toml")).unwrap();
-    let shared = Arc::new(cordon::milter::Shared::new(
-        reg.clone(),
-        cordon::milter::Live::from_config(&config),
-    ));
-    let daemon = Arc::new(cordon::control::Daemon {
-        registry: reg.clone(),
-        shared,
-        config_path: dir.path().join("cordon.toml"),
-        started: Instant::now(),
-    });
     let sock = dir.path().join("control.sock");
-    let listener = tokio::net::UnixListener::bind(&sock).unwrap();
-    let http = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let http_addr = http.local_addr().unwrap();
-    let (_stop_tx, stop_rx) = tokio::sync::watch::channel(false);
-    tokio::spawn(cordon::control::serve_socket(
-        listener,
-        daemon.clone(),
-        stop_rx.clone(),
-    ));
-    tokio::spawn(cordon::control::serve_http(http, daemon.clone(), stop_rx));
+    let path = write_swap_config(
+        dir.path(),
+        &defs,
+        &component("clamsig"),
+        &format!(
+            "reload.watch = false\nmilter.listen = [\"inet:0@127.0.0.1\"]\n\
+             control.socket = {}\ncontrol.http = \"127.0.0.1:0\"\n",
+            toml_path(&sock)
+        ),
+    );
+    let config = Config::load(&path).unwrap_or_else(|e| panic!("{e}"));
+    let running = cordon::daemon::Daemon::start(config)
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let reg = running.registry().clone();
+    let http_addr = running.http_addr().expect("the metrics listener");
+    assert_eq!(running.control_socket(), Some(sock.as_path()));
+    let (_stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(running.run(async {
+        let _ = stop_rx.await;
+    }));
 
     // Two scans of one message: one scan, one cache hit.
     let msg = Message::from_bytes(message("m", "CORDON-SWAP-PAYLOAD"));
@@ -390,7 +402,7 @@ async fn control_socket_and_metrics() {
     );
 
     // An unknown command is an error that says what is known.
-    let err = cordon::control::request(&sock, "frobnicate")
+    let err = cordon::control::client::send_line(&sock, "frobnicate")
         .await
         .unwrap_err();
     assert!(err.to_string().contains("stats, version"), "{err}");

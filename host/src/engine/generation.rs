@@ -11,12 +11,12 @@ use wasmtime::Store;
 use super::compiler::CompileBounds;
 use super::outcome::{EngineOutcome, FaultKind, check_verdict, classify, merge};
 use super::preinit::{self, PreinitError};
+use super::spec::{EngineLimits, EngineSpec};
 use super::state::ScanState;
 use super::{LoadError, Runtime, deadline_ticks};
 use crate::bindings::{
     EngineInfo, Envelope, Outcome, Scanner, ScannerPre, UnscannableReason, Verdict,
 };
-use crate::config::{EngineLimits, EngineSpec};
 use crate::mime::Decomposed;
 
 /// What each scan store may lift out of the guest in one call, besides the
@@ -57,7 +57,7 @@ pub struct Generation {
     /// Bytes of machine code compiled from it.
     pub code_bytes: usize,
     /// The engine's counters, shared by its generations.
-    pub stats: Arc<crate::stats::EngineStats>,
+    pub stats: Arc<crate::engine::stats::EngineStats>,
     /// Its verdicts may be cached.
     pub cacheable: bool,
     pre: ScannerPre<ScanState>,
@@ -99,7 +99,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         timeout: spec.limits.compile_timeout,
         max_memory_bytes: spec.limits.compile_memory_bytes,
     };
-    let original = super::cache::load_or_compile(
+    let original = super::artifacts::load_or_compile(
         &rt.engine,
         &rt.compiler,
         bounds,
@@ -182,7 +182,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
     // seeds, for one), so no two are alike and caching them would only
     // fill the disk, one artifact per generation.
     let image_bytes = snapshot.len();
-    let component = super::cache::compile_mapped(
+    let component = super::artifacts::compile_mapped(
         &rt.engine,
         &rt.compiler,
         bounds,
@@ -462,7 +462,7 @@ impl Generation {
         call: impl FnOnce(
             &Scanner,
             &mut Store<ScanState>,
-            &crate::config::VerdictLimits,
+            &super::spec::VerdictLimits,
         ) -> wasmtime::Result<Result<Verdict, String>>,
     ) -> EngineOutcome {
         let mut store = self.new_store();

@@ -7,13 +7,15 @@
 //! every per-scan instance starts from the initialised memory image
 //! (copy-on-write from the compiled artifact) without running `init` again.
 
-mod cache;
+mod artifacts;
 pub mod compiler;
 pub mod definitions;
 mod generation;
 pub mod outcome;
 mod preinit;
+pub mod spec;
 pub mod state;
+pub mod stats;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -24,13 +26,38 @@ use wasmtime::component::Linker;
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 
 pub use generation::{Generation, ScanTiming};
-pub use outcome::{EngineOutcome, Fault, FaultKind};
+pub use outcome::{EngineOutcome, EngineResult, Fault, FaultKind};
+pub use spec::{
+    EngineLimits, EngineSpec, Expect, Fingerprint, SelfTest, VERDICT_ITEM_BYTES, VerdictLimits,
+    fingerprint,
+};
 use state::ScanState;
-
-use crate::config::{EngineSpec, ValidConfig};
 
 /// How often the epoch advances. Timeouts are enforced to this granularity.
 pub const EPOCH_TICK: Duration = Duration::from_millis(2);
+
+/// Why the runtime could not be built.
+#[derive(Debug, thiserror::Error)]
+pub enum RuntimeError {
+    /// The pool's memory slot does not fit this platform's address space.
+    #[error("a memory limit of {0} bytes does not fit this platform")]
+    MemoryTooLarge(u64),
+    /// wasmtime refused the configuration or a linker step.
+    #[error("cannot {step}: {reason}")]
+    Wasmtime {
+        /// What was being set up.
+        step: &'static str,
+        /// wasmtime's reason.
+        reason: String,
+    },
+}
+
+fn wasmtime_error(step: &'static str) -> impl FnOnce(wasmtime::Error) -> RuntimeError {
+    move |e| RuntimeError::Wasmtime {
+        step,
+        reason: format!("{e:#}"),
+    }
+}
 
 /// Why an engine could not be loaded.
 #[derive(Debug, thiserror::Error)]
@@ -100,17 +127,20 @@ pub const LOAD_SLOTS: u32 = 4;
 pub const MEMORIES_PER_INSTANCE: u32 = PER_COMPONENT;
 
 impl Runtime {
-    /// Builds the runtime for a validated config: the pool holds
-    /// `pool_instances` instances, each memory slot as large as the largest
-    /// engine memory limit.
-    pub fn new(config: &ValidConfig) -> anyhow::Result<Self> {
-        let max_memory = config
-            .engines
+    /// Builds the runtime for `engines`: the pool holds `pool_instances`
+    /// instances, each memory slot as large as the largest engine memory
+    /// limit; compiled components are kept in `cache_dir`.
+    pub fn new(
+        engines: &[EngineSpec],
+        pool_instances: u32,
+        cache_dir: PathBuf,
+    ) -> Result<Self, RuntimeError> {
+        let max_memory = engines
             .iter()
             .map(|e| e.limits.memory_bytes)
             .max()
             .unwrap_or(64 << 20);
-        Self::with_pool(config.pool_instances, max_memory, config.cache_dir.clone())
+        Self::with_pool(pool_instances, max_memory, cache_dir)
     }
 
     /// Builds a runtime with an explicit pool size and memory slot size.
@@ -118,7 +148,7 @@ impl Runtime {
         pool_instances: u32,
         max_memory_bytes: u64,
         cache_dir: PathBuf,
-    ) -> anyhow::Result<Self> {
+    ) -> Result<Self, RuntimeError> {
         // Loading a generation needs instances beyond those scans use (the
         // pre-initialisation run), so the pool has spare slots: a few loads
         // at once, and room for a load abandoned at its deadline while its
@@ -133,24 +163,25 @@ impl Runtime {
             .max_core_instances_per_component(PER_COMPONENT)
             .max_memories_per_component(PER_COMPONENT)
             .max_tables_per_component(PER_COMPONENT)
-            .max_memory_size(usize::try_from(max_memory_bytes)?)
+            .max_memory_size(
+                usize::try_from(max_memory_bytes)
+                    .map_err(|_| RuntimeError::MemoryTooLarge(max_memory_bytes))?,
+            )
             .max_component_instance_size(1 << 20)
             .max_core_instance_size(1 << 20)
             .table_elements(100_000);
         let mut cfg = wasmtime_config();
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
-        let engine = wasmtime::Engine::new(&cfg)
-            .map_err(|e| anyhow::anyhow!("cannot create the wasmtime engine: {e:#}"))?;
+        let engine =
+            wasmtime::Engine::new(&cfg).map_err(wasmtime_error("create the wasmtime engine"))?;
         let mut linker = Linker::new(&engine);
-        wasmtime_wasi::p2::add_to_linker_sync(&mut linker)
-            .map_err(|e| anyhow::anyhow!("cannot link WASI: {e:#}"))?;
-        bounded_sleeps(&mut linker)
-            .map_err(|e| anyhow::anyhow!("cannot link WASI clocks: {e:#}"))?;
+        wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasmtime_error("link WASI"))?;
+        bounded_sleeps(&mut linker).map_err(wasmtime_error("link WASI clocks"))?;
         crate::bindings::Scanner::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
             &mut linker,
             |s| s,
         )
-        .map_err(|e| anyhow::anyhow!("cannot link the cordon host interface: {e:#}"))?;
+        .map_err(wasmtime_error("link the cordon host interface"))?;
         let ticker = EpochTicker::start(&engine);
         Ok(Self {
             engine,

@@ -5,12 +5,14 @@
 //! judge; nothing here panics or propagates a guest error upward.
 
 use std::collections::{HashMap, HashSet};
+use std::sync::Arc;
 
 use serde::Serialize;
 use wasmtime::Trap;
 
+use super::ScanTiming;
+use super::spec::{VERDICT_ITEM_BYTES, VerdictLimits};
 use crate::bindings::{Outcome, Verdict};
-use crate::config::{VERDICT_ITEM_BYTES, VerdictLimits};
 
 /// The kinds of fault, which the policy treats separately.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize)]
@@ -35,6 +37,21 @@ pub enum FaultKind {
 }
 
 impl FaultKind {
+    /// Every kind, in the order config, stats and metrics list them.
+    pub const ALL: [FaultKind; 6] = [
+        FaultKind::Timeout,
+        FaultKind::OutOfMemory,
+        FaultKind::Trap,
+        FaultKind::BadOutput,
+        FaultKind::Overloaded,
+        FaultKind::MessageTooLarge,
+    ];
+
+    /// Its place in [`FaultKind::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The name used in output, logs and config.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -286,11 +303,26 @@ pub fn check_verdict(v: &Verdict, limits: &VerdictLimits) -> Result<(), String> 
     Ok(())
 }
 
+/// What one engine made of the message.
+#[derive(Debug, Clone)]
+pub struct EngineResult {
+    /// The engine's name in config.
+    pub engine: Arc<str>,
+    /// The generation that scanned it.
+    pub generation: u64,
+    /// The verdict or fault.
+    pub outcome: EngineOutcome,
+    /// Where the time went.
+    pub timing: ScanTiming,
+    /// The verdict came from the cache.
+    pub cached: bool,
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::bindings::{Header, Threat, ThreatKind};
-    use crate::config::EngineLimits;
+    use crate::engine::EngineLimits;
 
     fn clean() -> Verdict {
         Verdict {

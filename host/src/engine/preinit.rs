@@ -15,9 +15,9 @@ use wasmtime::Store;
 use wasmtime_wizer::{WasmtimeWizerComponent, Wizer};
 
 use super::deadline_ticks;
+use super::spec::EngineLimits;
 use super::state::ScanState;
 use crate::bindings::{Scanner, Setting};
-use crate::config::EngineLimits;
 
 /// The fully qualified `init` export, as wizer names it.
 const INIT_EXPORT: &str = "cordon:scanner/engine.init@0.1.0";
@@ -78,9 +78,15 @@ fn snapshot(job: &Job) -> Result<Vec<u8>, PreinitError> {
     let (cx, instrumented) = wizer
         .instrument_component(bytes)
         .map_err(|e| failed("cannot instrument the component", e))?;
-    let component =
-        super::cache::load_or_compile(engine, compiler, *bounds, cache_dir, &instrumented, label)
-            .map_err(|e| PreinitError::Failed(format!("instrumented component: {e:#}")))?;
+    let component = super::artifacts::load_or_compile(
+        engine,
+        compiler,
+        *bounds,
+        cache_dir,
+        &instrumented,
+        label,
+    )
+    .map_err(|e| PreinitError::Failed(format!("instrumented component: {e:#}")))?;
 
     let state = ScanState::for_init(
         engine_name.as_str().into(),

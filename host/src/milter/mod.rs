@@ -19,20 +19,18 @@
 pub mod session;
 
 use std::future::Future;
-use std::os::unix::fs::{FileTypeExt, PermissionsExt};
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
 
-use anyhow::Context as _;
 use miltr_server::Server;
 use tokio::io::{AsyncRead, AsyncWrite};
-use tokio::net::{TcpListener, UnixListener};
 use tokio::sync::{Semaphore, watch};
 use tokio_util::compat::TokioAsyncReadCompatExt;
 
-use crate::config::ListenAddr;
-pub use session::{Live, Pulse, Session, SessionLimits, Shared};
+use crate::listen::{ListenAddr, Listener, Stream};
+use crate::registry::Registry;
+pub use session::{Pulse, Session};
 
 /// How long a session must have waited on its MTA before a new connection
 /// may take its place when all sessions are taken.
@@ -74,78 +72,36 @@ impl Pulses {
     }
 }
 
-/// A bound socket.
-pub enum Listener {
-    /// A unix socket and the path to remove on shutdown.
-    Unix(UnixListener, PathBuf),
-    /// A TCP socket.
-    Tcp(TcpListener),
-}
-
-impl Listener {
-    /// Binds `addr`. A unix socket path left over by a process that is gone
-    /// is replaced; one a live process answers on is an error, as is any
-    /// other file at that path. `mode` is applied to unix sockets.
-    pub async fn bind(addr: &ListenAddr, mode: u32) -> anyhow::Result<Self> {
-        match addr {
-            ListenAddr::Unix(path) => {
-                if let Ok(meta) = std::fs::symlink_metadata(path) {
-                    if !meta.file_type().is_socket() {
-                        anyhow::bail!(
-                            "cannot listen on {addr}: {} exists and is not a socket",
-                            path.display()
-                        );
-                    }
-                    if tokio::net::UnixStream::connect(path).await.is_ok() {
-                        anyhow::bail!(
-                            "cannot listen on {addr}: another process is listening there"
-                        );
-                    }
-                    std::fs::remove_file(path).with_context(|| {
-                        format!("cannot remove stale socket {}", path.display())
-                    })?;
-                }
-                let l =
-                    UnixListener::bind(path).with_context(|| format!("cannot listen on {addr}"))?;
-                std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-                    .with_context(|| format!("cannot set the mode of {}", path.display()))?;
-                Ok(Listener::Unix(l, path.clone()))
-            }
-            ListenAddr::Tcp(sa) => Ok(Listener::Tcp(
-                TcpListener::bind(sa)
-                    .await
-                    .with_context(|| format!("cannot listen on {addr}"))?,
-            )),
-        }
-    }
-
-    /// Where it listens (with the real port for port 0).
-    pub fn local_addr(&self) -> ListenAddr {
-        match self {
-            Listener::Unix(_, p) => ListenAddr::Unix(p.clone()),
-            Listener::Tcp(l) => match l.local_addr() {
-                Ok(a) => ListenAddr::Tcp(a),
-                Err(_) => ListenAddr::Tcp(([0, 0, 0, 0], 0).into()),
-            },
-        }
-    }
-}
-
-/// Limits of the daemon.
+/// The milter listeners and their bounds, fixed at start.
 #[derive(Debug, Clone)]
-pub struct Limits {
+pub struct Settings {
+    /// Where to listen.
+    pub listen: Vec<ListenAddr>,
+    /// Unix socket permissions.
+    pub socket_mode: u32,
     /// Sessions at once; further connections wait in the listen queue.
     pub max_sessions: u32,
     /// After shutdown begins, how long sessions may take to finish.
     pub shutdown_timeout: Duration,
 }
 
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: Vec::new(),
+            socket_mode: 0o660,
+            max_sessions: 64,
+            shutdown_timeout: Duration::from_secs(30),
+        }
+    }
+}
+
 /// Serves milter sessions on `listeners` until `shutdown` resolves, then
 /// drains as the module doc says. Returns the number of sessions served.
 pub async fn serve(
     listeners: Vec<Listener>,
-    shared: Arc<Shared>,
-    limits: Limits,
+    registry: Arc<Registry>,
+    limits: &Settings,
     shutdown: impl Future<Output = ()>,
 ) -> u64 {
     let sessions = Arc::new(Semaphore::new(limits.max_sessions as usize));
@@ -160,7 +116,7 @@ pub async fn serve(
         }
         accept_loops.spawn(accept_loop(
             l,
-            shared.clone(),
+            registry.clone(),
             sessions.clone(),
             stop_rx.clone(),
             served.clone(),
@@ -188,31 +144,13 @@ pub async fn serve(
 
 async fn accept_loop(
     listener: Listener,
-    shared: Arc<Shared>,
+    registry: Arc<Registry>,
     sessions: Arc<Semaphore>,
     mut stop: watch::Receiver<bool>,
     served: Arc<std::sync::atomic::AtomicU64>,
     pulses: Arc<std::sync::Mutex<Pulses>>,
 ) {
-    let name = listener.local_addr().to_string();
-    loop {
-        let accepted = tokio::select! {
-            a = accept(&listener) => a,
-            _ = stop.wait_for(|s| *s) => return,
-        };
-        let (stream, peer) = match accepted {
-            Ok(a) => a,
-            Err(e) => {
-                // Out of file descriptors and the like: say so, back off a
-                // little so the loop does not spin, keep serving.
-                tracing::warn!("accept on {name} failed: {e}");
-                tokio::select! {
-                    _ = tokio::time::sleep(Duration::from_millis(100)) => {}
-                    _ = stop.wait_for(|s| *s) => return,
-                }
-                continue;
-            }
-        };
+    while let Some((stream, peer)) = listener.next(&mut stop).await {
         let permit = match sessions.clone().try_acquire_owned() {
             Ok(p) => p,
             Err(_) => {
@@ -232,7 +170,7 @@ async fn accept_loop(
             }
         };
         served.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        let shared = shared.clone();
+        let registry = registry.clone();
         let stop = stop.clone();
         let pulse = Arc::new(Pulse::default());
         let id = pulses
@@ -242,8 +180,8 @@ async fn accept_loop(
         let pulses = pulses.clone();
         tokio::spawn(async move {
             match stream {
-                Stream::Unix(s) => run_session_with(s, &peer, shared, stop, pulse).await,
-                Stream::Tcp(s) => run_session_with(s, &peer, shared, stop, pulse).await,
+                Stream::Unix(s) => run_session_with(s, &peer, registry, stop, pulse).await,
+                Stream::Tcp(s) => run_session_with(s, &peer, registry, stop, pulse).await,
             }
             pulses
                 .lock()
@@ -255,49 +193,32 @@ async fn accept_loop(
     }
 }
 
-enum Stream {
-    Unix(tokio::net::UnixStream),
-    Tcp(tokio::net::TcpStream),
-}
-
-async fn accept(l: &Listener) -> std::io::Result<(Stream, String)> {
-    match l {
-        Listener::Unix(l, p) => {
-            let (s, _) = l.accept().await?;
-            Ok((Stream::Unix(s), format!("unix:{}", p.display())))
-        }
-        Listener::Tcp(l) => {
-            let (s, peer) = l.accept().await?;
-            // Milter is many small request/response packets: without this,
-            // Nagle and delayed ACKs stall every exchange.
-            s.set_nodelay(true)?;
-            Ok((Stream::Tcp(s), peer.to_string()))
-        }
-    }
-}
-
 /// Runs one session over `stream` until the MTA ends it, shutdown comes
 /// while no message is in progress, or a session limit closes it.
-pub async fn run_session<S>(stream: S, peer: &str, shared: Arc<Shared>, stop: watch::Receiver<bool>)
-where
+pub async fn run_session<S>(
+    stream: S,
+    peer: &str,
+    registry: Arc<Registry>,
+    stop: watch::Receiver<bool>,
+) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    run_session_with(stream, peer, shared, stop, Arc::default()).await;
+    run_session_with(stream, peer, registry, stop, Arc::default()).await;
 }
 
 async fn run_session_with<S>(
     stream: S,
     peer: &str,
-    shared: Arc<Shared>,
+    registry: Arc<Registry>,
     mut stop: watch::Receiver<bool>,
     pulse: Arc<Pulse>,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
-    let limits = shared.live().session.clone();
+    let limits = registry.live().session.clone();
     let (busy_tx, mut busy_rx) = watch::channel(false);
     pulse.beat();
-    let mut session = Session::new(shared, busy_tx, pulse.clone());
+    let mut session = Session::new(registry, busy_tx, pulse.clone());
     let mut server = Server::default_postfix(&mut session);
     let mut stream = stream.compat();
     let conn = server.handle_connection(&mut stream);

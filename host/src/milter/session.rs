@@ -1,5 +1,5 @@
 //! One milter connection: the MTA's callbacks collect the envelope, headers
-//! and body; end-of-message runs [`crate::scan::judge`] and answers with the
+//! and body; end-of-message runs [`crate::judge::judge`] and answers with the
 //! decision as milter actions.
 //!
 //! The session works on any stream (`AsyncRead + AsyncWrite`), so tests
@@ -23,71 +23,11 @@ use miltr_server::Milter;
 use tokio::sync::watch;
 
 use crate::bindings::{Envelope, IpAddress, Recipient as EnvRecipient};
-use crate::policy::{Action, Decision, RecipientEdit, bare_address};
+use crate::judge::{Case, Judged, judge};
+use crate::live::{LiveSettings, SessionLimits};
+use crate::policy::{Action, Decision, RecipientEdit};
 use crate::registry::Registry;
 use crate::scan::{self, Message};
-
-/// What every session of one daemon shares.
-pub struct Shared {
-    /// The engines.
-    pub registry: Arc<Registry>,
-    live: std::sync::RwLock<Arc<Live>>,
-}
-
-/// The parts of the config a config reload replaces; a message is judged
-/// by the one it started end-of-message with.
-#[derive(Debug, Clone)]
-pub struct Live {
-    /// The policy.
-    pub policy: crate::policy::Policy,
-    /// MIME limits.
-    pub mime: crate::mime::MimeLimits,
-    /// Recipient profiles: (lower-cased pattern, profile).
-    pub profiles: Vec<(String, String)>,
-    /// Name for `X-Virus-Scanned`, overriding the MTA's `j` macro.
-    pub host_name: Option<String>,
-    /// Bounds on each session and message.
-    pub session: SessionLimits,
-}
-
-/// What one MTA connection may make the daemon spend.
-#[derive(Debug, Clone, PartialEq)]
-pub struct SessionLimits {
-    /// Time to wait for the MTA's next complete command (a session idle
-    /// that long, or sending a command slower than that, is closed).
-    pub command_timeout: std::time::Duration,
-    /// Time one connection may last in all.
-    pub session_timeout: std::time::Duration,
-    /// Headers per message; past it the message is not scanned (the
-    /// engines get `message-too-large`).
-    pub max_headers: u32,
-    /// Recipients per message; the same.
-    pub max_recipients: u32,
-}
-
-impl Default for SessionLimits {
-    fn default() -> Self {
-        Self {
-            command_timeout: std::time::Duration::from_secs(300),
-            session_timeout: std::time::Duration::from_secs(3600),
-            max_headers: 2000,
-            max_recipients: 10_000,
-        }
-    }
-}
-
-impl Live {
-    /// The live parts of a config.
-    pub fn from_config(c: &crate::config::ValidConfig) -> Self {
-        Live {
-            policy: c.policy.clone(),
-            mime: c.mime.clone(),
-            profiles: c.profiles.clone(),
-            host_name: c.milter.host_name.clone(),
-            session: c.milter.session.clone(),
-        }
-    }
-}
 
 /// When a session last heard a complete command from its MTA, and whether
 /// it is scanning (waiting on the engines, not on the MTA). The daemon
@@ -138,45 +78,6 @@ impl Pulse {
     }
 }
 
-impl Shared {
-    /// Shared state for a daemon.
-    pub fn new(registry: Arc<Registry>, live: Live) -> Self {
-        Self {
-            registry,
-            live: std::sync::RwLock::new(Arc::new(live)),
-        }
-    }
-
-    /// The config in force now.
-    pub fn live(&self) -> Arc<Live> {
-        self.live.read().unwrap_or_else(|p| p.into_inner()).clone()
-    }
-
-    /// Replaces the config in force.
-    pub fn set_live(&self, live: Live) {
-        *self.live.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(live);
-    }
-}
-
-impl Live {
-    /// The profiles of one recipient.
-    fn profiles_of(&self, address: &str) -> Vec<String> {
-        let a = bare_address(address).to_ascii_lowercase();
-        let domain = a.rsplit_once('@').map(|(_, d)| d).unwrap_or("");
-        let mut out: Vec<String> = self
-            .profiles
-            .iter()
-            .filter(|(p, _)| match p.strip_prefix('@') {
-                Some(d) => d == domain,
-                None => *p == a,
-            })
-            .map(|(_, name)| name.clone())
-            .collect();
-        out.dedup();
-        out
-    }
-}
-
 /// Bytes of a header name kept for the header list.
 const MAX_HEADER_NAME_KEPT: usize = 128;
 
@@ -198,7 +99,7 @@ struct Transaction {
 
 /// One milter connection.
 pub struct Session {
-    shared: Arc<Shared>,
+    registry: Arc<Registry>,
     busy: watch::Sender<bool>,
     pulse: Arc<Pulse>,
     limits: SessionLimits,
@@ -215,17 +116,16 @@ pub struct Session {
 impl Session {
     /// A session; `busy` is set while a message is in progress, so that
     /// shutdown waits for it.
-    pub fn new(shared: Arc<Shared>, busy: watch::Sender<bool>, pulse: Arc<Pulse>) -> Self {
-        let limits = shared.live().session.clone();
-        let keep_bytes = shared
-            .registry
+    pub fn new(registry: Arc<Registry>, busy: watch::Sender<bool>, pulse: Arc<Pulse>) -> Self {
+        let limits = registry.live().session.clone();
+        let keep_bytes = registry
             .enabled()
             .iter()
             .map(|g| g.limits.max_message_bytes)
             .max()
             .unwrap_or(0);
         Self {
-            shared,
+            registry,
             busy,
             pulse,
             limits,
@@ -250,7 +150,7 @@ impl Session {
         self.tx.bytes.extend_from_slice(&data[..take]);
     }
 
-    fn envelope(&self, live: &Live) -> Envelope {
+    fn envelope(&self, live: &LiveSettings) -> Envelope {
         Envelope {
             client_address: self.client_address,
             client_name: self.client_name.clone(),
@@ -466,7 +366,7 @@ impl Milter for Session {
             self.append(b"\r\n");
         }
         self.pulse.set_scanning(true);
-        let live = self.shared.live();
+        let live = self.registry.live();
         let envelope = self.envelope(&live);
         let tx = std::mem::take(&mut self.tx);
         // Past a per-message bound the message cannot be handed whole to
@@ -482,19 +382,20 @@ impl Milter for Session {
             envelope: Arc::new(envelope),
             bytes: tx.bytes.into(),
         };
-        let registry = &self.shared.registry;
+        let registry = &self.registry;
         let id = scan::scan_id();
         let host = live.host_name.as_deref().or(self.mta_host.as_deref());
-        let judged = scan::judge(
+        let judged = judge(
             &registry.enabled(),
-            &message,
-            size,
-            &live.mime,
             registry.cache.as_ref(),
-            &live.policy,
-            &tx.header_names,
-            &id,
-            host,
+            &live.rules,
+            Case {
+                message: &message,
+                size,
+                header_names: &tx.header_names,
+                scan_id: &id,
+                host,
+            },
         )
         .await;
         log_line(&message, tx.size, &id, &judged);
@@ -526,7 +427,7 @@ impl Milter for Session {
 }
 
 /// The one log line per message.
-fn log_line(message: &Message, size: u64, id: &str, j: &scan::Judged) {
+fn log_line(message: &Message, size: u64, id: &str, j: &Judged) {
     let d = &j.decision;
     let mut engines = Vec::new();
     for e in &d.engines {

@@ -4,7 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::bindings::Outcome;
 use crate::engine::{EngineOutcome, FaultKind};
@@ -65,16 +65,6 @@ impl Histogram {
     }
 }
 
-/// The fault kinds counted, in [`EngineStats::faults`] order.
-pub const FAULT_KINDS: [FaultKind; 6] = [
-    FaultKind::Timeout,
-    FaultKind::OutOfMemory,
-    FaultKind::Trap,
-    FaultKind::BadOutput,
-    FaultKind::Overloaded,
-    FaultKind::MessageTooLarge,
-];
-
 /// One engine's counters.
 #[derive(Default)]
 pub struct EngineStats {
@@ -86,8 +76,8 @@ pub struct EngineStats {
     pub detections: AtomicU64,
     /// Messages the engine said were unscannable.
     pub unscannable: AtomicU64,
-    /// Faults, by [`FAULT_KINDS`].
-    pub faults: [AtomicU64; 6],
+    /// Faults, by kind in [`FaultKind::ALL`] order.
+    pub faults: [AtomicU64; FaultKind::ALL.len()],
     /// Verdicts served from the cache.
     pub cache_hits: AtomicU64,
     /// Time per message (queue and run), scans only.
@@ -120,9 +110,7 @@ impl EngineStats {
                 Outcome::Clean => {}
             },
             EngineOutcome::Fault(f) => {
-                if let Some(i) = FAULT_KINDS.iter().position(|k| *k == f.kind) {
-                    self.faults[i].fetch_add(1, Relaxed);
-                }
+                self.faults[f.kind.index()].fetch_add(1, Relaxed);
             }
         }
     }
@@ -141,12 +129,12 @@ impl EngineStats {
             parts: self.parts.load(Relaxed),
             detections: self.detections.load(Relaxed),
             unscannable: self.unscannable.load(Relaxed),
-            faults: FAULT_KINDS
+            faults: FaultKind::ALL
                 .iter()
                 .zip(&self.faults)
                 .map(|(k, n)| (k.as_str().to_string(), n.load(Relaxed)))
                 .collect(),
-            timeouts: self.faults[0].load(Relaxed),
+            timeouts: self.faults[FaultKind::Timeout.index()].load(Relaxed),
             cache_hits: self.cache_hits.load(Relaxed),
             message_mean_ms: ms(self.message_time.mean()),
             message_p99_ms: ms(self.message_time.quantile(0.99)),
@@ -159,7 +147,7 @@ impl EngineStats {
 }
 
 /// [`EngineStats`] at one moment.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct StatsSnapshot {
     /// Messages.
     pub messages: u64,
@@ -187,24 +175,6 @@ pub struct StatsSnapshot {
     pub reloads_ok: u64,
     /// Candidates rejected.
     pub reloads_failed: u64,
-}
-
-/// The process's resident memory now (`VmRSS`), in bytes.
-pub fn rss_bytes() -> Option<u64> {
-    proc_status_kib("VmRSS:").map(|k| k * 1024)
-}
-
-/// The process's peak resident memory (`VmHWM`), in bytes.
-pub fn peak_rss_bytes() -> Option<u64> {
-    proc_status_kib("VmHWM:").map(|k| k * 1024)
-}
-
-fn proc_status_kib(field: &str) -> Option<u64> {
-    let status = std::fs::read_to_string("/proc/self/status").ok()?;
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix(field))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
 #[cfg(test)]

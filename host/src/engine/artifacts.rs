@@ -16,6 +16,34 @@ use wasmtime::component::Component;
 
 use super::compiler::{CompileBounds, Compiler};
 
+/// Why a compiled component could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum ArtifactError {
+    /// The cache directory or an artifact file could not be written.
+    #[error("cannot {action} {}: {source}", path.display())]
+    Io {
+        /// What was being done.
+        action: &'static str,
+        /// The path.
+        path: PathBuf,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The compiler failed, ran out of time or memory.
+    #[error("{0}")]
+    Compile(String),
+    /// wasmtime refused the compiled artifact.
+    #[error("{label}: cannot load the compiled {what}: {reason}")]
+    Load {
+        /// The component.
+        label: String,
+        /// Component or snapshot.
+        what: &'static str,
+        /// wasmtime's reason.
+        reason: String,
+    },
+}
+
 /// Compiles `bytes`, or loads the artifact a previous run compiled from the
 /// same bytes with a compatible host. `label` names the component in errors.
 /// A cache that cannot be written is logged and skipped: it costs time, not
@@ -27,7 +55,7 @@ pub fn load_or_compile(
     cache_dir: &Path,
     bytes: &[u8],
     label: &str,
-) -> anyhow::Result<Component> {
+) -> Result<Component, ArtifactError> {
     let path = artifact_path(engine, cache_dir, bytes);
     if path.is_file() {
         // SAFETY: `Component::deserialize_file` runs native code from the
@@ -44,23 +72,33 @@ pub fn load_or_compile(
             ),
         }
     }
-    std::fs::create_dir_all(cache_dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", cache_dir.display()))?;
+    std::fs::create_dir_all(cache_dir).map_err(|source| ArtifactError::Io {
+        action: "create",
+        path: cache_dir.to_path_buf(),
+        source,
+    })?;
     // Compiled into a private name, then renamed into place: a reader
     // never sees half an artifact.
     let tmp = temp_name(cache_dir);
     compiler
         .compile_to(engine, bytes, &tmp, label, bounds)
-        .map_err(|e| anyhow::anyhow!("{e}"))?;
-    if let Err(e) = std::fs::rename(&tmp, &path) {
+        .map_err(|e| ArtifactError::Compile(e.to_string()))?;
+    if let Err(source) = std::fs::rename(&tmp, &path) {
         let _ = std::fs::remove_file(&tmp);
-        anyhow::bail!("cannot move the artifact into {}: {e}", path.display());
+        return Err(ArtifactError::Io {
+            action: "move the artifact into",
+            path,
+            source,
+        });
     }
     // SAFETY: as above; the file was written just now by this wasmtime's
     // compiler (here or in the child running this executable) under a
     // name no other writer uses, then renamed into place.
-    unsafe { Component::deserialize_file(engine, &path) }
-        .map_err(|e| anyhow::anyhow!("{label}: cannot load the compiled component: {e:#}"))
+    unsafe { Component::deserialize_file(engine, &path) }.map_err(|e| ArtifactError::Load {
+        label: label.to_string(),
+        what: "component",
+        reason: format!("{e:#}"),
+    })
 }
 
 /// Compiles a pre-initialised snapshot, which is never cached (no two
@@ -76,14 +114,17 @@ pub fn compile_mapped(
     cache_dir: &Path,
     bytes: &[u8],
     label: &str,
-) -> anyhow::Result<Component> {
+) -> Result<Component, ArtifactError> {
     let dir = cache_dir.join("generations");
-    std::fs::create_dir_all(&dir)
-        .map_err(|e| anyhow::anyhow!("cannot create {}: {e}", dir.display()))?;
+    std::fs::create_dir_all(&dir).map_err(|source| ArtifactError::Io {
+        action: "create",
+        path: dir.clone(),
+        source,
+    })?;
     let path = temp_name(&dir);
     if let Err(e) = compiler.compile_to(engine, bytes, &path, label, bounds) {
         let _ = std::fs::remove_file(&path);
-        anyhow::bail!("{e}");
+        return Err(ArtifactError::Compile(e.to_string()));
     }
     // SAFETY: `deserialize_file` runs native code from the file. The file
     // was created just now with `create_new` in the operator's cache
@@ -93,7 +134,11 @@ pub fn compile_mapped(
     let component = unsafe { Component::deserialize_file(engine, &path) };
     // The mapping outlives the name.
     let _ = std::fs::remove_file(&path);
-    component.map_err(|e| anyhow::anyhow!("{label}: cannot map the compiled snapshot: {e:#}"))
+    component.map_err(|e| ArtifactError::Load {
+        label: label.to_string(),
+        what: "snapshot",
+        reason: format!("{e:#}"),
+    })
 }
 
 fn artifact_path(engine: &wasmtime::Engine, cache_dir: &Path, bytes: &[u8]) -> PathBuf {

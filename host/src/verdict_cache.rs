@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::bindings::{Outcome, Verdict};
@@ -41,6 +41,15 @@ struct Inner {
     bytes: usize,
 }
 
+/// The cache's bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct VerdictCacheLimits {
+    /// Verdicts held at most (0: no cache).
+    pub max_entries: usize,
+    /// Estimated bytes held at most.
+    pub max_bytes: usize,
+}
+
 /// The cache.
 pub struct VerdictCache {
     max_entries: usize,
@@ -51,7 +60,7 @@ pub struct VerdictCache {
 }
 
 /// The cache's figures.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct CacheStats {
     /// Verdicts held.
     pub entries: usize,
@@ -83,10 +92,10 @@ fn size_of(v: &Verdict) -> usize {
 
 impl VerdictCache {
     /// A cache holding at most `max_entries` verdicts and about `max_bytes`.
-    pub fn new(max_entries: usize, max_bytes: usize) -> Self {
+    pub fn new(limits: VerdictCacheLimits) -> Self {
         Self {
-            max_entries,
-            max_bytes,
+            max_entries: limits.max_entries,
+            max_bytes: limits.max_bytes,
             inner: Mutex::default(),
             hits: AtomicU64::new(0),
             misses: AtomicU64::new(0),
@@ -202,7 +211,10 @@ mod tests {
 
     #[test]
     fn keyed_by_engine_generation_and_content() {
-        let c = VerdictCache::new(10, 1 << 20);
+        let c = VerdictCache::new(VerdictCacheLimits {
+            max_entries: 10,
+            max_bytes: 1 << 20,
+        });
         let e: Arc<str> = "e".into();
         let d = digest(b"message");
         assert!(c.get(&e, 1, &d).is_none());
@@ -220,7 +232,10 @@ mod tests {
 
     #[test]
     fn bounded_by_entries_and_bytes_least_recent_out() {
-        let c = VerdictCache::new(3, 1 << 20);
+        let c = VerdictCache::new(VerdictCacheLimits {
+            max_entries: 3,
+            max_bytes: 1 << 20,
+        });
         let e: Arc<str> = "e".into();
         let ds: Vec<ContentDigest> = (0..4u8).map(|i| digest(&[i])).collect();
         for d in &ds[..3] {
@@ -234,7 +249,10 @@ mod tests {
             assert!(c.get(&e, 1, &ds[i]).is_some(), "{i}");
         }
         let one = size_of(&clean());
-        let c = VerdictCache::new(100, one * 2);
+        let c = VerdictCache::new(VerdictCacheLimits {
+            max_entries: 100,
+            max_bytes: one * 2,
+        });
         for d in &ds {
             c.put(&e, 1, d, &clean());
         }
@@ -244,7 +262,10 @@ mod tests {
 
     #[test]
     fn per_recipient_verdicts_are_not_cached() {
-        let c = VerdictCache::new(10, 1 << 20);
+        let c = VerdictCache::new(VerdictCacheLimits {
+            max_entries: 10,
+            max_bytes: 1 << 20,
+        });
         let e: Arc<str> = "e".into();
         let mut v = clean();
         v.recipients.push(RecipientVerdict {
@@ -254,7 +275,10 @@ mod tests {
         });
         c.put(&e, 1, &digest(b"m"), &v);
         assert_eq!(c.stats().entries, 0);
-        let off = VerdictCache::new(0, 1 << 20);
+        let off = VerdictCache::new(VerdictCacheLimits {
+            max_entries: 0,
+            max_bytes: 1 << 20,
+        });
         off.put(&e, 1, &digest(b"m"), &clean());
         assert_eq!(off.stats().entries, 0);
     }

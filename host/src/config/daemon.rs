@@ -1,0 +1,132 @@
+//! `[milter]`, `[control]` and `[reload]` validated into the daemon's
+//! listener, control and watcher settings.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::ConfigError;
+use super::engines::range;
+use super::schema::{ControlConfig, MilterConfig, ReloadConfig};
+use crate::listen::ListenAddr;
+use crate::live::SessionLimits;
+
+/// A unix socket mode written in octal (`"0660"`).
+fn octal_mode(text: &str) -> Option<u32> {
+    u32::from_str_radix(text, 8).ok().filter(|m| *m <= 0o777)
+}
+
+pub(super) fn control_settings(
+    path: &Path,
+    c: &ControlConfig,
+) -> Result<crate::control::Settings, ConfigError> {
+    let bad = |key: &str, reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: format!("control.{key}"),
+        reason,
+    };
+    let base = path.parent().unwrap_or(Path::new(""));
+    let socket_mode = octal_mode(&c.socket_mode).ok_or_else(|| {
+        bad(
+            "socket_mode",
+            format!("{:?} is not an octal mode like \"0600\"", c.socket_mode),
+        )
+    })?;
+    let http = match &c.http {
+        None => None,
+        Some(h) => {
+            let a: std::net::SocketAddr = h
+                .parse()
+                .map_err(|_| bad("http", format!("{h:?} is not host:port")))?;
+            if !a.ip().is_loopback() {
+                return Err(bad(
+                    "http",
+                    format!("{h:?} is not on loopback: the metrics listener has no authentication"),
+                ));
+            }
+            Some(a)
+        }
+    };
+    Ok(crate::control::Settings {
+        socket: c.socket.as_ref().map(|s| {
+            if s.is_absolute() {
+                s.clone()
+            } else {
+                base.join(s)
+            }
+        }),
+        socket_mode,
+        http,
+    })
+}
+
+/// `[milter]` validated: the listeners' settings, and the host name and
+/// session limits that go into the live settings.
+pub(super) fn milter_settings(
+    path: &Path,
+    c: &MilterConfig,
+) -> Result<(crate::milter::Settings, Option<String>, SessionLimits), ConfigError> {
+    let bad = |key: &str, reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: format!("milter.{key}"),
+        reason,
+    };
+    let base = path.parent().unwrap_or(Path::new(""));
+    let mut listen = Vec::new();
+    for (i, l) in c.listen.iter().enumerate() {
+        let mut a: ListenAddr = l.parse().map_err(|e| bad(&format!("listen[{i}]"), e))?;
+        if let ListenAddr::Unix(p) = &mut a
+            && p.is_relative()
+        {
+            *p = base.join(&*p);
+        }
+        listen.push(a);
+    }
+    range(c.max_sessions, 1, 65_536).map_err(|r| bad("max_sessions", r))?;
+    range(c.shutdown_timeout_s, 0, 3600).map_err(|r| bad("shutdown_timeout_s", r))?;
+    range(c.command_timeout_s, 1, 3600).map_err(|r| bad("command_timeout_s", r))?;
+    range(c.session_timeout_s, 1, 7 * 86_400).map_err(|r| bad("session_timeout_s", r))?;
+    range(c.max_headers, 1, 100_000).map_err(|r| bad("max_headers", r))?;
+    range(c.max_recipients, 1, 100_000).map_err(|r| bad("max_recipients", r))?;
+    let socket_mode = octal_mode(&c.socket_mode).ok_or_else(|| {
+        bad(
+            "socket_mode",
+            format!("{:?} is not an octal mode like \"0660\"", c.socket_mode),
+        )
+    })?;
+    if let Some(h) = &c.host_name
+        && (h.is_empty() || !h.bytes().all(|b| b.is_ascii_graphic()))
+    {
+        return Err(bad("host_name", format!("{h:?} is not a host name")));
+    }
+    Ok((
+        crate::milter::Settings {
+            listen,
+            socket_mode,
+            max_sessions: c.max_sessions,
+            shutdown_timeout: Duration::from_secs(c.shutdown_timeout_s),
+        },
+        c.host_name.clone(),
+        SessionLimits {
+            command_timeout: Duration::from_secs(c.command_timeout_s),
+            session_timeout: Duration::from_secs(c.session_timeout_s),
+            max_headers: c.max_headers,
+            max_recipients: c.max_recipients,
+        },
+    ))
+}
+
+/// `[reload]` validated.
+pub(super) fn reload_settings(
+    path: &Path,
+    c: &ReloadConfig,
+) -> Result<crate::watch::Settings, ConfigError> {
+    range(c.interval_ms, 10, 3_600_000).map_err(|reason| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: "reload.interval_ms".into(),
+        reason,
+    })?;
+    Ok(crate::watch::Settings {
+        enabled: c.watch,
+        interval: Duration::from_millis(c.interval_ms),
+    })
+}

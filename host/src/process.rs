@@ -1,0 +1,85 @@
+//! What `/proc` says about a process: resident memory now and at its peak,
+//! CPU time used. One reader for the daemon's own figures (`cordon stats`,
+//! `/metrics`), the benchmarks and the tests that watch a child process.
+
+/// Which process to read: this one or another by pid.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Pid {
+    /// The calling process (`/proc/self`).
+    Current,
+    /// Another process.
+    Other(u32),
+}
+
+impl Pid {
+    fn dir(self) -> String {
+        match self {
+            Pid::Current => "/proc/self".into(),
+            Pid::Other(pid) => format!("/proc/{pid}"),
+        }
+    }
+}
+
+/// A `kB` field of `/proc/PID/status` (`VmRSS:`, `VmHWM:`), in bytes.
+fn status_bytes(pid: Pid, field: &str) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("{}/status", pid.dir())).ok()?;
+    parse_status_kib(&status, field).map(|k| k * 1024)
+}
+
+fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix(field))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+}
+
+/// Resident memory now (`VmRSS`), in bytes; `None` if the process is gone.
+pub fn rss_bytes(pid: Pid) -> Option<u64> {
+    status_bytes(pid, "VmRSS:")
+}
+
+/// Peak resident memory (`VmHWM`), in bytes; `None` if the process is gone.
+pub fn peak_rss_bytes(pid: Pid) -> Option<u64> {
+    status_bytes(pid, "VmHWM:")
+}
+
+/// CPU time used so far, user and system, in clock ticks
+/// (`/proc/PID/stat` fields 14 and 15); `None` if the process is gone.
+pub fn cpu_ticks(pid: Pid) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("{}/stat", pid.dir())).ok()?;
+    parse_stat_ticks(&stat)
+}
+
+fn parse_stat_ticks(stat: &str) -> Option<u64> {
+    // The fields after the command name, which is in parentheses and may
+    // hold spaces and parentheses itself.
+    let rest = stat.rsplit_once(')')?.1;
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    // `rest` starts at field 3: utime (14) and stime (15) are 11 and 12.
+    let n = |i: usize| f.get(i).and_then(|v| v.parse::<u64>().ok());
+    Some(n(11)? + n(12)?)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn status_and_stat_fields_are_read() {
+        let status = "Name:\tcordon\nVmHWM:\t  2048 kB\nVmRSS:\t  1024 kB\n";
+        assert_eq!(parse_status_kib(status, "VmRSS:"), Some(1024));
+        assert_eq!(parse_status_kib(status, "VmHWM:"), Some(2048));
+        assert_eq!(parse_status_kib(status, "VmSwap:"), None);
+        let stat = "42 (a (b) c) S 1 42 42 0 -1 4194560 100 0 0 0 7 5 0 0 20 0";
+        assert_eq!(parse_stat_ticks(stat), Some(12));
+        assert_eq!(parse_stat_ticks("42 (x"), None);
+    }
+
+    #[test]
+    fn this_process_has_resident_memory() {
+        let rss = rss_bytes(Pid::Current).expect("VmRSS of this process");
+        let peak = peak_rss_bytes(Pid::Current).expect("VmHWM of this process");
+        assert!(rss > 0 && peak >= rss, "rss {rss}, peak {peak}");
+        assert!(cpu_ticks(Pid::Current).is_some());
+    }
+}
