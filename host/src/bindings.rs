@@ -16,6 +16,18 @@ pub use cordon::scanner::types::{
     RecipientVerdict, Setting, Threat, ThreatKind, UnscannableReason, Verdict,
 };
 
+/// A verdict with `outcome` and nothing else: no score, rules, recipient
+/// verdicts or headers.
+pub fn verdict_of(outcome: Outcome) -> Verdict {
+    Verdict {
+        outcome,
+        spam_score: None,
+        rules: Vec::new(),
+        recipients: Vec::new(),
+        headers: Vec::new(),
+    }
+}
+
 /// An envelope with nothing known.
 pub fn empty_envelope() -> Envelope {
     Envelope {

@@ -195,6 +195,28 @@ mod tests {
         );
     }
 
+    /// A file past about 600 lines usually holds two ideas (DESIGN.md).
+    #[test]
+    fn no_source_file_is_past_about_600_lines() {
+        let src = Path::new(env!("CARGO_MANIFEST_DIR")).join("src");
+        let mut files = Vec::new();
+        rust_files(&src, &mut files);
+        let long: Vec<String> = files
+            .iter()
+            .map(|f| {
+                let n = std::fs::read_to_string(f).expect("source").lines().count();
+                (f, n)
+            })
+            .filter(|(_, n)| *n > 620)
+            .map(|(f, n)| format!("{}: {n} lines", f.display()))
+            .collect();
+        assert!(
+            long.is_empty(),
+            "split these along their ideas:\n{}",
+            long.join("\n")
+        );
+    }
+
     #[test]
     fn every_module_in_lib_has_a_layer_and_every_layer_a_module() {
         let lib = include_str!("lib.rs");

@@ -200,13 +200,7 @@ mod tests {
     use crate::bindings::{RecipientAction, RecipientVerdict};
 
     fn clean() -> Verdict {
-        Verdict {
-            outcome: Outcome::Clean,
-            spam_score: None,
-            rules: vec![],
-            recipients: vec![],
-            headers: vec![],
-        }
+        crate::bindings::verdict_of(Outcome::Clean)
     }
 
     #[test]

@@ -341,3 +341,38 @@ fn mime_limits_exceeded_is_unscannable_and_deferred() {
     // A single-part message is within the limit.
     assert_eq!(lines[1]["decision"]["action"], "accept");
 }
+
+/// The README's demo output, line for line, against what `./dev demo` runs
+/// (`cordon engines`, then `cordon scan samples/`, with the repository's
+/// `cordon.toml`): a line added, dropped or changed on either side fails.
+/// Only the figures of the `Time:` and `Peak memory:` lines may differ.
+#[test]
+fn readme_demo_output_is_what_dev_demo_prints() {
+    let readme = std::fs::read_to_string(root().join("README.md")).expect("README.md");
+    let marker = "`./dev demo` prints";
+    let after = &readme[readme.find(marker).expect("the README's demo section")..];
+    let block = after
+        .split("```\n")
+        .nth(1)
+        .expect("a fenced block after the demo marker");
+    let dev = std::fs::read_to_string(root().join("dev")).expect("dev");
+    assert!(
+        dev.contains("./target/release/cordon engines")
+            && dev.contains("./target/release/cordon scan samples/"),
+        "./dev demo no longer runs what this test runs"
+    );
+    let engines = cordon(&["engines"]);
+    assert_eq!(engines.status.code(), Some(0), "{}", stderr(&engines));
+    let scan = cordon(&["scan", "samples/"]);
+    assert_eq!(scan.status.code(), Some(1), "{}", stderr(&scan));
+    let printed = format!("{}{}", stdout(&engines), stdout(&scan));
+    let figures_out = |text: &str| -> Vec<String> {
+        text.lines()
+            .map(|l| match l.split_once(": ") {
+                Some((k @ ("Time" | "Peak memory"), _)) => format!("{k}: <varies>"),
+                _ => l.to_string(),
+            })
+            .collect()
+    };
+    assert_eq!(figures_out(block), figures_out(&printed));
+}

@@ -72,6 +72,11 @@ pub fn eicar() -> &'static str {
     std::str::from_utf8(testsig::matcher::EICAR).expect("EICAR is ASCII")
 }
 
+/// The GTUBE string (SpamAssassin's test pattern).
+pub fn gtube() -> &'static str {
+    std::str::from_utf8(testsig::matcher::GTUBE).expect("GTUBE is ASCII")
+}
+
 /// A small message carrying `body`.
 pub fn message(subject: &str, body: &str) -> Vec<u8> {
     format!("From: a@example.org\r\nTo: b@example.com\r\nSubject: {subject}\r\n\r\n{body}\r\n")

@@ -8,6 +8,7 @@ mod clamscan;
 mod cli;
 mod common;
 mod fuzz;
+mod golden;
 mod hardening;
 mod hostile;
 mod milter;

@@ -21,8 +21,6 @@ use tokio_util::compat::TokioAsyncReadCompatExt;
 
 use crate::common::*;
 
-const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
-
 /// The engines and live settings of config text (engines added by the
 /// caller), with the host name `mx.test`.
 fn shared(text: &str) -> Arc<Registry> {
@@ -59,11 +57,11 @@ fn hanging(extra: &str) -> String {
 }
 
 /// One message as the MTA sends it.
-struct Mail<'a> {
-    client: &'a str,
-    rcpts: &'a [&'a str],
-    headers: &'a [(&'a str, &'a str)],
-    body: &'a str,
+pub(crate) struct Mail<'a> {
+    pub client: &'a str,
+    pub rcpts: &'a [&'a str],
+    pub headers: &'a [(&'a str, &'a str)],
+    pub body: &'a str,
 }
 
 impl Default for Mail<'_> {
@@ -79,7 +77,7 @@ impl Default for Mail<'_> {
 
 /// Runs one milter conversation over `stream` and returns cordon's answer
 /// to end-of-message.
-async fn converse<S>(stream: S, mail: &Mail<'_>) -> ModificationResponse
+pub(crate) async fn converse<S>(stream: S, mail: &Mail<'_>) -> ModificationResponse
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -113,14 +111,17 @@ where
             .expect("header");
     }
     c.end_of_header().await.expect("eoh");
-    c.body(mail.body.as_bytes()).await.expect("body");
+    // The milter protocol carries the body in chunks of at most 64 KiB.
+    for chunk in mail.body.as_bytes().chunks(65_535) {
+        c.body(chunk).await.expect("body");
+    }
     let r = c.end_of_body().await.expect("end of body");
     c.quit().await.expect("quit");
     r
 }
 
 /// A session over an in-memory duplex.
-async fn session(shared: &Arc<Registry>, mail: &Mail<'_>) -> ModificationResponse {
+pub(crate) async fn session(shared: &Arc<Registry>, mail: &Mail<'_>) -> ModificationResponse {
     let (mta, milter) = tokio::io::duplex(1 << 16);
     let (_stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(run_session(milter, "duplex", shared.clone(), stop_rx));
@@ -139,7 +140,7 @@ fn added(r: &ModificationResponse, name: &str) -> Vec<String> {
         .collect()
 }
 
-fn reply(r: &ModificationResponse) -> String {
+pub(crate) fn reply(r: &ModificationResponse) -> String {
     match r.final_action() {
         Action::Replycode(c) => {
             let code: String = c.rcode().code().iter().map(|d| d.to_string()).collect();
@@ -293,7 +294,7 @@ async fn per_recipient_drop_alternate_and_all_dropped() {
         testsig("on_detect = \"tag\"\nsettings.alternate_location = \"spam@in.test\"")
     );
     let s = shared(&config);
-    let body = format!("{GTUBE}\r\n");
+    let body = format!("{}\r\n", gtube());
     let r = session(
         &s,
         &Mail {

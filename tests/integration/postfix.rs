@@ -12,8 +12,6 @@ use std::process::Command;
 use crate::common::*;
 use crate::pf::{Daemon, Postfix, free_port, require, run, scratch};
 
-const GTUBE: &str = "XJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X";
-
 /// `cordon serve --config config`, ready.
 fn cordon_serve(config: &Path) -> Daemon {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cordon"));
@@ -200,7 +198,7 @@ fn postfix_with_cordon_milters() {
             sent.reply,
             "550 5.7.1 Rejected by cordon: Sample.Eicar.UNOFFICIAL, Eicar-Test-Signature"
         );
-        let sent = swaks(port, "dave@sink.test", "gtube", GTUBE, &[]);
+        let sent = swaks(port, "dave@sink.test", "gtube", gtube(), &[]);
         assert_eq!(
             sent.reply,
             "550 5.7.1 Rejected by cordon: Sample.Gtube.UNOFFICIAL, GTUBE"
@@ -212,7 +210,7 @@ fn postfix_with_cordon_milters() {
         ports[2],
         "dave@sink.test,bob@sink.test,carol@sink.test",
         "per-recipient",
-        GTUBE,
+        gtube(),
         &[],
     );
     assert!(sent.reply.starts_with("250 "), "{}", sent.reply);
@@ -242,7 +240,7 @@ fn postfix_with_cordon_milters() {
     );
 
     // Every recipient dropped: accepted and discarded.
-    let sent = swaks(ports[2], "bob@sink.test", "all-dropped", GTUBE, &[]);
+    let sent = swaks(ports[2], "bob@sink.test", "all-dropped", gtube(), &[]);
     assert!(sent.reply.starts_with("250 "), "{}", sent.reply);
     let qid = sent.queue_id.unwrap();
     pf.wait_log(&[&qid, "milter-discard", "DISCARD"]);

@@ -159,14 +159,8 @@ impl Daemon {
 
     /// Its peak resident memory, in KiB.
     pub fn peak_rss_kib(&self) -> u64 {
-        std::fs::read_to_string(format!("/proc/{}/status", self.child.id()))
-            .ok()
-            .and_then(|s| {
-                s.lines()
-                    .find_map(|l| l.strip_prefix("VmHWM:"))
-                    .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-            })
-            .unwrap_or(0)
+        cordon::process::peak_rss_bytes(cordon::process::Pid::Other(self.child.id())).unwrap_or(0)
+            / 1024
     }
 
     /// CPU time it has used so far (user + system), in seconds.
@@ -175,14 +169,8 @@ impl Daemon {
             .trim()
             .parse::<f64>()
             .unwrap_or(100.0);
-        let stat =
-            std::fs::read_to_string(format!("/proc/{}/stat", self.child.id())).unwrap_or_default();
-        // Fields after the command name, which is in parentheses.
-        let rest = stat.rsplit_once(')').map(|(_, r)| r).unwrap_or("");
-        let f: Vec<&str> = rest.split_whitespace().collect();
-        let n = |i: usize| f.get(i).and_then(|v| v.parse::<f64>().ok()).unwrap_or(0.0);
-        // utime and stime are fields 14 and 15; `rest` starts at field 3.
-        (n(11) + n(12)) / ticks
+        let used = cordon::process::cpu_ticks(cordon::process::Pid::Other(self.child.id()));
+        used.unwrap_or(0) as f64 / ticks
     }
 
     /// SIGTERM, then its exit status and its whole log: the reader is

@@ -41,12 +41,5 @@ pub fn corpus(n: Option<usize>) -> Vec<Vec<u8>> {
 
 /// A process's resident memory now (`VmRSS`), in KiB; 0 if it is gone.
 pub fn rss_kib(pid: u32) -> u64 {
-    std::fs::read_to_string(format!("/proc/{pid}/status"))
-        .ok()
-        .and_then(|s| {
-            s.lines()
-                .find_map(|l| l.strip_prefix("VmRSS:"))
-                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        })
-        .unwrap_or(0)
+    cordon::process::rss_bytes(cordon::process::Pid::Other(pid)).unwrap_or(0) / 1024
 }

@@ -1,7 +1,7 @@
 //! The `cordon` subcommands: `serve` (the daemon), `scan` (the test-scan
-//! CLI, in [`scan`]), `engines`, `check-config`, and the operator commands
+//! CLI, in `scan`), `engines`, `check-config`, and the operator commands
 //! that talk to a running daemon (`stats`, `version`, `reload`, `engines
-//! --live`, in [`operator`]).
+//! --live`, in `operator`).
 //!
 //! Arguments are parsed in two stages: clap reads raw flags into [`Cli`],
 //! then [`EngineSource::resolve`] turns them into a validated config, so

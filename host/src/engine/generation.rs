@@ -61,7 +61,7 @@ pub struct Generation {
     /// Its verdicts may be cached.
     pub cacheable: bool,
     pre: ScannerPre<ScanState>,
-    engine: wasmtime::Engine,
+    wasmtime: wasmtime::Engine,
     concurrency: Arc<Semaphore>,
     pool: Arc<Semaphore>,
 }
@@ -100,7 +100,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         max_memory_bytes: spec.limits.compile_memory_bytes,
     };
     let original = super::artifacts::load_or_compile(
-        &rt.engine,
+        &rt.wasmtime,
         &rt.compiler,
         bounds,
         &rt.cache_dir,
@@ -121,7 +121,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
     let snapshot = {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let job = preinit::Job {
-            engine: rt.engine.clone(),
+            wasmtime: rt.wasmtime.clone(),
             linker: rt.linker.clone(),
             compiler: rt.compiler.clone(),
             bounds,
@@ -183,7 +183,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
     // fill the disk, one artifact per generation.
     let image_bytes = snapshot.len();
     let component = super::artifacts::compile_mapped(
-        &rt.engine,
+        &rt.wasmtime,
         &rt.compiler,
         bounds,
         &rt.cache_dir,
@@ -216,7 +216,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         stats: Arc::default(),
         cacheable: spec.cache,
         pre,
-        engine: rt.engine.clone(),
+        wasmtime: rt.wasmtime.clone(),
         concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
         pool: rt.pool.clone(),
     };
@@ -443,7 +443,7 @@ impl Generation {
 
     fn new_store(&self) -> Store<ScanState> {
         let mut store = Store::new(
-            &self.engine,
+            &self.wasmtime,
             ScanState::new(self.name.clone(), self.limits.memory_bytes),
         );
         store.limiter(|s| &mut s.limiter);

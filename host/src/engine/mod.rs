@@ -106,7 +106,7 @@ pub enum LoadError {
 
 /// The shared runtime all generations are loaded into.
 pub struct Runtime {
-    engine: wasmtime::Engine,
+    wasmtime: wasmtime::Engine,
     linker: Linker<ScanState>,
     compiler: compiler::Compiler,
     cache_dir: PathBuf,
@@ -184,7 +184,7 @@ impl Runtime {
         .map_err(wasmtime_error("link the cordon host interface"))?;
         let ticker = EpochTicker::start(&engine);
         Ok(Self {
-            engine,
+            wasmtime: engine,
             linker,
             compiler: compiler::Compiler::detect(),
             cache_dir,

@@ -325,13 +325,7 @@ mod tests {
     use crate::engine::EngineLimits;
 
     fn clean() -> Verdict {
-        Verdict {
-            outcome: Outcome::Clean,
-            spam_score: None,
-            rules: vec![],
-            recipients: vec![],
-            headers: vec![],
-        }
+        crate::bindings::verdict_of(Outcome::Clean)
     }
 
     #[test]

@@ -33,7 +33,7 @@ pub(super) enum PreinitError {
 /// Everything one pre-initialisation needs, owned, so that it can run on a
 /// thread the load does not have to wait for past its deadline.
 pub(super) struct Job {
-    pub engine: wasmtime::Engine,
+    pub wasmtime: wasmtime::Engine,
     pub linker: wasmtime::component::Linker<ScanState>,
     pub compiler: super::compiler::Compiler,
     pub bounds: super::compiler::CompileBounds,
@@ -58,7 +58,7 @@ impl Job {
 
 fn snapshot(job: &Job) -> Result<Vec<u8>, PreinitError> {
     let Job {
-        engine,
+        wasmtime: engine,
         linker,
         compiler,
         bounds,
