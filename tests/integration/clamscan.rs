@@ -737,9 +737,7 @@ fn a_database_that_does_not_parse_names_file_and_line() {
 /// fails naming the file and line, and scans go on with the old one.
 #[tokio::test(flavor = "multi_thread")]
 async fn a_broken_database_on_reload_leaves_the_old_generation_serving() {
-    use cordon::config::Config;
     use cordon::engine::EngineOutcome;
-    use cordon::registry::Registry;
     use cordon::scan::{Message, scan_message};
 
     let dir = tempfile::tempdir().unwrap();
@@ -751,9 +749,7 @@ async fn a_broken_database_on_reload_leaves_the_old_generation_serving() {
     )
     .unwrap();
     let text = clamsig_config_text(&defs);
-    let path = Path::new("reload.toml");
-    let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
-    let registry = tokio::task::spawn_blocking(move || Registry::load(&config.registry).unwrap())
+    let registry = tokio::task::spawn_blocking(move || registry_from_toml(&text))
         .await
         .unwrap();
     let registry = std::sync::Arc::new(registry);

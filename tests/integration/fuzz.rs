@@ -249,9 +249,7 @@ async fn fuzz_milter_sessions() {
         toml_path(&cache_dir()),
         toml_path(&component("testsig"))
     );
-    let path = Path::new("fuzz-milter.toml");
-    let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
-    let shared = Arc::new(cordon::registry::Registry::load(&config.registry).unwrap());
+    let shared = Arc::new(registry_from_toml(&text));
     // A well-formed conversation to mutate.
     let mut optneg = 6u32.to_be_bytes().to_vec();
     optneg.extend_from_slice(&0x1ffu32.to_be_bytes());

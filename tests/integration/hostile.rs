@@ -253,10 +253,8 @@ async fn a_full_pool_queues_instead_of_failing() {
         testsig = toml_path(&component("testsig")),
         hostile = toml_path(&component("hostile")),
     );
-    let path = Path::new("pool-test.toml");
-    let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
-    assert_eq!(config.registry.pool_instances, 1);
-    let reg = Registry::load(&config.registry).unwrap();
+    assert_eq!(config_from_toml(&text).registry.pool_instances, 1);
+    let reg = registry_from_toml(&text);
     let engines = reg.enabled();
     let scans = (0..16).map(|_| {
         let engines = engines.clone();
@@ -297,9 +295,7 @@ async fn definitions_are_read_only_at_init_and_closed_during_scans() {
         toml_path(&component("hostile")),
         toml_path(&defs),
     );
-    let path = Path::new("defs-test.toml");
-    let config = Config::parse(&text, path).unwrap().validate(path).unwrap();
-    let reg = Registry::load(&config.registry).unwrap_or_else(|e| panic!("{e:#}"));
+    let reg = registry_from_toml(&text);
     let g = &reg.enabled()[0];
     assert_eq!(g.info.definitions_version, "2026-11-22.7");
     assert!(!defs.join("written-by-engine").exists());
@@ -314,6 +310,7 @@ async fn definitions_are_read_only_at_init_and_closed_during_scans() {
 
     // A missing definitions directory is a config error naming the key.
     let text = text.replace(&toml_path(&defs), &toml_path(&dir.path().join("nope")));
+    let path = Path::new("defs-test.toml");
     let err = Config::parse(&text, path)
         .unwrap()
         .validate(path)
