@@ -1,4 +1,6 @@
-//! The configured engines and the generation each one currently serves.
+//! The configured engines, the generation each one currently serves, and
+//! the live settings ([`crate::live`]) that judge messages with them: one
+//! place, so that a config reload swaps engines and settings in one step.
 //!
 //! A scan takes the current generation of every enabled engine (an
 //! `Arc<Generation>`) and keeps it until the scan ends, so replacing a
@@ -336,24 +338,28 @@ impl Registry {
     /// Scans in flight finish on the generation they started with.
     /// Blocking.
     pub fn reload(&self, name: &str) -> Result<Arc<Generation>, ReloadError> {
-        let slot = self
+        let entry = self
             .engine(name)
             .ok_or_else(|| ReloadError::Unknown(name.to_string()))?;
-        let spec = slot.spec();
-        self.reload_slot(&slot, spec)
+        let spec = entry.spec();
+        self.reload_entry(&entry, spec)
     }
 
-    fn reload_slot(&self, slot: &Engine, spec: EngineSpec) -> Result<Arc<Generation>, ReloadError> {
-        let _one_at_a_time = slot.reloading.lock().unwrap_or_else(|p| p.into_inner());
-        let r = self.swap_in(slot, spec);
-        let mut last = slot.last_error.lock().unwrap_or_else(|p| p.into_inner());
+    fn reload_entry(
+        &self,
+        entry: &Engine,
+        spec: EngineSpec,
+    ) -> Result<Arc<Generation>, ReloadError> {
+        let _one_at_a_time = entry.reloading.lock().unwrap_or_else(|p| p.into_inner());
+        let r = self.swap_in(entry, spec);
+        let mut last = entry.last_error.lock().unwrap_or_else(|p| p.into_inner());
         match &r {
             Ok(_) => {
-                slot.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
+                entry.stats.reloads_ok.fetch_add(1, Ordering::Relaxed);
                 *last = None;
             }
             Err(e) => {
-                slot.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
+                entry.stats.reloads_failed.fetch_add(1, Ordering::Relaxed);
                 self.swaps.send_modify(|s| s.rejected += 1);
                 tracing::error!("reload rejected, the current generation keeps serving: {e}");
                 *last = Some(e.to_string());
@@ -362,13 +368,13 @@ impl Registry {
         r
     }
 
-    fn swap_in(&self, slot: &Engine, spec: EngineSpec) -> Result<Arc<Generation>, ReloadError> {
+    fn swap_in(&self, entry: &Engine, spec: EngineSpec) -> Result<Arc<Generation>, ReloadError> {
         // At most two generations alive: wait for the last retired one.
         let waited = Instant::now();
         let patience = spec.limits.timeout * 2 + Duration::from_secs(5);
         loop {
             let busy = {
-                let mut r = slot.retiring.lock().unwrap_or_else(|p| p.into_inner());
+                let mut r = entry.retiring.lock().unwrap_or_else(|p| p.into_inner());
                 r.retain(|w| w.strong_count() > 0);
                 r.first().and_then(Weak::upgrade).map(|g| g.number)
             };
@@ -385,22 +391,23 @@ impl Registry {
                 Some(_) => std::thread::sleep(Duration::from_millis(5)),
             }
         }
-        let number = slot.next_number.fetch_add(1, Ordering::Relaxed);
+        let number = entry.next_number.fetch_add(1, Ordering::Relaxed);
         // What the candidate is built from; recorded even if it fails, so
         // the watcher does not retry the same broken files.
-        *slot.files.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint(&spec);
+        *entry.files.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint(&spec);
         let mut g = self.runtime.load(&spec, number)?;
         self_test(&g, &spec, &self.live().rules.mime)?;
-        g.stats = slot.stats.clone();
+        g.stats = entry.stats.clone();
         let fresh = Arc::new(g);
         let old = std::mem::replace(
-            &mut *slot.current.write().unwrap_or_else(|p| p.into_inner()),
+            &mut *entry.current.write().unwrap_or_else(|p| p.into_inner()),
             fresh.clone(),
         );
-        *slot.spec.write().unwrap_or_else(|p| p.into_inner()) = spec;
+        *entry.spec.write().unwrap_or_else(|p| p.into_inner()) = spec;
         let old_number = old.number;
         let old_image = old.image_bytes;
-        slot.retiring
+        entry
+            .retiring
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .push(Arc::downgrade(&old));
@@ -444,29 +451,29 @@ impl Registry {
         let mut next = Vec::new();
         for spec in &setup.engines {
             match old.iter().find(|s| *s.name() == *spec.name) {
-                Some(slot) if slot.spec() == *spec => next.push(slot.clone()),
-                Some(slot) => match self.reload_slot(slot, spec.clone()) {
+                Some(entry) if entry.spec() == *spec => next.push(entry.clone()),
+                Some(entry) => match self.reload_entry(entry, spec.clone()) {
                     Ok(_) => {
                         change.reloaded.push(spec.name.clone());
-                        next.push(slot.clone());
+                        next.push(entry.clone());
                     }
                     Err(e) => {
                         change.failed.push((spec.name.clone(), e.to_string()));
-                        next.push(slot.clone());
+                        next.push(entry.clone());
                     }
                 },
                 None => match Self::first_generation(&self.runtime, spec, mime) {
-                    Ok(slot) => {
+                    Ok(entry) => {
                         change.added.push(spec.name.clone());
-                        next.push(Arc::new(slot));
+                        next.push(Arc::new(entry));
                     }
                     Err(e) => change.failed.push((spec.name.clone(), e.to_string())),
                 },
             }
         }
-        for slot in &old {
-            if !setup.engines.iter().any(|e| *e.name == *slot.name()) {
-                change.removed.push(slot.name().to_string());
+        for entry in &old {
+            if !setup.engines.iter().any(|e| *e.name == *entry.name()) {
+                change.removed.push(entry.name().to_string());
             }
         }
         next.sort_by_key(|s| s.name());

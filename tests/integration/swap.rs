@@ -202,9 +202,9 @@ async fn broken_candidates_are_rejected_naming_the_file() {
     assert!(err.contains(&format!("self-test {sample}")), "{err}");
     assert!(err.contains("expected a detection"), "{err}");
     assert_eq!(serving(&reg), 1);
-    let slot = reg.engine("clamsig").unwrap();
-    assert_eq!(slot.stats.snapshot().reloads_failed, 3);
-    assert!(slot.last_error().unwrap().contains("self-test"));
+    let entry = reg.engine("clamsig").unwrap();
+    assert_eq!(entry.stats.snapshot().reloads_failed, 3);
+    assert!(entry.last_error().unwrap().contains("self-test"));
 
     // The old generation still serves, and a good update goes through.
     let msg = Message::from_bytes(message("still", "CORDON-SWAP-PAYLOAD"));
@@ -217,7 +217,7 @@ async fn broken_candidates_are_rejected_naming_the_file() {
     }
     replace(&defs, "swap.ndb", &sig("Swap.B"));
     assert_eq!(reload(&reg).await.unwrap().number, 5);
-    assert!(slot.last_error().is_none());
+    assert!(entry.last_error().is_none());
 }
 
 /// Waits until clamsig serves generation `n`.
@@ -269,7 +269,7 @@ async fn the_watcher_reloads_on_file_rename_and_directory_flip() {
 
     // A broken update is tried once and not again until it changes.
     replace(&b, "swap.ndb", "Broken:0:*:zz\n");
-    let slot = reg.engine("clamsig").unwrap();
+    let entry = reg.engine("clamsig").unwrap();
     let mut swaps = reg.swaps();
     tokio::time::timeout(
         Duration::from_secs(120),
@@ -281,7 +281,7 @@ async fn the_watcher_reloads_on_file_rename_and_directory_flip() {
     assert_eq!(reg.enabled()[0].number, 3, "generation 3 keeps serving");
     stop_tx.send_replace(true);
     watcher.await.unwrap();
-    assert_eq!(slot.stats.snapshot().reloads_failed, 1);
+    assert_eq!(entry.stats.snapshot().reloads_failed, 1);
 }
 
 /// Sends an HTTP GET to `addr` and returns the response.

@@ -224,9 +224,9 @@ impl Control {
                 let _ = writeln!(out, "{name}{labels} {v}");
             }
         };
-        let slots = self.registry.engines();
+        let entries = self.registry.engines();
         let per = |f: &dyn Fn(&crate::registry::Engine) -> f64| -> Vec<(String, f64)> {
-            slots
+            entries
                 .iter()
                 .map(|s| (format!("{{engine=\"{}\"}}", s.name()), f(s)))
                 .collect()
@@ -257,7 +257,7 @@ impl Control {
             per(&|s| s.stats.unscannable.load(Relaxed) as f64),
         );
         let mut faults = Vec::new();
-        for s in &slots {
+        for s in &entries {
             for (kind, n) in FaultKind::ALL.iter().zip(&s.stats.faults) {
                 faults.push((
                     format!("{{engine=\"{}\",kind=\"{}\"}}", s.name(), kind.as_str()),
@@ -332,7 +332,7 @@ impl Control {
             per(&|s| s.current().image_bytes as f64),
         );
         let mut reloads = Vec::new();
-        for s in &slots {
+        for s in &entries {
             reloads.push((
                 format!("{{engine=\"{}\",result=\"ok\"}}", s.name()),
                 s.stats.reloads_ok.load(Relaxed) as f64,

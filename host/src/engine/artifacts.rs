@@ -72,11 +72,7 @@ pub fn load_or_compile(
             ),
         }
     }
-    std::fs::create_dir_all(cache_dir).map_err(|source| ArtifactError::Io {
-        action: "create",
-        path: cache_dir.to_path_buf(),
-        source,
-    })?;
+    create_dir(cache_dir)?;
     // Compiled into a private name, then renamed into place: a reader
     // never sees half an artifact.
     let tmp = temp_name(cache_dir);
@@ -116,11 +112,7 @@ pub fn compile_mapped(
     label: &str,
 ) -> Result<Component, ArtifactError> {
     let dir = cache_dir.join("generations");
-    std::fs::create_dir_all(&dir).map_err(|source| ArtifactError::Io {
-        action: "create",
-        path: dir.clone(),
-        source,
-    })?;
+    create_dir(&dir)?;
     let path = temp_name(&dir);
     if let Err(e) = compiler.compile_to(engine, bytes, &path, label, bounds) {
         let _ = std::fs::remove_file(&path);
@@ -138,6 +130,14 @@ pub fn compile_mapped(
         label: label.to_string(),
         what: "snapshot",
         reason: format!("{e:#}"),
+    })
+}
+
+fn create_dir(dir: &Path) -> Result<(), ArtifactError> {
+    std::fs::create_dir_all(dir).map_err(|source| ArtifactError::Io {
+        action: "create",
+        path: dir.to_path_buf(),
+        source,
     })
 }
 

@@ -69,7 +69,7 @@ pub struct Generation {
 /// Where the time of one scan went.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct ScanTiming {
-    /// Waiting for a concurrency slot and a pool slot.
+    /// Waiting for a concurrency permit and a pool slot.
     pub queued: Duration,
     /// Instantiating, calling and checking the verdict.
     pub run: Duration,
@@ -314,7 +314,7 @@ fn pre_for(
 
 impl Generation {
     /// Scans a whole message on a fresh instance, waiting for a concurrency
-    /// slot and a pool slot first. The call runs on a blocking thread. When
+    /// permit and a pool slot first. The call runs on a blocking thread. When
     /// the engine wants parts and `parts` is given, the same instance also
     /// scans each decoded part, and the verdicts are merged; a decomposition
     /// cut short by a limit makes a clean result `unscannable(limits-exceeded)`.
@@ -351,7 +351,7 @@ impl Generation {
     ) -> (EngineOutcome, ScanTiming) {
         let queued_at = Instant::now();
         // Both semaphores live as long as the generation: acquire cannot fail.
-        let Ok(slot) = self.concurrency.clone().acquire_owned().await else {
+        let Ok(permit) = self.concurrency.clone().acquire_owned().await else {
             return (overloaded(), ScanTiming::default());
         };
         let Ok(pool_slot) = self.pool.clone().acquire_owned().await else {
@@ -361,7 +361,7 @@ impl Generation {
         let this = self.clone();
         let run_at = Instant::now();
         let outcome = tokio::task::spawn_blocking(move || {
-            let _slots = (slot, pool_slot);
+            let _held = (permit, pool_slot);
             f(&this)
         })
         .await
@@ -378,7 +378,7 @@ impl Generation {
     }
 
     /// Scans a whole message on a fresh instance, on the calling thread,
-    /// without waiting for slots. For benchmarks and callers that manage
+    /// without waiting for permits or pool slots. For benchmarks and callers that manage
     /// concurrency themselves.
     pub fn scan_blocking(&self, envelope: &Envelope, message: &[u8]) -> EngineOutcome {
         self.call_verdict(|s, store, limits| {

@@ -1,4 +1,4 @@
-//! The milter daemon: listeners on unix and TCP sockets, a bound on
+//! Milter sessions on bound listeners (see [`crate::listen`]): a bound on
 //! sessions, graceful shutdown.
 //!
 //! The protocol itself is miltr-server's; [`session`] is cordon's side of
