@@ -130,7 +130,7 @@ pub(crate) async fn session(shared: &Arc<Registry>, mail: &Mail<'_>) -> Modifica
     r
 }
 
-fn added(r: &ModificationResponse, name: &str) -> Vec<String> {
+pub(crate) fn added(r: &ModificationResponse, name: &str) -> Vec<String> {
     r.modifications()
         .iter()
         .filter_map(|m| match m {
@@ -161,7 +161,7 @@ pub(crate) fn reply(r: &ModificationResponse) -> String {
     }
 }
 
-fn is_continue(r: &ModificationResponse) -> bool {
+pub(crate) fn is_continue(r: &ModificationResponse) -> bool {
     matches!(r.final_action(), Action::Continue(_))
 }
 

@@ -407,3 +407,88 @@ async fn control_socket_and_metrics() {
         .unwrap_err();
     assert!(err.to_string().contains("stats, version"), "{err}");
 }
+
+/// `cordon reload --config-file` against a running daemon: engines added
+/// and the policy changed take effect together; a config that does not
+/// validate is refused naming the key, and the one in force stays.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_reload_swaps_engines_and_policy_together_or_not_at_all() {
+    use crate::milter::{Mail, added, is_continue, reply, session};
+    let dir = tempfile::tempdir().unwrap();
+    let sock = dir.path().join("control.sock");
+    let path = dir.path().join("cordon.toml");
+    let head = format!(
+        "cache_dir = {}\nreload.watch = false\nmilter.listen = [\"inet:0@127.0.0.1\"]\n\
+         control.socket = {}\n",
+        toml_path(&cache_dir()),
+        toml_path(&sock)
+    );
+    let testsig = format!(
+        "[engines.testsig]\ncomponent = {}\n",
+        toml_path(&component("testsig"))
+    );
+    std::fs::write(
+        &path,
+        format!("{head}[policy]\non_detect = \"reject\"\n{testsig}"),
+    )
+    .unwrap();
+    let running = cordon::daemon::Daemon::start(Config::load(&path).unwrap())
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    let reg = running.registry().clone();
+    let (_stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    tokio::spawn(running.run(async {
+        let _ = stop_rx.await;
+    }));
+    let body = format!("{}\r\n", eicar());
+    let mail = Mail {
+        body: &body,
+        ..Mail::default()
+    };
+    let r = session(&reg, &mail).await;
+    assert!(reply(&r).starts_with("550 5.7.1"), "{}", reply(&r));
+
+    // A second engine and a new policy, applied by one reload.
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    replace(
+        &defs,
+        "eicar.ndb",
+        "Reload.Eicar:0:*:58354f2150254041505b345c505a5835\n",
+    );
+    std::fs::write(
+        &path,
+        format!(
+            "{head}[policy]\non_detect = \"tag\"\n{testsig}\
+             [engines.clamsig]\ncomponent = {}\ndefinitions = {}\n",
+            toml_path(&component("clamsig")),
+            toml_path(&defs)
+        ),
+    )
+    .unwrap();
+    let s = sock.display().to_string();
+    let o = cordon_in(dir.path(), &["reload", "--config-file", "--socket", &s]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let change: serde_json::Value = serde_json::from_str(stdout(&o).trim()).unwrap();
+    assert_eq!(change["added"], serde_json::json!(["clamsig"]), "{change}");
+    assert_eq!(change["failed"], serde_json::json!([]), "{change}");
+    let r = session(&reg, &mail).await;
+    assert!(is_continue(&r), "{}", reply(&r));
+    assert_eq!(
+        added(&r, "X-Virus-Status"),
+        ["Infected (Reload.Eicar.UNOFFICIAL, Eicar-Test-Signature)"]
+    );
+
+    // A broken config changes nothing.
+    std::fs::write(
+        &path,
+        format!("{head}[policy]\non_detect = \"tag\"\nbogus = 1\n{testsig}"),
+    )
+    .unwrap();
+    let o = cordon_in(dir.path(), &["reload", "--config-file", "--socket", &s]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("bogus"), "{}", stderr(&o));
+    assert_eq!(reg.engines().len(), 2);
+    let r = session(&reg, &mail).await;
+    assert!(is_continue(&r), "{}", reply(&r));
+}
