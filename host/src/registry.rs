@@ -39,6 +39,8 @@ use crate::verdict_cache::{VerdictCache, VerdictCacheLimits};
 pub struct Setup {
     /// The compiled-component cache directory.
     pub cache_dir: std::path::PathBuf,
+    /// Bytes the cache directory may hold (0: no snapshots kept).
+    pub max_cache_bytes: u64,
     /// Instances alive at once across all engines.
     pub pool_instances: u32,
     /// The engines, in name order.
@@ -246,6 +248,7 @@ impl Registry {
             &setup.engines,
             setup.pool_instances,
             setup.cache_dir.clone(),
+            setup.max_cache_bytes,
         )?;
         let mut engines = Vec::new();
         let mut errors = Vec::new();

@@ -15,5 +15,6 @@ mod milter;
 #[path = "../support/postfix.rs"]
 mod pf;
 mod postfix;
+mod snapshots;
 mod swap;
 mod world;

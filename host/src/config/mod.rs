@@ -61,16 +61,17 @@ pub enum ConfigError {
     },
 }
 
-/// `$XDG_CACHE_HOME/cordon`, else `$HOME/.cache/cordon`, else a directory
-/// under the system temporary directory.
-pub fn default_cache_dir() -> PathBuf {
+/// `$XDG_CACHE_HOME/cordon`, else `$HOME/.cache/cordon`; `None` when
+/// neither is set. Never a shared directory such as the system temporary
+/// directory: native code is loaded from the cache.
+pub fn default_cache_dir() -> Option<PathBuf> {
     if let Some(x) = std::env::var_os("XDG_CACHE_HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(x).join("cordon");
+        return Some(PathBuf::from(x).join("cordon"));
     }
     if let Some(h) = std::env::var_os("HOME").filter(|v| !v.is_empty()) {
-        return PathBuf::from(h).join(".cache").join("cordon");
+        return Some(PathBuf::from(h).join(".cache").join("cordon"));
     }
-    std::env::temp_dir().join("cordon-cache")
+    None
 }
 
 /// A config after validation: each layer's typed values.
@@ -141,6 +142,7 @@ impl Config {
         }
         Config {
             cache_dir: None,
+            cache_dir_max_mib: schema::default_cache_dir_max_mib(),
             pool: PoolConfig::default(),
             mime: MimeLimits::default(),
             engines,
@@ -190,12 +192,19 @@ impl Config {
         let cache_dir = match self.cache_dir {
             Some(d) if d.is_absolute() => d,
             Some(d) => base.join(d),
-            None => default_cache_dir(),
+            None => default_cache_dir().ok_or_else(|| {
+                invalid(
+                    "cache_dir",
+                    "not set, and neither XDG_CACHE_HOME nor HOME is: name a directory of the user running cordon".into(),
+                )
+            })?,
         };
+        range(self.cache_dir_max_mib, 0, 1 << 24).map_err(|r| invalid("cache_dir_max_mib", r))?;
         Ok(ValidConfig {
             source: path.to_path_buf(),
             registry: Setup {
                 cache_dir,
+                max_cache_bytes: self.cache_dir_max_mib * MIB,
                 pool_instances,
                 engines,
                 verdict_cache: VerdictCacheLimits {

@@ -16,10 +16,15 @@ use crate::policy::{AlternateMode, DetectAction, ErrorAction, ErrorKind, HeaderR
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Config {
-    /// Where compiled components are cached. Defaults to
-    /// `$XDG_CACHE_HOME/cordon` or `~/.cache/cordon`.
+    /// Where compiled components and pre-initialised snapshots are cached.
+    /// Defaults to `$XDG_CACHE_HOME/cordon` or `~/.cache/cordon`. Created
+    /// 0700; one owned by another user or writable by others is refused.
     #[serde(default)]
     pub cache_dir: Option<PathBuf>,
+    /// MiB the cache directory may hold (least recently used out first);
+    /// 0 keeps no snapshots, so every load runs `init`.
+    #[serde(default = "default_cache_dir_max_mib")]
+    pub cache_dir_max_mib: u64,
     /// The instance pool shared by all engines.
     #[serde(default)]
     pub pool: PoolConfig,
@@ -425,6 +430,11 @@ pub struct EngineConfig {
     /// depends on the envelope, not only the content).
     #[serde(default = "yes")]
     pub cache: bool,
+}
+
+/// The default bound of the cache directory, in MiB.
+pub(super) fn default_cache_dir_max_mib() -> u64 {
+    4096
 }
 
 fn yes() -> bool {

@@ -77,6 +77,7 @@ pub fn engine_entries(registry: &Registry) -> Vec<EngineEntry> {
                 generation: g.number,
                 load_ms: g.load_time.as_millis() as u64,
                 image_bytes: g.image_bytes,
+                snapshot: g.snapshot,
                 limits: EntryLimits {
                     timeout_ms: g.limits.timeout.as_millis() as u64,
                     memory_mib: g.limits.memory_bytes >> 20,

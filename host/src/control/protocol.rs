@@ -6,6 +6,7 @@ use std::path::PathBuf;
 
 use serde::{Deserialize, Serialize};
 
+use crate::engine::SnapshotSource;
 use crate::engine::stats::StatsSnapshot;
 use crate::registry::ConfigChange;
 use crate::verdict_cache::CacheStats;
@@ -162,6 +163,8 @@ pub struct EngineEntry {
     pub load_ms: u64,
     /// Its pre-initialised image.
     pub image_bytes: usize,
+    /// Whether the load built its snapshot or mapped it from the cache.
+    pub snapshot: SnapshotSource,
     /// Its main limits.
     pub limits: EntryLimits,
 }

@@ -8,6 +8,7 @@ use std::time::{Duration, Instant, SystemTime};
 use tokio::sync::Semaphore;
 use wasmtime::Store;
 
+use super::artifacts::{self, SnapshotInputs};
 use super::compiler::CompileBounds;
 use super::outcome::{EngineOutcome, FaultKind, check_verdict, classify, merge};
 use super::preinit::{self, PreinitError};
@@ -60,10 +61,23 @@ pub struct Generation {
     pub stats: Arc<crate::engine::stats::EngineStats>,
     /// Its verdicts may be cached.
     pub cacheable: bool,
+    /// Whether its snapshot was built by this load or mapped from the cache.
+    pub snapshot: SnapshotSource,
     pre: ScannerPre<ScanState>,
     wasmtime: wasmtime::Engine,
     concurrency: Arc<Semaphore>,
     pool: Arc<Semaphore>,
+}
+
+/// Where a generation's pre-initialised snapshot came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SnapshotSource {
+    /// This load ran `init` and built it.
+    Built,
+    /// A load with the same inputs built it earlier; it was mapped from the
+    /// cache without running `init`.
+    Cached,
 }
 
 /// Where the time of one scan went.
@@ -82,30 +96,167 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         path: spec.component.clone(),
         reason,
     };
+    let init_error = |reason: String| LoadError::Init {
+        engine: spec.name.clone(),
+        path: spec.component.clone(),
+        reason,
+    };
     let bytes = read_component(spec)?;
-    if let Some(dir) = &spec.definitions {
-        super::definitions::check(dir, spec.limits.max_definitions_bytes).map_err(|reason| {
-            LoadError::Init {
-                engine: spec.name.clone(),
-                path: spec.component.clone(),
-                reason,
-            }
-        })?;
-    }
+    let definitions_digest = || -> Result<Option<[u8; 32]>, LoadError> {
+        let Some(dir) = &spec.definitions else {
+            return Ok(None);
+        };
+        let max = spec.limits.max_definitions_bytes;
+        let files = super::definitions::check(dir, max).map_err(init_error)?;
+        super::definitions::digest(dir, &files, max)
+            .map(Some)
+            .map_err(init_error)
+    };
+    let before = definitions_digest()?;
+    let inputs = |definitions| SnapshotInputs {
+        component: &bytes,
+        definitions,
+        settings: &spec.settings,
+        limits: init_limits(&spec.limits),
+    };
+    let key = artifacts::snapshot_key(&rt.wasmtime, &inputs(before));
     let label = spec.component.display().to_string();
-    // Check the world on the original component first: its errors are the
-    // ones a vendor can act on (which import or export is missing).
     let bounds = CompileBounds {
         timeout: spec.limits.compile_timeout,
         max_memory_bytes: spec.limits.compile_memory_bytes,
     };
+    let cached = if rt.max_cache_bytes > 0 {
+        artifacts::cached_snapshot(&rt.wasmtime, &rt.cache_dir, &key)
+    } else {
+        None
+    };
+    let (component, image_bytes, snapshot) = match cached {
+        Some(component) => {
+            // The image is in the artifact file beside the code.
+            let file = std::fs::metadata(artifacts::snapshot_file(&rt.cache_dir, &key))
+                .map(|m| m.len() as usize)
+                .unwrap_or(0);
+            let r = component.image_range();
+            let code = (r.end as usize).saturating_sub(r.start as usize);
+            (component, file.saturating_sub(code), SnapshotSource::Cached)
+        }
+        None => {
+            let snapshot = build_snapshot(rt, spec, bytes.clone(), &label, bounds)?;
+            let image_bytes = snapshot.len();
+            // Kept under its inputs only if the definitions `init` read are
+            // the ones the key names (an update may land while it runs).
+            let keep = definitions_digest()? == before;
+            let component = artifacts::store_snapshot(
+                &rt.wasmtime,
+                &rt.compiler,
+                bounds,
+                &rt.cache_dir,
+                &key,
+                &snapshot,
+                &label,
+                if keep { rt.max_cache_bytes } else { 0 },
+            )
+            .map_err(|e| invalid(format!("pre-initialised snapshot: {e:#}")))?;
+            (component, image_bytes, SnapshotSource::Built)
+        }
+    };
+    let pre = pre_for(rt, &component).map_err(invalid)?;
+
+    let mut generation = Generation {
+        name: spec.name.as_str().into(),
+        number,
+        info: EngineInfo {
+            name: String::new(),
+            vendor: String::new(),
+            version: String::new(),
+            definitions_version: String::new(),
+            wants_parts: false,
+        },
+        limits: spec.limits.clone(),
+        component: spec.component.clone(),
+        loaded_at: SystemTime::now(),
+        load_time: Duration::ZERO,
+        image_bytes,
+        code_bytes: {
+            let r = component.image_range();
+            (r.end as usize).saturating_sub(r.start as usize)
+        },
+        stats: Arc::default(),
+        cacheable: spec.cache,
+        snapshot,
+        pre,
+        wasmtime: rt.wasmtime.clone(),
+        concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
+        pool: rt.pool.clone(),
+    };
+    // `info` on a fresh instance of the snapshot both reads the identity and
+    // proves that instances start initialised.
+    let mut info = generation.call_info().map_err(|e| LoadError::Init {
+        engine: spec.name.clone(),
+        path: spec.component.clone(),
+        reason: format!("info() on the initialised engine failed: {e}"),
+    })?;
+    // What the engine says about itself is printed and logged: one safe
+    // line each, of bounded length.
+    for s in [
+        &mut info.name,
+        &mut info.vendor,
+        &mut info.version,
+        &mut info.definitions_version,
+    ] {
+        *s = crate::text::escape(s, MAX_INFO_BYTES);
+    }
+    generation.info = info;
+    generation.load_time = started.elapsed();
+    tracing::info!(
+        engine = %spec.name,
+        generation = number,
+        component = %spec.component.display(),
+        version = %generation.info.version,
+        definitions = %generation.info.definitions_version,
+        load_ms = generation.load_time.as_millis() as u64,
+        snapshot = ?generation.snapshot,
+        "engine loaded"
+    );
+    Ok(generation)
+}
+
+/// What bears on `init` besides the component, definitions and settings:
+/// the limits it runs under, in a stable form for the snapshot key.
+fn init_limits(l: &EngineLimits) -> String {
+    format!(
+        "memory={} init_ms={} definitions={} verdict={}",
+        l.memory_bytes,
+        l.init_timeout.as_millis(),
+        l.max_definitions_bytes,
+        l.verdict.max_verdict_bytes
+    )
+}
+
+/// Compiles the component (or takes it from the cache), checks that it
+/// implements the world, runs its `init` and returns the snapshot of the
+/// initialised instance.
+fn build_snapshot(
+    rt: &Runtime,
+    spec: &EngineSpec,
+    bytes: Vec<u8>,
+    label: &str,
+    bounds: CompileBounds,
+) -> Result<Vec<u8>, LoadError> {
+    let invalid = |reason: String| LoadError::Invalid {
+        engine: spec.name.clone(),
+        path: spec.component.clone(),
+        reason,
+    };
+    // Check the world on the original component first: its errors are the
+    // ones a vendor can act on (which import or export is missing).
     let original = super::artifacts::load_or_compile(
         &rt.wasmtime,
         &rt.compiler,
         bounds,
         &rt.cache_dir,
         &bytes,
-        &label,
+        label,
     )
     .map_err(|e| invalid(format!("{e:#}")))?;
     let _ = pre_for(rt, &original).map_err(invalid)?;
@@ -128,7 +279,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
             cache_dir: rt.cache_dir.clone(),
             name: spec.name.clone(),
             bytes,
-            label: label.clone(),
+            label: label.to_string(),
             settings: spec.settings.clone(),
             limits: spec.limits.clone(),
             definitions: spec.definitions.clone(),
@@ -178,77 +329,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
             ),
         },
     })?;
-    // Not through the cache: a snapshot holds state `init` built (hash
-    // seeds, for one), so no two are alike and caching them would only
-    // fill the disk, one artifact per generation.
-    let image_bytes = snapshot.len();
-    let component = super::artifacts::compile_mapped(
-        &rt.wasmtime,
-        &rt.compiler,
-        bounds,
-        &rt.cache_dir,
-        &snapshot,
-        &label,
-    )
-    .map_err(|e| invalid(format!("pre-initialised snapshot: {e:#}")))?;
-    drop(snapshot);
-    let pre = pre_for(rt, &component).map_err(invalid)?;
-
-    let mut generation = Generation {
-        name: spec.name.as_str().into(),
-        number,
-        info: EngineInfo {
-            name: String::new(),
-            vendor: String::new(),
-            version: String::new(),
-            definitions_version: String::new(),
-            wants_parts: false,
-        },
-        limits: spec.limits.clone(),
-        component: spec.component.clone(),
-        loaded_at: SystemTime::now(),
-        load_time: Duration::ZERO,
-        image_bytes,
-        code_bytes: {
-            let r = component.image_range();
-            (r.end as usize).saturating_sub(r.start as usize)
-        },
-        stats: Arc::default(),
-        cacheable: spec.cache,
-        pre,
-        wasmtime: rt.wasmtime.clone(),
-        concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
-        pool: rt.pool.clone(),
-    };
-    // `info` on a fresh instance of the snapshot both reads the identity and
-    // proves that instances start initialised.
-    let mut info = generation.call_info().map_err(|e| LoadError::Init {
-        engine: spec.name.clone(),
-        path: spec.component.clone(),
-        reason: format!("info() on the initialised engine failed: {e}"),
-    })?;
-    // What the engine says about itself is printed and logged: one safe
-    // line each, of bounded length.
-    for s in [
-        &mut info.name,
-        &mut info.vendor,
-        &mut info.version,
-        &mut info.definitions_version,
-    ] {
-        *s = crate::text::escape(s, MAX_INFO_BYTES);
-    }
-    generation.info = info;
-    generation.load_time = started.elapsed();
-    tracing::info!(
-        engine = %spec.name,
-        generation = number,
-        component = %spec.component.display(),
-        version = %generation.info.version,
-        definitions = %generation.info.definitions_version,
-        load_ms = generation.load_time.as_millis() as u64,
-        "engine loaded"
-    );
-    Ok(generation)
+    Ok(snapshot)
 }
 
 /// How long past `init_timeout` a load waits for the init thread: the epoch

@@ -7,7 +7,7 @@
 //! every per-scan instance starts from the initialised memory image
 //! (copy-on-write from the compiled artifact) without running `init` again.
 
-mod artifacts;
+pub mod artifacts;
 pub mod compiler;
 pub mod definitions;
 mod generation;
@@ -25,7 +25,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::Linker;
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 
-pub use generation::{Generation, ScanTiming};
+pub use generation::{Generation, ScanTiming, SnapshotSource};
 pub use outcome::{EngineOutcome, EngineResult, Fault, FaultKind};
 pub use spec::{
     EngineLimits, EngineSpec, Expect, Fingerprint, SelfTest, VERDICT_ITEM_BYTES, VerdictLimits,
@@ -42,6 +42,9 @@ pub enum RuntimeError {
     /// The pool's memory slot does not fit this platform's address space.
     #[error("a memory limit of {0} bytes does not fit this platform")]
     MemoryTooLarge(u64),
+    /// The compiled-component cache directory cannot be used.
+    #[error(transparent)]
+    Cache(#[from] artifacts::ArtifactError),
     /// wasmtime refused the configuration or a linker step.
     #[error("cannot {step}: {reason}")]
     Wasmtime {
@@ -110,6 +113,7 @@ pub struct Runtime {
     linker: Linker<ScanState>,
     compiler: compiler::Compiler,
     cache_dir: PathBuf,
+    max_cache_bytes: u64,
     pool: Arc<Semaphore>,
     pool_instances: u32,
     _ticker: EpochTicker,
@@ -129,18 +133,21 @@ pub const MEMORIES_PER_INSTANCE: u32 = PER_COMPONENT;
 impl Runtime {
     /// Builds the runtime for `engines`: the pool holds `pool_instances`
     /// instances, each memory slot as large as the largest engine memory
-    /// limit; compiled components are kept in `cache_dir`.
+    /// limit; compiled components and snapshots are kept in `cache_dir`
+    /// (created private, refused when not safe: see [`artifacts`]), at
+    /// most `max_cache_bytes` of them.
     pub fn new(
         engines: &[EngineSpec],
         pool_instances: u32,
         cache_dir: PathBuf,
+        max_cache_bytes: u64,
     ) -> Result<Self, RuntimeError> {
         let max_memory = engines
             .iter()
             .map(|e| e.limits.memory_bytes)
             .max()
             .unwrap_or(64 << 20);
-        Self::with_pool(pool_instances, max_memory, cache_dir)
+        Self::with_pool(pool_instances, max_memory, cache_dir, max_cache_bytes)
     }
 
     /// Builds a runtime with an explicit pool size and memory slot size.
@@ -148,7 +155,9 @@ impl Runtime {
         pool_instances: u32,
         max_memory_bytes: u64,
         cache_dir: PathBuf,
+        max_cache_bytes: u64,
     ) -> Result<Self, RuntimeError> {
+        artifacts::prepare_cache_dir(&cache_dir)?;
         // Loading a generation needs instances beyond those scans use (the
         // pre-initialisation run), so the pool has spare slots: a few loads
         // at once, and room for a load abandoned at its deadline while its
@@ -188,6 +197,7 @@ impl Runtime {
             linker,
             compiler: compiler::Compiler::detect(),
             cache_dir,
+            max_cache_bytes,
             pool: Arc::new(Semaphore::new(pool_instances as usize)),
             pool_instances,
             _ticker: ticker,

@@ -1,0 +1,151 @@
+//! Pre-initialised snapshots cached by their inputs: a load whose
+//! component, definitions, settings and limits are unchanged maps the
+//! snapshot an earlier load built (no `init`), and a change to any of them
+//! builds a new one. Which happened is read from the generation
+//! (`SnapshotSource`), never from timing.
+
+use std::path::Path;
+
+use cordon::engine::SnapshotSource;
+
+use crate::common::*;
+
+/// The snapshot source of the one engine `text` configures, and whether
+/// the loaded generation still finds EICAR.
+fn load(text: &str) -> (SnapshotSource, bool) {
+    let reg = registry_from_toml(text);
+    let g = reg.enabled()[0].clone();
+    let outcome = g.scan_blocking(&cordon::bindings::empty_envelope(), &message("s", eicar()));
+    let detected = matches!(
+        outcome,
+        cordon::engine::EngineOutcome::Verdict(ref v)
+            if matches!(v.outcome, cordon::bindings::Outcome::Detected(_))
+    );
+    (g.snapshot, detected)
+}
+
+/// `component` with a custom section appended: other bytes, the same code.
+fn with_custom_section(component: &Path, out: &Path, note: &str) {
+    let mut bytes = std::fs::read(component).unwrap();
+    let name = b"cordon-test";
+    let mut payload = vec![name.len() as u8];
+    payload.extend_from_slice(name);
+    payload.extend_from_slice(note.as_bytes());
+    assert!(payload.len() < 128, "one-byte LEB128 length");
+    bytes.push(0);
+    bytes.push(payload.len() as u8);
+    bytes.extend_from_slice(&payload);
+    std::fs::write(out, bytes).unwrap();
+}
+
+#[test]
+fn unchanged_inputs_map_the_cached_snapshot_and_any_change_rebuilds_it() {
+    use SnapshotSource::{Built, Cached};
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::write(
+        defs.join("local.ndb"),
+        "Snap.Eicar:0:*:58354f2150254041505b345c505a5835\n",
+    )
+    .unwrap();
+    let wasm = dir.path().join("clamsig.wasm");
+    std::fs::copy(component("clamsig"), &wasm).unwrap();
+    let config = |settings: &str| {
+        format!(
+            "cache_dir = {}\n[engines.clamsig]\ncomponent = {}\ndefinitions = {}\n{settings}\n",
+            toml_path(&cache),
+            toml_path(&wasm),
+            toml_path(&defs)
+        )
+    };
+    let text = config("");
+    assert_eq!(load(&text), (Built, true), "a cold cache builds");
+    assert_eq!(load(&text), (Cached, true), "unchanged inputs map it");
+
+    // A definitions file changed (same size), then changed back.
+    std::fs::write(
+        defs.join("local.ndb"),
+        "Snap.Eicar:0:*:58354f2150254041505b345c505a5836\n",
+    )
+    .unwrap();
+    assert_eq!(load(&text), (Built, false), "new definitions rebuild");
+    assert_eq!(load(&text), (Cached, false));
+    std::fs::write(defs.join("extra.ndb"), "Snap.Other:0:*:0102030405060708\n").unwrap();
+    assert_eq!(load(&text).0, Built, "a file added rebuilds");
+
+    // A setting.
+    let text = config("settings.definitions_version = \"v2\"");
+    assert_eq!(load(&text).0, Built, "a changed setting rebuilds");
+    assert_eq!(load(&text).0, Cached);
+
+    // A limit `init` runs under.
+    let limited = config("settings.definitions_version = \"v2\"\nlimits.memory_mib = 200");
+    assert_eq!(load(&limited).0, Built, "a changed memory limit rebuilds");
+    // A limit that only bears on scans does not.
+    let scan_only = config("settings.definitions_version = \"v2\"\nlimits.timeout_ms = 4321");
+    assert_eq!(
+        load(&scan_only).0,
+        Cached,
+        "the scan timeout is not an input"
+    );
+
+    // The component's bytes.
+    with_custom_section(&component("clamsig"), &wasm, "another build");
+    assert_eq!(load(&text).0, Built, "a changed component rebuilds");
+    assert_eq!(load(&text).0, Cached);
+
+    // A cache bound of 0 keeps nothing.
+    let none = format!("cache_dir_max_mib = 0\n{text}");
+    std::fs::write(defs.join("extra.ndb"), "Snap.Other:0:*:0102030405060709\n").unwrap();
+    assert_eq!(load(&none).0, Built);
+    assert_eq!(
+        load(&none).0,
+        Built,
+        "nothing kept with cache_dir_max_mib = 0"
+    );
+}
+
+/// What an operator sees: a second `cordon engines` with unchanged inputs
+/// reports the snapshot as cached.
+#[test]
+fn a_second_cli_load_reports_the_cached_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "cache_dir = {}\n[engines.testsig]\ncomponent = {}\nsettings.definitions_version = \"snap-cli\"\n",
+            toml_path(&dir.path().join("cache")),
+            toml_path(&component("testsig"))
+        ),
+    );
+    let source = |o: &std::process::Output| -> String {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        v[0]["snapshot"].as_str().unwrap_or("?").to_string()
+    };
+    let args = ["engines", "--json", "--config", cfg.to_str().unwrap()];
+    assert_eq!(source(&cordon(&args)), "built");
+    assert_eq!(source(&cordon(&args)), "cached");
+}
+
+/// A cache directory others can write to is refused before anything is
+/// loaded from it, naming it.
+#[test]
+fn an_unsafe_cache_directory_is_refused() {
+    use std::os::unix::fs::PermissionsExt;
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("shared");
+    std::fs::create_dir(&cache).unwrap();
+    std::fs::set_permissions(&cache, std::fs::Permissions::from_mode(0o1777)).unwrap();
+    let err = registry_load_error(&format!(
+        "cache_dir = {}\n[engines.testsig]\ncomponent = {}\n",
+        toml_path(&cache),
+        toml_path(&component("testsig"))
+    ));
+    assert!(
+        err.contains(&cache.display().to_string()) && err.contains("writable by every user"),
+        "{err}"
+    );
+}
