@@ -657,10 +657,19 @@ fn a_compile_past_its_bound_is_refused_and_the_child_is_gone() {
         err.contains("compile_timeout_ms") && err.contains("testsig.wasm"),
         "{err}"
     );
-    // Nothing half-written is left in the cache.
-    let leftovers: Vec<_> = std::fs::read_dir(dir.path().join("cache"))
-        .map(|d| d.flatten().map(|e| e.file_name()).collect())
-        .unwrap_or_default();
+    // Nothing half-written is left in the cache (its empty directories
+    // may stay).
+    let mut leftovers = Vec::new();
+    let mut dirs = vec![dir.path().join("cache")];
+    while let Some(d) = dirs.pop() {
+        for e in std::fs::read_dir(&d).into_iter().flatten().flatten() {
+            if e.path().is_dir() {
+                dirs.push(e.path());
+            } else {
+                leftovers.push(e.path());
+            }
+        }
+    }
     assert!(leftovers.is_empty(), "{leftovers:?}");
     // 16 MiB of address space is too little for any compile.
     let err = refused("compile_memory_mib = 16", "cache2");

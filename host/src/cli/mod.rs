@@ -65,6 +65,11 @@ pub enum Command {
         /// The component's name for error messages.
         label: String,
     },
+    /// Internal: build an engine's pre-initialised snapshot from a request
+    /// and component read from stdin (run by cordon itself, in a child
+    /// process, so the build's memory never lands in the daemon).
+    #[command(name = "build-snapshot", hide = true)]
+    BuildSnapshot,
     /// Counters and timings of a running daemon, per engine.
     Stats(ControlArgs),
     /// Versions of cordon and of each engine in a running daemon.
@@ -221,6 +226,9 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
             crate::engine::compiler::child_main(&out, &label)
         })
         .await?),
+        Command::BuildSnapshot => {
+            Ok(tokio::task::spawn_blocking(crate::engine::builder::child_main).await?)
+        }
     }
 }
 

@@ -300,9 +300,17 @@ pub fn cached_snapshot(
     }
 }
 
+/// A new private file name in the snapshot directory, for a snapshot
+/// about to be compiled (here or in a child).
+pub fn snapshot_temp(cache_dir: &Path) -> Result<PathBuf, ArtifactError> {
+    let dir = cache_dir.join("snapshots");
+    create_dir(&dir)?;
+    Ok(temp_name(&dir))
+}
+
 /// Compiles a snapshot into the cache under `key` and maps it; then evicts
 /// the least recently used entries until the cache holds at most
-/// `max_bytes`. With `max_bytes` 0 nothing is kept ([`compile_mapped`]).
+/// `max_bytes`. With `max_bytes` 0 nothing is kept.
 #[allow(clippy::too_many_arguments)]
 pub fn store_snapshot(
     engine: &wasmtime::Engine,
@@ -314,36 +322,58 @@ pub fn store_snapshot(
     label: &str,
     max_bytes: u64,
 ) -> Result<Component, ArtifactError> {
-    if max_bytes == 0 {
-        return compile_mapped(engine, compiler, bounds, cache_dir, bytes, label);
-    }
-    let path = snapshot_file(cache_dir, key);
-    let dir = cache_dir.join("snapshots");
-    create_dir(&dir)?;
-    let tmp = temp_name(&dir);
+    let tmp = snapshot_temp(cache_dir)?;
     if let Err(e) = compiler.compile_to(engine, bytes, &tmp, label, bounds) {
         let _ = std::fs::remove_file(&tmp);
         return Err(ArtifactError::Compile(e));
     }
-    if let Err(source) = std::fs::rename(&tmp, &path) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(ArtifactError::Io {
-            action: "move the snapshot into",
-            path,
-            source,
-        });
-    }
+    adopt_snapshot(engine, cache_dir, key, &tmp, label, max_bytes)
+}
+
+/// Takes a snapshot artifact compiled into `tmp` (by [`snapshot_temp`]'s
+/// name): moves it into the cache under `key` and maps it, then evicts
+/// down to `max_bytes`; with `max_bytes` 0 maps it and removes the name
+/// (the mapping stays valid), keeping nothing.
+pub fn adopt_snapshot(
+    engine: &wasmtime::Engine,
+    cache_dir: &Path,
+    key: &str,
+    tmp: &Path,
+    label: &str,
+    max_bytes: u64,
+) -> Result<Component, ArtifactError> {
+    let path = if max_bytes == 0 {
+        tmp.to_path_buf()
+    } else {
+        let path = snapshot_file(cache_dir, key);
+        if let Err(source) = std::fs::rename(tmp, &path) {
+            let _ = std::fs::remove_file(tmp);
+            return Err(ArtifactError::Io {
+                action: "move the snapshot into",
+                path,
+                source,
+            });
+        }
+        path
+    };
     // SAFETY: as in `compile_mapped`; the file was written just now by this
-    // build's compiler into the private cache directory and renamed into
-    // place under its key.
+    // build's compiler (here, or in a child running this executable) under
+    // a private name in the private cache directory, and renamed into place
+    // under its key.
     let component =
         unsafe { Component::deserialize_file(engine, &path) }.map_err(|e| ArtifactError::Load {
             label: label.to_string(),
             what: "snapshot",
             reason: format!("{e:#}"),
-        })?;
-    evict(cache_dir, max_bytes, &path);
-    Ok(component)
+        });
+    if max_bytes == 0 {
+        let _ = std::fs::remove_file(&path);
+    } else if component.is_ok() {
+        evict(cache_dir, max_bytes, &path);
+    } else {
+        let _ = std::fs::remove_file(&path);
+    }
+    component
 }
 
 /// Marks `path` as used now (its modification time orders eviction: access

@@ -141,22 +141,42 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
             (component, file.saturating_sub(code), SnapshotSource::Cached)
         }
         None => {
-            let snapshot = build_snapshot(rt, spec, bytes.clone(), &label, bounds)?;
-            let image_bytes = snapshot.len();
+            let snapshot_error =
+                |e: artifacts::ArtifactError| invalid(format!("pre-initialised snapshot: {e:#}"));
+            let (tmp, image_bytes) = match super::builder::child_exe(&rt.compiler) {
+                // In a child: its peak memory never lands in this process.
+                Some(exe) => {
+                    let tmp = artifacts::snapshot_temp(&rt.cache_dir).map_err(snapshot_error)?;
+                    let image_bytes = super::builder::build_in_child(exe, rt, spec, &bytes, &tmp)?;
+                    (tmp, image_bytes)
+                }
+                None => {
+                    let snapshot = build_snapshot(rt, spec, bytes.clone(), &label, bounds)?;
+                    let tmp = artifacts::snapshot_temp(&rt.cache_dir).map_err(snapshot_error)?;
+                    rt.compiler
+                        .compile_to(&rt.wasmtime, &snapshot, &tmp, &label, bounds)
+                        .map_err(|e| invalid(format!("pre-initialised snapshot: {e}")))?;
+                    (tmp, snapshot.len())
+                }
+            };
             // Kept under its inputs only if the definitions `init` read are
             // the ones the key names (an update may land while it runs).
-            let keep = definitions_digest()? == before;
-            let component = artifacts::store_snapshot(
+            let keep = match definitions_digest() {
+                Ok(now) => now == before,
+                Err(e) => {
+                    let _ = std::fs::remove_file(&tmp);
+                    return Err(e);
+                }
+            };
+            let component = artifacts::adopt_snapshot(
                 &rt.wasmtime,
-                &rt.compiler,
-                bounds,
                 &rt.cache_dir,
                 &key,
-                &snapshot,
+                &tmp,
                 &label,
                 if keep { rt.max_cache_bytes } else { 0 },
             )
-            .map_err(|e| invalid(format!("pre-initialised snapshot: {e:#}")))?;
+            .map_err(snapshot_error)?;
             (component, image_bytes, SnapshotSource::Built)
         }
     };
@@ -236,7 +256,7 @@ fn init_limits(l: &EngineLimits) -> String {
 /// Compiles the component (or takes it from the cache), checks that it
 /// implements the world, runs its `init` and returns the snapshot of the
 /// initialised instance.
-fn build_snapshot(
+pub(super) fn build_snapshot(
     rt: &Runtime,
     spec: &EngineSpec,
     bytes: Vec<u8>,

@@ -8,6 +8,7 @@
 //! (copy-on-write from the compiled artifact) without running `init` again.
 
 pub mod artifacts;
+pub mod builder;
 pub mod compiler;
 pub mod definitions;
 mod generation;

@@ -7,12 +7,12 @@ use std::os::unix::fs::MetadataExt;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 const MIB: u64 = 1024 * 1024;
 
 /// Validated per-engine limits.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct EngineLimits {
     /// Wall-clock time one call may take; enforced by epoch interruption.
     pub timeout: Duration,
@@ -38,7 +38,7 @@ pub struct EngineLimits {
 }
 
 /// Bounds on what one verdict may carry.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct VerdictLimits {
     /// Threats.
     pub max_threats: u32,

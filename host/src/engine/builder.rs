@@ -1,0 +1,279 @@
+//! Building a snapshot in a child process, so that its cost never lands in
+//! the daemon.
+//!
+//! Building a generation's snapshot runs the engine's `init` (which may
+//! build large tables from its definitions), snapshots the instance, and
+//! compiles the snapshot: at its peak, the definitions, the engine's
+//! memory, the snapshot and the compiler's working set are all alive at
+//! once. Done in the daemon, that peak stays in its resident memory after
+//! the swap (the allocator keeps it). So the daemon re-executes itself
+//! (`cordon build-snapshot`, hidden) with the engine's spec and component
+//! bytes on stdin: the child builds the snapshot exactly as the daemon
+//! would, writes the compiled artifact to a file in the cache directory
+//! and exits; the daemon maps the file (copy-on-write from the page
+//! cache), so its own memory grows by what scans touch, not by the build.
+//! The child reports failures as the daemon's own load errors would read;
+//! the engine's log lines during `init` are passed on to the daemon's log.
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+
+use super::compiler::{CompileBounds, Compiler};
+use super::spec::{EngineLimits, EngineSpec};
+use super::{LoadError, Runtime};
+
+/// The hidden subcommand the child runs.
+pub const SUBCOMMAND: &str = "build-snapshot";
+
+/// What the daemon asks of the child: one JSON line on stdin, then the
+/// component bytes.
+#[derive(Debug, Serialize, Deserialize)]
+struct Request {
+    name: String,
+    component: PathBuf,
+    definitions: Option<PathBuf>,
+    settings: BTreeMap<String, String>,
+    limits: EngineLimits,
+    cache_dir: PathBuf,
+    out: PathBuf,
+    component_bytes: u64,
+}
+
+/// What the child answers: one JSON line on stdout.
+#[derive(Debug, Serialize, Deserialize)]
+enum Reply {
+    /// The artifact is at `out`; the snapshot had this many bytes.
+    Built { image_bytes: usize },
+    /// `init` refused or failed, or the snapshot could not be built.
+    Init { reason: String },
+    /// The component is not a usable engine.
+    Invalid { reason: String },
+}
+
+/// Lines of the child's log passed on, and bytes of each.
+const MAX_LOG_LINES: usize = 200;
+const MAX_LOG_LINE_BYTES: usize = 1024;
+
+/// Builds the snapshot of `spec` from `bytes` in a child process running
+/// `exe`, as [`super::generation`] would in process, and compiles it into
+/// a new file at `out`. Returns the snapshot's size.
+pub(super) fn build_in_child(
+    exe: &Path,
+    rt: &Runtime,
+    spec: &EngineSpec,
+    bytes: &[u8],
+    out: &Path,
+) -> Result<usize, LoadError> {
+    let init_error = |reason: String| LoadError::Init {
+        engine: spec.name.clone(),
+        path: spec.component.clone(),
+        reason,
+    };
+    let request = Request {
+        name: spec.name.clone(),
+        component: spec.component.clone(),
+        definitions: spec.definitions.clone(),
+        settings: spec.settings.clone(),
+        limits: spec.limits.clone(),
+        cache_dir: rt.cache_dir.clone(),
+        out: out.to_path_buf(),
+        component_bytes: bytes.len() as u64,
+    };
+    let mut head = serde_json::to_vec(&request)
+        .map_err(|e| init_error(format!("cannot encode the build request: {e}")))?;
+    head.push(b'\n');
+    let mut child = Command::new(exe)
+        .arg(SUBCOMMAND)
+        .env("CORDON_LOG", "info")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|e| init_error(format!("cannot start {} {SUBCOMMAND}: {e}", exe.display())))?;
+    let started = Instant::now();
+    let mut stdin = child.stdin.take().expect("piped stdin");
+    let input = [head, bytes.to_vec()].concat();
+    let feeder = std::thread::spawn(move || {
+        let _ = stdin.write_all(&input);
+    });
+    let stdout = child.stdout.take().expect("piped stdout");
+    let reader = std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = std::io::BufReader::new(stdout.take(1 << 20)).read_line(&mut line);
+        line
+    });
+    let stderr = child.stderr.take().expect("piped stderr");
+    let engine = spec.name.clone();
+    let logger = std::thread::spawn(move || {
+        let mut lines = std::io::BufReader::new(stderr).split(b'\n');
+        let mut passed = 0;
+        for line in lines.by_ref() {
+            let Ok(line) = line else { break };
+            if passed < MAX_LOG_LINES {
+                relay(&engine, &String::from_utf8_lossy(&line));
+            }
+            passed += 1;
+        }
+        if passed > MAX_LOG_LINES {
+            tracing::warn!(
+                target: "cordon::engine",
+                engine = %engine,
+                "snapshot build: {} more log lines dropped",
+                passed - MAX_LOG_LINES
+            );
+        }
+    });
+    // The child bounds `init` and each compile itself; this is the
+    // backstop for a child that hangs anyway.
+    let patience = spec.limits.init_timeout
+        + spec.limits.compile_timeout.saturating_mul(2)
+        + Duration::from_secs(10);
+    let status = loop {
+        match child.try_wait() {
+            Ok(Some(status)) => break Ok(status),
+            Ok(None) if started.elapsed() >= patience => {
+                let _ = child.kill();
+                let _ = child.wait();
+                break Err(init_error(format!(
+                    "the snapshot build did not finish within {} ms (init_timeout_ms and twice compile_timeout_ms); killed",
+                    patience.as_millis()
+                )));
+            }
+            Ok(None) => std::thread::sleep(Duration::from_millis(5)),
+            Err(e) => break Err(init_error(format!("cannot wait for the build: {e}"))),
+        }
+    };
+    let _ = feeder.join();
+    let line = reader.join().unwrap_or_default();
+    let _ = logger.join();
+    let fail = |e: LoadError| {
+        let _ = std::fs::remove_file(out);
+        Err(e)
+    };
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => return fail(e),
+    };
+    match serde_json::from_str::<Reply>(line.trim()) {
+        Ok(Reply::Built { image_bytes }) if status.success() => Ok(image_bytes),
+        Ok(Reply::Init { reason }) => fail(init_error(reason)),
+        Ok(Reply::Invalid { reason }) => fail(LoadError::Invalid {
+            engine: spec.name.clone(),
+            path: spec.component.clone(),
+            reason,
+        }),
+        _ => fail(init_error(format!(
+            "the snapshot build ended without a result ({status})"
+        ))),
+    }
+}
+
+/// Passes one line of the child's log on at its level: the child logs as
+/// `TIME LEVEL TARGET: MESSAGE FIELDS` (what `cordon` prints); anything else
+/// is passed on whole at `info`.
+fn relay(engine: &str, line: &str) {
+    let line = crate::text::escape(line.trim_end(), MAX_LOG_LINE_BYTES);
+    let word = |s: &str| -> Option<(String, String)> {
+        let (w, rest) = s.trim_start().split_once(char::is_whitespace)?;
+        Some((w.to_string(), rest.trim_start().to_string()))
+    };
+    let parsed = word(&line)
+        .and_then(|(_time, rest)| word(&rest))
+        .map(|(level, rest)| {
+            let message = rest.split_once(": ").map_or(rest.as_str(), |(_, m)| m);
+            (level, message.to_string())
+        });
+    match parsed {
+        Some((level, m)) if level == "ERROR" => {
+            tracing::error!(target: "cordon::engine", "snapshot build ({engine}): {m}")
+        }
+        Some((level, m)) if level == "WARN" => {
+            tracing::warn!(target: "cordon::engine", "snapshot build ({engine}): {m}")
+        }
+        Some((level, m)) if level == "INFO" => {
+            tracing::info!(target: "cordon::engine", "snapshot build ({engine}): {m}")
+        }
+        Some((level, m)) if level == "DEBUG" || level == "TRACE" => {
+            tracing::debug!(target: "cordon::engine", "snapshot build ({engine}): {m}")
+        }
+        _ => tracing::info!(target: "cordon::engine", "snapshot build ({engine}): {line}"),
+    }
+}
+
+/// The child's side: reads the request and the component from stdin,
+/// builds and compiles the snapshot into `out`, and answers one JSON line
+/// on stdout. Exit code 0 when built, 2 otherwise.
+pub fn child_main() -> i32 {
+    let reply = build().unwrap_or_else(|e| e);
+    let ok = matches!(reply, Reply::Built { .. });
+    let line = serde_json::to_string(&reply).unwrap_or_default();
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{line}");
+    let _ = out.flush();
+    if ok { 0 } else { 2 }
+}
+
+fn build() -> Result<Reply, Reply> {
+    let init = |reason: String| Reply::Init { reason };
+    let mut stdin = std::io::stdin().lock();
+    let mut head = String::new();
+    stdin
+        .read_line(&mut head)
+        .map_err(|e| init(format!("cannot read the build request: {e}")))?;
+    let req: Request =
+        serde_json::from_str(&head).map_err(|e| init(format!("bad build request: {e}")))?;
+    let mut bytes = Vec::new();
+    stdin
+        .take(req.component_bytes)
+        .read_to_end(&mut bytes)
+        .map_err(|e| init(format!("cannot read the component: {e}")))?;
+    let spec = EngineSpec {
+        name: req.name,
+        component: req.component,
+        enabled: true,
+        definitions: req.definitions,
+        settings: req.settings,
+        limits: req.limits,
+        self_test: Vec::new(),
+        cache: false,
+    };
+    // One instance for `init`; nothing is kept (the daemon keeps the
+    // artifact), and compiles go to the compiler child as in the daemon.
+    let rt = Runtime::with_pool(1, spec.limits.memory_bytes, req.cache_dir, 0)
+        .map_err(|e| init(e.to_string()))?;
+    let label = spec.component.display().to_string();
+    let bounds = CompileBounds {
+        timeout: spec.limits.compile_timeout,
+        max_memory_bytes: spec.limits.compile_memory_bytes,
+    };
+    let snapshot = super::generation::build_snapshot(&rt, &spec, bytes, &label, bounds).map_err(
+        |e| match e {
+            LoadError::Invalid { reason, .. } => Reply::Invalid { reason },
+            LoadError::Init { reason, .. } => Reply::Init { reason },
+            other => Reply::Init {
+                reason: other.to_string(),
+            },
+        },
+    )?;
+    let image_bytes = snapshot.len();
+    rt.compiler
+        .compile_to(&rt.wasmtime, &snapshot, &req.out, &label, bounds)
+        .map_err(|reason| Reply::Invalid {
+            reason: format!("pre-initialised snapshot: {reason}"),
+        })?;
+    Ok(Reply::Built { image_bytes })
+}
+
+/// Whether snapshots are built in a child: when there is a `cordon`
+/// executable to run (see [`Compiler::detect`]).
+pub(super) fn child_exe(compiler: &Compiler) -> Option<&Path> {
+    match compiler {
+        Compiler::Child(exe) => Some(exe),
+        Compiler::InProcess => None,
+    }
+}
