@@ -149,3 +149,81 @@ fn an_unsafe_cache_directory_is_refused() {
         "{err}"
     );
 }
+
+/// The snapshot is built in a child process: the engine's own log lines
+/// from `init` reach cordon's log through the child (relayed, at their
+/// level), and a failing `init` in the child is the same load error as
+/// before, naming the engine's reason.
+#[test]
+fn the_snapshot_is_built_in_a_child_and_its_errors_and_logs_come_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::write(defs.join("a.ndb"), "Child.Sig:0:*:0102030405060708\n").unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "cache_dir = {}\n[engines.clamsig]\ncomponent = {}\ndefinitions = {}\n",
+            toml_path(&dir.path().join("cache")),
+            toml_path(&component("clamsig")),
+            toml_path(&defs)
+        ),
+    );
+    let o = cordon(&[
+        "check-config",
+        "--log",
+        "info",
+        "--config",
+        cfg.to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let log = stderr(&o);
+    assert!(
+        log.contains("snapshot build (clamsig): loaded 1 signatures"),
+        "{log}"
+    );
+    assert!(log.contains("snapshot=Built"), "{log}");
+
+    // A broken database: the child's init fails, the load error names the
+    // file and line as the in-process load did.
+    std::fs::write(defs.join("a.ndb"), "Broken:0:*:zz\n").unwrap();
+    let o = cordon(&["check-config", "--config", cfg.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(2));
+    let err = stderr(&o);
+    assert!(
+        err.contains("a.ndb line 1") && err.contains("engine clamsig"),
+        "{err}"
+    );
+    assert!(!err.contains("snapshot build ended"), "{err}");
+}
+
+/// The snapshot reads the engine's whole initialised state; that transfer
+/// is not held to the per-call bound on what a guest hands the host
+/// (`max_verdict_bytes`), so an engine with more state than that loads
+/// (with the smallest bound, 64 KiB + 2 KiB per call, any engine has more).
+#[test]
+fn an_engine_with_more_state_than_the_hostcall_bound_loads() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = registry_from_toml(&format!(
+        "cache_dir = {}\n[engines.clamsig]\ncomponent = {}\ndefinitions = {}\n\
+         limits.max_verdict_bytes = 1024\n",
+        toml_path(&dir.path().join("cache")),
+        toml_path(&component("clamsig")),
+        toml_path(&root().join("engines/clamsig/definitions"))
+    ));
+    let g = reg.enabled()[0].clone();
+    assert!(
+        g.image_bytes > 66 * 1024,
+        "image of {} bytes",
+        g.image_bytes
+    );
+    let outcome = g.scan_blocking(&cordon::bindings::empty_envelope(), &message("s", eicar()));
+    assert!(
+        matches!(
+            outcome,
+            cordon::engine::EngineOutcome::Verdict(ref v)
+                if matches!(v.outcome, cordon::bindings::Outcome::Detected(_))
+        ),
+        "{outcome:?}"
+    );
+}

@@ -128,6 +128,12 @@ fn snapshot(job: &Job) -> Result<Vec<u8>, PreinitError> {
         Ok(Err(msg)) => return Err(PreinitError::Refused(msg)),
         Err(e) => return Err(fault(&store, &e)),
     }
+    // The snapshot reads the instance's memories and globals through the
+    // component (wizer's accessor exports), and those reads are lifted like
+    // any guest-to-host transfer: the per-call bound meant for verdicts and
+    // log lines would refuse any engine with more state than that. What is
+    // read is bounded by the memory limit the instance ran under.
+    store.set_hostcall_fuel(usize::MAX);
     let snap = futures_executor::block_on(wizer.snapshot_component(
         &cx,
         &mut WasmtimeWizerComponent {
