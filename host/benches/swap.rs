@@ -103,6 +103,8 @@ struct Row {
     swap_max: Duration,
     steady_mib: f64,
     peak_mib: f64,
+    /// cordon: the peak of the child process that built the new snapshot.
+    child_peak_mib: Option<f64>,
 }
 
 const STEADY: Duration = Duration::from_secs(3);
@@ -186,6 +188,10 @@ fn cordon_swap(
     for c in clients {
         rt.block_on(c).unwrap();
     }
+    let mut row = row;
+    row.child_peak_mib = registry.enabled()[0]
+        .build_peak_rss_bytes
+        .map(|b| b as f64 / 1_048_576.0);
     row
 }
 
@@ -229,6 +235,7 @@ fn measure(
         swap_max,
         steady_mib,
         peak_mib,
+        child_peak_mib: None,
     }
 }
 
@@ -374,6 +381,14 @@ fn main() {
             r.swap_max.as_secs_f64() * 1000.0,
             r.steady_mib,
             r.peak_mib
+        );
+    }
+    for r in rows.iter().filter(|r| r.child_peak_mib.is_some()) {
+        println!(
+            "{}: {}: the snapshot was built in a child process, whose resident memory peaked at {:.1} MiB (not in the daemon's figures above)",
+            r.db,
+            r.who,
+            r.child_peak_mib.unwrap_or(0.0)
         );
     }
     println!();

@@ -47,8 +47,12 @@ struct Request {
 /// What the child answers: one JSON line on stdout.
 #[derive(Debug, Serialize, Deserialize)]
 enum Reply {
-    /// The artifact is at `out`; the snapshot had this many bytes.
-    Built { image_bytes: usize },
+    /// The artifact is at `out`; the snapshot had this many bytes, and the
+    /// child's resident memory peaked at this.
+    Built {
+        image_bytes: usize,
+        peak_rss_bytes: Option<u64>,
+    },
     /// `init` refused or failed, or the snapshot could not be built.
     Init { reason: String },
     /// The component is not a usable engine.
@@ -61,14 +65,15 @@ const MAX_LOG_LINE_BYTES: usize = 1024;
 
 /// Builds the snapshot of `spec` from `bytes` in a child process running
 /// `exe`, as [`super::generation`] would in process, and compiles it into
-/// a new file at `out`. Returns the snapshot's size.
+/// a new file at `out`. Returns the snapshot's size and the child's peak
+/// resident memory.
 pub(super) fn build_in_child(
     exe: &Path,
     rt: &Runtime,
     spec: &EngineSpec,
     bytes: &[u8],
     out: &Path,
-) -> Result<usize, LoadError> {
+) -> Result<(usize, Option<u64>), LoadError> {
     let init_error = |reason: String| LoadError::Init {
         engine: spec.name.clone(),
         path: spec.component.clone(),
@@ -160,7 +165,10 @@ pub(super) fn build_in_child(
         Err(e) => return fail(e),
     };
     match serde_json::from_str::<Reply>(line.trim()) {
-        Ok(Reply::Built { image_bytes }) if status.success() => Ok(image_bytes),
+        Ok(Reply::Built {
+            image_bytes,
+            peak_rss_bytes,
+        }) if status.success() => Ok((image_bytes, peak_rss_bytes)),
         Ok(Reply::Init { reason }) => fail(init_error(reason)),
         Ok(Reply::Invalid { reason }) => fail(LoadError::Invalid {
             engine: spec.name.clone(),
@@ -266,7 +274,10 @@ fn build() -> Result<Reply, Reply> {
         .map_err(|reason| Reply::Invalid {
             reason: format!("pre-initialised snapshot: {reason}"),
         })?;
-    Ok(Reply::Built { image_bytes })
+    Ok(Reply::Built {
+        image_bytes,
+        peak_rss_bytes: crate::process::peak_rss_bytes(crate::process::Pid::Current),
+    })
 }
 
 /// Whether snapshots are built in a child: when there is a `cordon`

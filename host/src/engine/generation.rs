@@ -63,6 +63,9 @@ pub struct Generation {
     pub cacheable: bool,
     /// Whether its snapshot was built by this load or mapped from the cache.
     pub snapshot: SnapshotSource,
+    /// The peak resident memory of the child process that built the
+    /// snapshot, when one did.
+    pub build_peak_rss_bytes: Option<u64>,
     pre: ScannerPre<ScanState>,
     wasmtime: wasmtime::Engine,
     concurrency: Arc<Semaphore>,
@@ -130,6 +133,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
     } else {
         None
     };
+    let mut build_peak_rss_bytes = None;
     let (component, image_bytes, snapshot) = match cached {
         Some(component) => {
             // The image is in the artifact file beside the code.
@@ -147,7 +151,9 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
                 // In a child: its peak memory never lands in this process.
                 Some(exe) => {
                     let tmp = artifacts::snapshot_temp(&rt.cache_dir).map_err(snapshot_error)?;
-                    let image_bytes = super::builder::build_in_child(exe, rt, spec, &bytes, &tmp)?;
+                    let (image_bytes, peak) =
+                        super::builder::build_in_child(exe, rt, spec, &bytes, &tmp)?;
+                    build_peak_rss_bytes = peak;
                     (tmp, image_bytes)
                 }
                 None => {
@@ -204,6 +210,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         stats: Arc::default(),
         cacheable: spec.cache,
         snapshot,
+        build_peak_rss_bytes,
         pre,
         wasmtime: rt.wasmtime.clone(),
         concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
@@ -236,6 +243,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         definitions = %generation.info.definitions_version,
         load_ms = generation.load_time.as_millis() as u64,
         snapshot = ?generation.snapshot,
+        build_peak_mib = generation.build_peak_rss_bytes.map(|b| b >> 20),
         "engine loaded"
     );
     Ok(generation)
