@@ -259,15 +259,14 @@ fn build() -> Result<Reply, Reply> {
         timeout: spec.limits.compile_timeout,
         max_memory_bytes: spec.limits.compile_memory_bytes,
     };
-    let snapshot = super::generation::build_snapshot(&rt, &spec, bytes, &label, bounds).map_err(
-        |e| match e {
+    let snapshot =
+        super::preinit::build_snapshot(&rt, &spec, bytes, &label, bounds).map_err(|e| match e {
             LoadError::Invalid { reason, .. } => Reply::Invalid { reason },
             LoadError::Init { reason, .. } => Reply::Init { reason },
             other => Reply::Init {
                 reason: other.to_string(),
             },
-        },
-    )?;
+        })?;
     let image_bytes = snapshot.len();
     rt.compiler
         .compile_to(&rt.wasmtime, &snapshot, &req.out, &label, bounds)

@@ -14,9 +14,12 @@ use std::collections::BTreeMap;
 use wasmtime::Store;
 use wasmtime_wizer::{WasmtimeWizerComponent, Wizer};
 
-use super::deadline_ticks;
-use super::spec::EngineLimits;
+use std::time::Duration;
+
+use super::compiler::CompileBounds;
+use super::spec::{EngineLimits, EngineSpec};
 use super::state::ScanState;
+use super::{LoadError, Runtime, deadline_ticks};
 use crate::bindings::{Scanner, Setting};
 
 /// The fully qualified `init` export, as wizer names it.
@@ -143,4 +146,108 @@ fn snapshot(job: &Job) -> Result<Vec<u8>, PreinitError> {
     ))
     .map_err(|e| failed("cannot snapshot the initialised engine", e))?;
     Ok(snap)
+}
+
+/// How long past `init_timeout` a load waits for the init thread: the epoch
+/// and the clock end a guest at the deadline; this is for a thread stuck in
+/// the kernel.
+const INIT_GRACE: Duration = Duration::from_secs(2);
+
+/// Compiles the component (or takes it from the cache), checks that it
+/// implements the world, runs its `init` and returns the snapshot of the
+/// initialised instance.
+pub(super) fn build_snapshot(
+    rt: &Runtime,
+    spec: &EngineSpec,
+    bytes: Vec<u8>,
+    label: &str,
+    bounds: CompileBounds,
+) -> Result<Vec<u8>, LoadError> {
+    let invalid = |reason: String| LoadError::Invalid {
+        engine: spec.name.clone(),
+        path: spec.component.clone(),
+        reason,
+    };
+    // Check the world on the original component first: its errors are the
+    // ones a vendor can act on (which import or export is missing).
+    let original = super::artifacts::load_or_compile(
+        &rt.wasmtime,
+        &rt.compiler,
+        bounds,
+        &rt.cache_dir,
+        &bytes,
+        label,
+    )
+    .map_err(|e| invalid(format!("{e:#}")))?;
+    let _ = super::generation::pre_for(rt, &original).map_err(invalid)?;
+
+    let init_timeout = spec.limits.init_timeout;
+    // On a thread of its own: WASI's synchronous bridge blocks on a tokio
+    // runtime and must not find itself inside one (a caller's async task),
+    // so loading is safe from any context. The epoch deadline stops a guest
+    // that computes and the clock stops one that sleeps; a host call stuck
+    // in the kernel is not interruptible, so the load also has a hard
+    // wall-clock limit: past it the load is refused and the thread is left
+    // to end on its own.
+    let snapshot = {
+        let (tx, rx) = std::sync::mpsc::sync_channel(1);
+        let job = Job {
+            wasmtime: rt.wasmtime.clone(),
+            linker: rt.linker.clone(),
+            compiler: rt.compiler.clone(),
+            bounds,
+            cache_dir: rt.cache_dir.clone(),
+            name: spec.name.clone(),
+            bytes,
+            label: label.to_string(),
+            settings: spec.settings.clone(),
+            limits: spec.limits.clone(),
+            definitions: spec.definitions.clone(),
+            timeout: init_timeout,
+        };
+        let spawned = std::thread::Builder::new()
+            .name(format!("cordon-init-{}", spec.name))
+            .spawn(move || {
+                let r = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| job.run()))
+                    .unwrap_or_else(|panic| {
+                        let why = panic
+                            .downcast_ref::<String>()
+                            .map(String::as_str)
+                            .or_else(|| panic.downcast_ref::<&str>().copied())
+                            .unwrap_or("no message");
+                        Err(PreinitError::Failed(format!(
+                            "pre-initialisation failed: {why}"
+                        )))
+                    });
+                let _ = tx.send(r);
+            });
+        match spawned {
+            Err(e) => Err(PreinitError::Failed(format!(
+                "cannot start the init thread: {e}"
+            ))),
+            Ok(_) => match rx.recv_timeout(init_timeout + INIT_GRACE) {
+                Ok(r) => r,
+                Err(_) => Err(PreinitError::Failed(format!(
+                    "init did not finish within {} ms (init_timeout_ms); the engine is stuck in a host call",
+                    init_timeout.as_millis()
+                ))),
+            },
+        }
+    }
+    .map_err(|e| match e {
+        PreinitError::Refused(reason) | PreinitError::Failed(reason) => LoadError::Init {
+            engine: spec.name.clone(),
+            path: spec.component.clone(),
+            // The engine sees its definitions as /definitions: name the
+            // operator's files instead.
+            reason: crate::text::escape(
+                &match &spec.definitions {
+                    Some(d) => reason.replace("/definitions/", &format!("{}/", d.display())),
+                    None => reason,
+                },
+                super::generation::MAX_REASON_BYTES,
+            ),
+        },
+    })?;
+    Ok(snapshot)
 }
