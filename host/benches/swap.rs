@@ -18,62 +18,21 @@
 
 #[path = "support/bench.rs"]
 mod bench;
+#[path = "support/clamd.rs"]
+mod clamd;
 #[path = "support/sigs.rs"]
 mod sigs;
 
-use std::io::{Read, Write};
-use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bench::{root, rss_kib};
+use bench::{Sampler, root};
+use clamd::Clamd;
 use cordon::config::Config;
 use cordon::registry::Registry;
 use cordon::scan::{Message, scan_message};
-
-/// Samples a process's resident memory every 10 ms; `peak` since `reset`.
-struct Sampler {
-    peak: Arc<AtomicU64>,
-    stop: Arc<AtomicBool>,
-    thread: Option<std::thread::JoinHandle<()>>,
-}
-
-impl Sampler {
-    fn start(pid: u32) -> Self {
-        let peak = Arc::new(AtomicU64::new(0));
-        let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (peak.clone(), stop.clone());
-        let thread = std::thread::spawn(move || {
-            while !s.load(Ordering::Relaxed) {
-                p.fetch_max(rss_kib(pid), Ordering::Relaxed);
-                std::thread::sleep(Duration::from_millis(10));
-            }
-        });
-        Sampler {
-            peak,
-            stop,
-            thread: Some(thread),
-        }
-    }
-    fn reset(&self) {
-        self.peak.store(0, Ordering::Relaxed);
-    }
-    fn peak_mib(&self) -> f64 {
-        self.peak.load(Ordering::Relaxed) as f64 / 1024.0
-    }
-}
-
-impl Drop for Sampler {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::Relaxed);
-        if let Some(t) = self.thread.take() {
-            let _ = t.join();
-        }
-    }
-}
 
 /// Completed scans: (when it ended, how long it took).
 type Log = Arc<std::sync::Mutex<Vec<(Instant, Duration)>>>;
@@ -239,66 +198,10 @@ fn measure(
     }
 }
 
-fn clamd_request(sock: &Path, cmd: &[u8]) -> String {
-    let mut s = UnixStream::connect(sock).unwrap();
-    s.write_all(cmd).unwrap();
-    let mut r = String::new();
-    let _ = s.read_to_string(&mut r);
-    r
-}
-
-fn clamd_scan(sock: &Path, data: &[u8]) {
-    let mut s = UnixStream::connect(sock).unwrap();
-    s.write_all(b"zINSTREAM\0").unwrap();
-    for chunk in data.chunks(65536) {
-        s.write_all(&(chunk.len() as u32).to_be_bytes()).unwrap();
-        s.write_all(chunk).unwrap();
-    }
-    s.write_all(&0u32.to_be_bytes()).unwrap();
-    let mut r = Vec::new();
-    s.read_to_end(&mut r).unwrap();
-    assert!(r.starts_with(b"stream: "), "clamd said {r:?}");
-}
-
 fn clamd_swap(name: &'static str, db: &Path, messages: &Arc<Vec<Vec<u8>>>, work: &Path) -> Row {
-    let sock = work.join(format!("clamd-{name}.sock"));
-    let logf = work.join(format!("clamd-{name}.log"));
-    let tmp = Path::new("/dev/shm").join(format!("cordon-bench-swap-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let conf = work.join(format!("clamd-{name}.conf"));
-    std::fs::write(
-        &conf,
-        format!(
-            "LocalSocket {}\nDatabaseDirectory {}\nTemporaryDirectory {}\nForeground yes\n\
-             StreamMaxLength 100M\nLogFile {}\nSelfCheck 0\n",
-            sock.display(),
-            db.display(),
-            tmp.display(),
-            logf.display()
-        ),
-    )
-    .unwrap();
-    let mut child = Command::new("clamd")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("clamd: run ./dev bench, which installs clamav-daemon");
-    let started = Instant::now();
-    while !clamd_request_ok(&sock) {
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "clamd exited: see {}",
-            logf.display()
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "clamd did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
-    let sampler = Sampler::start(child.id());
+    let clamd = Clamd::start(name, db, work, 10);
+    let sock = clamd.sock.clone();
+    let sampler = Sampler::start(clamd.pid());
     let log: Log = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let clients: Vec<_> = (0..2)
@@ -308,7 +211,7 @@ fn clamd_swap(name: &'static str, db: &Path, messages: &Arc<Vec<Vec<u8>>>, work:
                 let mut i = k;
                 while !stop.load(Ordering::Relaxed) {
                     let t = Instant::now();
-                    clamd_scan(&sock, &m[i % m.len()]);
+                    clamd::scan(&sock, &m[i % m.len()]);
                     i += 2;
                     log.lock().unwrap().push((Instant::now(), t.elapsed()));
                 }
@@ -322,33 +225,18 @@ fn clamd_swap(name: &'static str, db: &Path, messages: &Arc<Vec<Vec<u8>>>, work:
         &log,
         || {
             add_signature(db, 2);
-            let reply = clamd_request(&sock, b"zRELOAD\0");
+            let reply = clamd::request(&sock, b"zRELOAD\0");
             assert!(reply.starts_with("RELOADING"), "clamd said {reply:?}");
         },
-        || {
-            std::fs::read_to_string(&logf)
-                .unwrap_or_default()
-                .contains("Database correctly reloaded")
-        },
+        || clamd.logged("Database correctly reloaded"),
     );
     stop.store(true, Ordering::Relaxed);
     for c in clients {
         c.join().unwrap();
     }
     drop(sampler);
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&tmp);
+    drop(clamd);
     row
-}
-
-fn clamd_request_ok(sock: &Path) -> bool {
-    UnixStream::connect(sock).is_ok_and(|mut s| {
-        s.write_all(b"zPING\0").is_ok() && {
-            let mut r = [0u8; 4];
-            s.read_exact(&mut r).is_ok() && &r == b"PONG"
-        }
-    })
 }
 
 fn main() {

@@ -4,6 +4,9 @@
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
 
 /// The repository root.
 pub fn root() -> PathBuf {
@@ -42,4 +45,48 @@ pub fn corpus(n: Option<usize>) -> Vec<Vec<u8>> {
 /// A process's resident memory now (`VmRSS`), in KiB; 0 if it is gone.
 pub fn rss_kib(pid: u32) -> u64 {
     cordon::process::rss_bytes(cordon::process::Pid::Other(pid)).unwrap_or(0) / 1024
+}
+
+/// Samples a process's resident memory every 10 ms; `peak` since `reset`.
+pub struct Sampler {
+    peak: Arc<AtomicU64>,
+    stop: Arc<AtomicBool>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl Sampler {
+    /// Starts sampling `pid`.
+    pub fn start(pid: u32) -> Self {
+        let peak = Arc::new(AtomicU64::new(0));
+        let stop = Arc::new(AtomicBool::new(false));
+        let (p, s) = (peak.clone(), stop.clone());
+        let thread = std::thread::spawn(move || {
+            while !s.load(Ordering::Relaxed) {
+                p.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                std::thread::sleep(Duration::from_millis(10));
+            }
+        });
+        Sampler {
+            peak,
+            stop,
+            thread: Some(thread),
+        }
+    }
+    /// Forgets the peak so far.
+    pub fn reset(&self) {
+        self.peak.store(0, Ordering::Relaxed);
+    }
+    /// The peak since the start or the last reset, in MiB.
+    pub fn peak_mib(&self) -> f64 {
+        self.peak.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+}
+
+impl Drop for Sampler {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
 }
