@@ -23,9 +23,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use bench::{Sampler, root};
+use bench::Sampler;
 use clamd::Clamd;
-use cordon::config::Config;
 use cordon::registry::Registry;
 use cordon::scan::{Message, scan_message};
 
@@ -84,23 +83,14 @@ fn run_threads(n: usize, sampler: &Sampler, scan: impl Fn(usize) + Sync) -> f64 
 }
 
 fn cordon_steps(db: &Path, cores: usize, messages: &Arc<Vec<Vec<u8>>>, work: &Path) -> Vec<Step> {
-    let cfg = work.join("cordon-scaling.toml");
-    std::fs::write(
-        &cfg,
-        format!(
-            "cache_dir = {:?}\n[cache]\nmax_entries = 0\n[pool]\nmax_instances = {cores}\n\
-             [engines.clamsig]\ncomponent = {:?}\ndefinitions = {:?}\n\
-             limits.memory_mib = 1024\nlimits.timeout_ms = 60000\nlimits.max_concurrency = {cores}\n",
-            root().join("target/cordon-cache").display().to_string(),
-            root()
-                .join("target/wasm32-wasip2/release/clamsig.wasm")
-                .display()
-                .to_string(),
-            db.display().to_string(),
+    let config = bench::clamsig_config(
+        &work.join("cordon-scaling.toml"),
+        db,
+        &format!("pool.max_instances = {cores}"),
+        &format!(
+            "limits.memory_mib = 1024\nlimits.timeout_ms = 60000\nlimits.max_concurrency = {cores}"
         ),
-    )
-    .unwrap();
-    let config = Config::load(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    );
     let registry = Arc::new(Registry::load(&config.registry).unwrap_or_else(|e| panic!("{e:#}")));
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(cores)

@@ -28,9 +28,8 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
-use bench::{Sampler, root};
+use bench::Sampler;
 use clamd::Clamd;
-use cordon::config::Config;
 use cordon::registry::Registry;
 use cordon::scan::{Message, scan_message};
 
@@ -83,23 +82,12 @@ fn cordon_swap(
     messages: &Arc<Vec<Vec<u8>>>,
     work: &Path,
 ) -> Row {
-    let cfg = work.join(format!("cordon-{name}.toml"));
-    std::fs::write(
-        &cfg,
-        format!(
-            "cache_dir = {:?}\n[cache]\nmax_entries = 0\n\
-             [engines.clamsig]\ncomponent = {:?}\ndefinitions = {:?}\n\
-             limits.memory_mib = {memory_mib}\nlimits.timeout_ms = 60000\n",
-            root().join("target/cordon-cache").display().to_string(),
-            root()
-                .join("target/wasm32-wasip2/release/clamsig.wasm")
-                .display()
-                .to_string(),
-            db.display().to_string(),
-        ),
-    )
-    .unwrap();
-    let config = Config::load(&cfg).unwrap_or_else(|e| panic!("{e}"));
+    let config = bench::clamsig_config(
+        &work.join(format!("cordon-{name}.toml")),
+        db,
+        "",
+        &format!("limits.memory_mib = {memory_mib}\nlimits.timeout_ms = 60000"),
+    );
     let sampler = Sampler::start(std::process::id());
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -90,3 +90,29 @@ impl Drop for Sampler {
         }
     }
 }
+
+/// A config file at `path` with clamsig reading `db` (the verdict cache
+/// off, so every scan scans), `extra` top-level keys (before any table)
+/// and `limits` keys for the engine; returned validated.
+pub fn clamsig_config(
+    path: &Path,
+    db: &Path,
+    extra: &str,
+    limits: &str,
+) -> cordon::config::ValidConfig {
+    std::fs::write(
+        path,
+        format!(
+            "cache_dir = {:?}\n{extra}\n[cache]\nmax_entries = 0\n\
+             [engines.clamsig]\ncomponent = {:?}\ndefinitions = {:?}\n{limits}\n",
+            root().join("target/cordon-cache").display().to_string(),
+            root()
+                .join("target/wasm32-wasip2/release/clamsig.wasm")
+                .display()
+                .to_string(),
+            db.display().to_string(),
+        ),
+    )
+    .unwrap();
+    cordon::config::Config::load(path).unwrap_or_else(|e| panic!("{e}"))
+}

@@ -125,42 +125,6 @@ pub fn load_or_compile(
     })
 }
 
-/// Compiles a pre-initialised snapshot, which is never cached (no two
-/// snapshots are alike), so that its memory image is backed by a file:
-/// the artifact is written to a private file, mapped, and the file
-/// unlinked. The image is then mapped copy-on-write from the page cache
-/// instead of being copied into anonymous memory next to the artifact, and
-/// the bytes of the compile are freed as soon as they are on disk.
-pub fn compile_mapped(
-    engine: &wasmtime::Engine,
-    compiler: &Compiler,
-    bounds: CompileBounds,
-    cache_dir: &Path,
-    bytes: &[u8],
-    label: &str,
-) -> Result<Component, ArtifactError> {
-    let dir = cache_dir.join("generations");
-    create_dir(&dir)?;
-    let path = temp_name(&dir);
-    if let Err(e) = compiler.compile_to(engine, bytes, &path, label, bounds) {
-        let _ = std::fs::remove_file(&path);
-        return Err(ArtifactError::Compile(e.to_string()));
-    }
-    // SAFETY: `deserialize_file` runs native code from the file. The file
-    // was created just now with `create_new` in the operator's cache
-    // directory under a name no other writer uses, holding exactly what
-    // this wasmtime's compiler produced (here or in the child running this
-    // executable), and wasmtime re-checks its header.
-    let component = unsafe { Component::deserialize_file(engine, &path) };
-    // The mapping outlives the name.
-    let _ = std::fs::remove_file(&path);
-    component.map_err(|e| ArtifactError::Load {
-        label: label.to_string(),
-        what: "snapshot",
-        reason: format!("{e:#}"),
-    })
-}
-
 fn create_dir(dir: &Path) -> Result<(), ArtifactError> {
     std::fs::DirBuilder::new()
         .recursive(true)
@@ -356,10 +320,11 @@ pub fn adopt_snapshot(
         }
         path
     };
-    // SAFETY: as in `compile_mapped`; the file was written just now by this
-    // build's compiler (here, or in a child running this executable) under
-    // a private name in the private cache directory, and renamed into place
-    // under its key.
+    // SAFETY: `deserialize_file` runs native code from the file. It was
+    // written just now by this build's compiler (here, or in a child running
+    // this executable) under a private name (`create_new`) in the private
+    // cache directory (`prepare_cache_dir`), and renamed into place under
+    // its key; wasmtime re-checks its header.
     let component =
         unsafe { Component::deserialize_file(engine, &path) }.map_err(|e| ArtifactError::Load {
             label: label.to_string(),

@@ -62,6 +62,8 @@ enum Reply {
 /// Lines of the child's log passed on, and bytes of each.
 const MAX_LOG_LINES: usize = 200;
 const MAX_LOG_LINE_BYTES: usize = 1024;
+/// Bytes of the child's log read as lines.
+const MAX_LOG_BYTES: u64 = 1 << 20;
 
 /// Builds the snapshot of `spec` from `bytes` in a child process running
 /// `exe`, as [`super::generation`] would in process, and compiles it into
@@ -115,7 +117,10 @@ pub(super) fn build_in_child(
     let stderr = child.stderr.take().expect("piped stderr");
     let engine = spec.name.clone();
     let logger = std::thread::spawn(move || {
-        let mut lines = std::io::BufReader::new(stderr).split(b'\n');
+        // At most MAX_LOG_BYTES are read as lines; the rest is drained, so
+        // the child never blocks on a full pipe and never costs more here.
+        let mut stderr = stderr;
+        let mut lines = std::io::BufReader::new((&mut stderr).take(MAX_LOG_BYTES)).split(b'\n');
         let mut passed = 0;
         for line in lines.by_ref() {
             let Ok(line) = line else { break };
@@ -124,6 +129,8 @@ pub(super) fn build_in_child(
             }
             passed += 1;
         }
+        drop(lines);
+        let _ = std::io::copy(&mut stderr, &mut std::io::sink());
         if passed > MAX_LOG_LINES {
             tracing::warn!(
                 target: "cordon::engine",
