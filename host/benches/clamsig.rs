@@ -20,16 +20,19 @@
 use std::io::{Read, Write};
 use std::os::unix::net::UnixStream;
 use std::path::Path;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 #[path = "support/bench.rs"]
 mod bench;
+#[path = "support/clamd.rs"]
+mod clamd;
 #[path = "support/sigs.rs"]
 mod sigs;
 
 use bench::{corpus_dir, root, rss_kib};
+use clamd::Clamd;
 use cordon::bindings::empty_envelope;
 use cordon::config::Config;
 use cordon::mime::{MimeLimits, decompose};
@@ -89,52 +92,11 @@ fn clamd_bench(
     messages: &Arc<Vec<Vec<u8>>>,
     work: &Path,
 ) -> (Duration, f64, f64, usize) {
-    let sock = work.join("clamd.sock");
-    let tmp = Path::new("/dev/shm").join(format!("cordon-bench-clamd-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
-    let conf = work.join("clamd.conf");
-    std::fs::write(
-        &conf,
-        format!(
-            "LocalSocket {}\nDatabaseDirectory {}\nTemporaryDirectory {}\nForeground yes\n\
-             StreamMaxLength 100M\nMaxThreads 2\nLogFile {}\n",
-            sock.display(),
-            db.display(),
-            tmp.display(),
-            work.join("clamd.log").display()
-        ),
-    )
-    .unwrap();
     let started = Instant::now();
-    let mut child = Command::new("clamd")
-        .arg("-c")
-        .arg(&conf)
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("clamd: run ./dev bench, which installs clamav-daemon");
-    // Ready when it answers PING (polling is fine in a benchmark).
-    loop {
-        if let Ok(mut s) = UnixStream::connect(&sock) {
-            let _ = s.write_all(b"zPING\0");
-            let mut r = [0u8; 5];
-            if s.read_exact(&mut r).is_ok() && &r[..4] == b"PONG" {
-                break;
-            }
-        }
-        assert!(
-            child.try_wait().unwrap().is_none(),
-            "clamd exited: see {}",
-            work.join("clamd.log").display()
-        );
-        assert!(
-            started.elapsed() < Duration::from_secs(600),
-            "clamd did not start"
-        );
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    let clamd = Clamd::start("clamsig", db, work, 2);
+    let sock = clamd.sock.clone();
     let load = started.elapsed();
-    let idle_rss = rss_kib(child.id()) as f64 / 1024.0;
+    let idle_rss = rss_kib(clamd.pid()) as f64 / 1024.0;
     let t = Instant::now();
     let handles: Vec<_> = (0..2)
         .map(|k| {
@@ -151,9 +113,7 @@ fn clamd_bench(
         .collect();
     let detected: usize = handles.into_iter().map(|h| h.join().unwrap()).sum();
     let rate = messages.len() as f64 / t.elapsed().as_secs_f64();
-    let _ = child.kill();
-    let _ = child.wait();
-    let _ = std::fs::remove_dir_all(&tmp);
+    drop(clamd);
     (load, idle_rss, rate, detected)
 }
 
