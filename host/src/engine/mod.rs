@@ -124,11 +124,6 @@ pub struct Runtime {
 /// component has a handful (the main module and adapter shims).
 const PER_COMPONENT: u32 = 16;
 
-/// Bytes of each linear memory kept resident (and reset in place) when an
-/// instance's slot goes back to the pool: what one scan of an ordinary
-/// message touches. Up to this much per warm slot stays in RSS.
-const KEEP_RESIDENT_BYTES: usize = 2 << 20;
-
 /// Pool slots beyond `pool.max_instances`, for loads.
 pub const LOAD_SLOTS: u32 = 4;
 
@@ -184,15 +179,7 @@ impl Runtime {
             )
             .max_component_instance_size(1 << 20)
             .max_core_instance_size(1 << 20)
-            .table_elements(100_000)
-            // A slot handed back keeps its first pages resident, and only
-            // the pages the scan dirtied (found with PAGEMAP_SCAN where the
-            // kernel has it) are reset to the image: without this every
-            // fresh instance paid page faults on the same pages and an
-            // madvise to drop them again (half the fixed cost of a scan).
-            .linear_memory_keep_resident(KEEP_RESIDENT_BYTES)
-            .table_keep_resident(64 << 10)
-            .pagemap_scan(wasmtime::Enabled::Auto);
+            .table_elements(100_000);
         let mut cfg = wasmtime_config();
         cfg.allocation_strategy(InstanceAllocationStrategy::Pooling(pool));
         let engine =
