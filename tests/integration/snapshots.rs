@@ -108,7 +108,7 @@ fn unchanged_inputs_map_the_cached_snapshot_and_any_change_rebuilds_it() {
 }
 
 /// What an operator sees: a second `cordon engines` with unchanged inputs
-/// reports the snapshot as cached.
+/// reports the snapshot as cached, with the image size of the build.
 #[test]
 fn a_second_cli_load_reports_the_cached_snapshot() {
     let dir = tempfile::tempdir().unwrap();
@@ -120,14 +120,20 @@ fn a_second_cli_load_reports_the_cached_snapshot() {
             toml_path(&component("testsig"))
         ),
     );
-    let source = |o: &std::process::Output| -> String {
+    let source = |o: &std::process::Output| -> (String, u64) {
         assert_eq!(o.status.code(), Some(0), "{}", stderr(o));
         let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        v[0]["snapshot"].as_str().unwrap_or("?").to_string()
+        (
+            v[0]["snapshot"].as_str().unwrap_or("?").to_string(),
+            v[0]["image_bytes"].as_u64().unwrap_or(0),
+        )
     };
     let args = ["engines", "--json", "--config", cfg.to_str().unwrap()];
-    assert_eq!(source(&cordon(&args)), "built");
-    assert_eq!(source(&cordon(&args)), "cached");
+    let (built, image) = source(&cordon(&args));
+    assert_eq!(built, "built");
+    assert!(image > 0, "image of {image} bytes");
+    // The cached generation reports the same image as the one that built it.
+    assert_eq!(source(&cordon(&args)), ("cached".to_string(), image));
 }
 
 /// A cache directory others can write to is refused before anything is

@@ -233,14 +233,25 @@ pub fn snapshot_file(cache_dir: &Path, key: &str) -> PathBuf {
     cache_dir.join("snapshots").join(format!("{key}.cwasm"))
 }
 
-/// The snapshot cached under `key`, mapped, if there is a usable one; its
-/// use is recorded for the least-recently-used order.
+/// The file beside a cached snapshot that records the snapshot's size
+/// before compiling (what `cordon stats` calls its image).
+fn image_size_file(snapshot: &Path) -> PathBuf {
+    snapshot.with_extension("image")
+}
+
+/// The snapshot cached under `key`, mapped, and its image size, if there is
+/// a usable one; its use is recorded for the least-recently-used order.
 pub fn cached_snapshot(
     engine: &wasmtime::Engine,
     cache_dir: &Path,
     key: &str,
-) -> Option<Component> {
+) -> Option<(Component, usize)> {
     let path = snapshot_file(cache_dir, key);
+    let image_bytes: usize = std::fs::read_to_string(image_size_file(&path))
+        .ok()?
+        .trim()
+        .parse()
+        .ok()?;
     if !path.is_file() {
         return None;
     }
@@ -251,7 +262,7 @@ pub fn cached_snapshot(
     match unsafe { Component::deserialize_file(engine, &path) } {
         Ok(c) => {
             touch(&path);
-            Some(c)
+            Some((c, image_bytes))
         }
         Err(e) => {
             tracing::warn!(
@@ -272,44 +283,26 @@ pub fn snapshot_temp(cache_dir: &Path) -> Result<PathBuf, ArtifactError> {
     Ok(temp_name(&dir))
 }
 
-/// Compiles a snapshot into the cache under `key` and maps it; then evicts
-/// the least recently used entries until the cache holds at most
-/// `max_bytes`. With `max_bytes` 0 nothing is kept.
-#[allow(clippy::too_many_arguments)]
-pub fn store_snapshot(
-    engine: &wasmtime::Engine,
-    compiler: &Compiler,
-    bounds: CompileBounds,
-    cache_dir: &Path,
-    key: &str,
-    bytes: &[u8],
-    label: &str,
-    max_bytes: u64,
-) -> Result<Component, ArtifactError> {
-    let tmp = snapshot_temp(cache_dir)?;
-    if let Err(e) = compiler.compile_to(engine, bytes, &tmp, label, bounds) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(ArtifactError::Compile(e));
-    }
-    adopt_snapshot(engine, cache_dir, key, &tmp, label, max_bytes)
-}
-
 /// Takes a snapshot artifact compiled into `tmp` (by [`snapshot_temp`]'s
 /// name): moves it into the cache under `key` and maps it, then evicts
 /// down to `max_bytes`; with `max_bytes` 0 maps it and removes the name
-/// (the mapping stays valid), keeping nothing.
+/// (the mapping stays valid), keeping nothing. `image_bytes` is recorded
+/// beside a kept snapshot.
 pub fn adopt_snapshot(
     engine: &wasmtime::Engine,
     cache_dir: &Path,
     key: &str,
     tmp: &Path,
     label: &str,
+    image_bytes: usize,
     max_bytes: u64,
 ) -> Result<Component, ArtifactError> {
     let path = if max_bytes == 0 {
         tmp.to_path_buf()
     } else {
         let path = snapshot_file(cache_dir, key);
+        // The size first: a snapshot without it is not used.
+        let _ = std::fs::write(image_size_file(&path), image_bytes.to_string());
         if let Err(source) = std::fs::rename(tmp, &path) {
             let _ = std::fs::remove_file(tmp);
             return Err(ArtifactError::Io {
@@ -373,6 +366,7 @@ fn evict(cache_dir: &Path, max_bytes: u64, keep: &Path) {
             continue;
         }
         if std::fs::remove_file(&path).is_ok() {
+            let _ = std::fs::remove_file(image_size_file(&path));
             tracing::info!(artifact = %path.display(), bytes = len, "evicted from the compiled-component cache");
             total = total.saturating_sub(len);
         }

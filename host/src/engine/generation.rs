@@ -135,15 +135,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
     };
     let mut build_peak_rss_bytes = None;
     let (component, image_bytes, snapshot) = match cached {
-        Some(component) => {
-            // The image is in the artifact file beside the code.
-            let file = std::fs::metadata(artifacts::snapshot_file(&rt.cache_dir, &key))
-                .map(|m| m.len() as usize)
-                .unwrap_or(0);
-            let r = component.image_range();
-            let code = (r.end as usize).saturating_sub(r.start as usize);
-            (component, file.saturating_sub(code), SnapshotSource::Cached)
-        }
+        Some((component, image_bytes)) => (component, image_bytes, SnapshotSource::Cached),
         None => {
             let snapshot_error =
                 |e: artifacts::ArtifactError| invalid(format!("pre-initialised snapshot: {e:#}"));
@@ -181,6 +173,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
                 &key,
                 &tmp,
                 &label,
+                image_bytes,
                 if keep { rt.max_cache_bytes } else { 0 },
             )
             .map_err(snapshot_error)?;
