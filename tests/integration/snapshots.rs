@@ -233,3 +233,71 @@ fn an_engine_with_more_state_than_the_hostcall_bound_loads() {
         "{outcome:?}"
     );
 }
+
+/// An engine written in Python (componentize-py, `tests/engines/pysig`)
+/// loads, reads its definitions in `init`, scans whole messages and
+/// decoded parts, and is cached like any other: the second `cordon
+/// engines` with unchanged inputs maps the snapshot (no Python `init`,
+/// no compile), and a changed definitions file builds a new one.
+#[test]
+fn a_python_engine_loads_scans_and_its_second_load_maps_the_cached_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    std::fs::write(
+        defs.join("local.sig"),
+        "# pysig test\nPy.Marker=PYSIG-MARKER-1\n",
+    )
+    .unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "cache_dir = {}\n[engines.pysig]\ncomponent = {}\ndefinitions = {}\n\
+             settings.definitions_version = \"py-1\"\nlimits.memory_mib = 256\n",
+            toml_path(&dir.path().join("cache")),
+            toml_path(&component("pysig")),
+            toml_path(&defs)
+        ),
+    );
+    let cfg = cfg.to_str().unwrap();
+    let engines = || {
+        let o = cordon(&["engines", "--json", "--config", cfg]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v[0]["definitions_version"], "py-1", "{v}");
+        v[0]["snapshot"].as_str().unwrap_or("?").to_string()
+    };
+    assert_eq!(engines(), "built", "a cold cache builds");
+    assert_eq!(engines(), "cached", "unchanged inputs map the snapshot");
+
+    // The cached generation scans: the marker in a base64 attachment is
+    // found in the decoded part, a clean message is clean.
+    let mail = dir.path().join("marked.eml");
+    std::fs::write(
+        &mail,
+        "From: a@example.org\r\nSubject: t\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+         Content-Type: text/plain\r\n\r\nhello\r\n--b\r\n\
+         Content-Type: application/octet-stream; name=m.bin\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\nUFlTSUctTUFSS0VSLTE=\r\n--b--\r\n",
+    )
+    .unwrap();
+    let clean = dir.path().join("clean.eml");
+    std::fs::write(&clean, "Subject: t\r\n\r\nPYSIG-MARKER-2\r\n").unwrap();
+    let o = cordon(&["scan", "--json", "--config", cfg, mail.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    // One JSON line per message, then the summary.
+    let first = stdout(&o).lines().next().unwrap_or_default().to_string();
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let threat = &v["decision"]["threats"][0];
+    assert_eq!(threat["name"], "Py.Marker", "{v}");
+    assert_eq!(threat["part"], "m.bin", "{v}");
+    let o = cordon(&["scan", "--json", "--config", cfg, clean.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+
+    // New definitions: a new snapshot, which finds the new marker.
+    std::fs::write(defs.join("local.sig"), "Py.Marker2=PYSIG-MARKER-2\n").unwrap();
+    assert_eq!(engines(), "built", "changed definitions rebuild");
+    let o = cordon(&["scan", "--config", cfg, clean.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+}
