@@ -301,3 +301,64 @@ fn a_python_engine_loads_scans_and_its_second_load_maps_the_cached_snapshot() {
     let o = cordon(&["scan", "--config", cfg, clean.to_str().unwrap()]);
     assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
 }
+
+/// A new snapshot of a component whose functions were compiled before
+/// takes them from the component's function cache (a definitions update
+/// compiles only what changed), and that file stays one compile's worth.
+#[test]
+fn a_new_snapshot_takes_the_components_compiled_functions_from_the_cache() {
+    let dir = tempfile::tempdir().unwrap();
+    let cache = dir.path().join("cache");
+    let defs = dir.path().join("defs");
+    std::fs::create_dir(&defs).unwrap();
+    let cfg = write_config(
+        dir.path(),
+        &format!(
+            "cache_dir = {}\n[engines.clamsig]\ncomponent = {}\ndefinitions = {}\n",
+            toml_path(&cache),
+            toml_path(&component("clamsig")),
+            toml_path(&defs)
+        ),
+    );
+    // (hits, added) of the snapshot compile, from the debug log.
+    let build = |sig: &str| -> (usize, usize) {
+        std::fs::write(defs.join("a.ndb"), format!("Fn.Sig:0:*:{sig}\n")).unwrap();
+        let o = cordon(&[
+            "check-config",
+            "--log",
+            "info,cordon=debug",
+            "--config",
+            cfg.to_str().unwrap(),
+        ]);
+        let log = stderr(&o);
+        assert_eq!(o.status.code(), Some(0), "{log}");
+        assert!(log.contains("snapshot=Built"), "{log}");
+        let line = log
+            .lines()
+            .find(|l| l.contains("functions from the function cache"))
+            .unwrap_or_else(|| panic!("no function cache line in {log}"));
+        let field = |name: &str| -> usize {
+            let at = line.find(&format!("{name}=")).expect(name) + name.len() + 1;
+            line[at..]
+                .split(|c: char| !c.is_ascii_digit())
+                .next()
+                .unwrap()
+                .parse()
+                .unwrap()
+        };
+        (field("hits"), field("added"))
+    };
+    let (_, first_added) = build("0102030405060708");
+    assert!(first_added > 100, "a cold cache compiles every function");
+    let (hits, added) = build("0102030405060709");
+    assert!(
+        hits > 10 * added && hits >= first_added / 2,
+        "the second snapshot took {hits} functions from the cache and compiled {added}"
+    );
+    let functions: Vec<_> = std::fs::read_dir(cache.join("snapshots"))
+        .unwrap()
+        .flatten()
+        .filter(|e| e.path().extension().is_some_and(|x| x == "functions"))
+        .collect();
+    assert_eq!(functions.len(), 1, "one function cache per component");
+}

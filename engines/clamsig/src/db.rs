@@ -33,9 +33,9 @@ pub enum Offset {
     /// Anywhere (`*`).
     Any,
     /// At `n` to `n + span` from the start.
-    Start(usize, usize),
+    Start(u32, u32),
     /// At `len - n` to `len - n + span`.
-    Eof(usize, usize),
+    Eof(u32, u32),
 }
 
 impl Offset {
@@ -46,7 +46,7 @@ impl Offset {
         let (base, span) = match s.split_once(',') {
             Some((b, sp)) => (
                 b,
-                sp.parse::<usize>()
+                sp.parse::<u32>()
                     .map_err(|_| format!("bad offset span {sp:?}"))?,
             ),
             None => (s, 0),
@@ -69,8 +69,14 @@ impl Offset {
     pub fn allows(self, start: usize, len: usize) -> bool {
         match self {
             Offset::Any => true,
-            Offset::Start(n, span) => start >= n && start <= n + span,
-            Offset::Eof(n, span) => len >= n && start >= len - n && start <= len - n + span,
+            Offset::Start(n, span) => {
+                let (n, span) = (n as usize, span as usize);
+                start >= n && start <= n + span
+            }
+            Offset::Eof(n, span) => {
+                let (n, span) = (n as usize, span as usize);
+                len >= n && start >= len - n && start <= len - n + span
+            }
         }
     }
 }
@@ -79,7 +85,7 @@ impl Offset {
 #[derive(Debug, Clone)]
 pub struct BodySig {
     /// The threat name as printed.
-    pub name: String,
+    pub name: Box<str>,
     /// The ClamAV target type.
     pub target: u8,
     /// Where it may start.
@@ -109,7 +115,7 @@ pub struct HashSig {
     /// The size the file must have, or None for any size.
     pub size: Option<u64>,
     /// The threat name as printed.
-    pub name: String,
+    pub name: Box<str>,
 }
 
 /// What was loaded and what was skipped.
@@ -279,7 +285,7 @@ fn parse_ndb(line: &str, suffix: &str) -> Result<BodySig, String> {
         ));
     }
     Ok(BodySig {
-        name: format!("{}{suffix}", f[0]),
+        name: format!("{}{suffix}", f[0]).into_boxed_str(),
         target,
         offset: Offset::parse(f[2])?,
         pattern: Pattern::parse(f[3], Modifiers::default())?,
@@ -320,7 +326,7 @@ impl Db {
                 "hdb" | "hsb" => parse_hash_line(line, ext == "hdb").map(|(k, d, size, name)| {
                     self.hashes.entry((k, d)).or_default().push(HashSig {
                         size,
-                        name: format!("{name}{suffix}"),
+                        name: format!("{name}{suffix}").into_boxed_str(),
                     });
                 }),
                 "fp" | "sfp" => parse_hash_line(line, ext == "fp").map(|(k, d, size, _)| {
@@ -449,7 +455,7 @@ mod tests {
         assert_eq!(db.stats.skipped, 1);
         assert!(db.stats.skipped_examples[0].starts_with("a.ndb line 2: unsupported"));
         assert_eq!(db.stats.skipped_files, ["daily.cbc"]);
-        assert_eq!(db.body[0].name, "Ndb.Test.UNOFFICIAL");
+        assert_eq!(&*db.body[0].name, "Ndb.Test.UNOFFICIAL");
         assert!(db.ignored.contains("Ndb.Test"));
         assert_eq!(db.logical[0].subs[1].0, Offset::Eof(4, 0));
 

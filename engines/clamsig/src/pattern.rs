@@ -71,11 +71,13 @@ pub enum Tok {
 /// A parsed body pattern.
 #[derive(Debug, Clone)]
 pub struct Pattern {
-    toks: Vec<Tok>,
+    toks: Box<[Tok]>,
     /// Index range of the anchor (a run of literal bytes) in `toks`.
-    anchor: (usize, usize),
-    /// The anchor's bytes.
-    pub key: Vec<u8>,
+    anchor: (u32, u32),
+    /// The anchor's bytes when they are not one `Lit` token (a run of
+    /// case-insensitive byte tests); a `Lit` anchor is not copied (a
+    /// database holds hundreds of thousands of patterns).
+    nocase_key: Option<Box<[u8]>>,
     /// The anchor is to be found regardless of ASCII case.
     pub key_nocase: bool,
 }
@@ -267,30 +269,43 @@ impl Pattern {
             consider((s, toks.len()), toks.len() - s, true);
         }
         let (anchor, _, key_nocase) = best?;
-        let key = match &toks[anchor.0] {
-            Tok::Lit(b) if !key_nocase => b.to_vec(),
-            _ => toks[anchor.0..anchor.1]
-                .iter()
-                .filter_map(|t| match t {
-                    Tok::Byte(b) => b.literal(),
-                    _ => None,
-                })
-                .collect(),
+        let nocase_key = match &toks[anchor.0] {
+            Tok::Lit(_) if !key_nocase => None,
+            _ => Some(
+                toks[anchor.0..anchor.1]
+                    .iter()
+                    .filter_map(|t| match t {
+                        Tok::Byte(b) => b.literal(),
+                        _ => None,
+                    })
+                    .collect(),
+            ),
         };
+        let anchor = (u32::try_from(anchor.0).ok()?, u32::try_from(anchor.1).ok()?);
         Some(Pattern {
-            toks,
+            toks: toks.into_boxed_slice(),
             anchor,
-            key,
+            nocase_key,
             key_nocase,
         })
+    }
+
+    /// The anchor's bytes: the literal run found first, then verified.
+    pub fn key(&self) -> &[u8] {
+        match (&self.nocase_key, &self.toks[self.anchor.0 as usize]) {
+            (Some(k), _) => k,
+            (None, Tok::Lit(b)) => b,
+            (None, _) => &[],
+        }
     }
 
     /// Whether the whole anchor is at `at` (a gram hit only vouches for
     /// its first four bytes; an automaton hit for all of it).
     pub fn key_matches(&self, data: &[u8], at: usize) -> bool {
-        match data.get(at..at + self.key.len()) {
-            Some(w) if self.key_nocase => w.eq_ignore_ascii_case(&self.key),
-            Some(w) => w == self.key.as_slice(),
+        let key = self.key();
+        match data.get(at..at + key.len()) {
+            Some(w) if self.key_nocase => w.eq_ignore_ascii_case(key),
+            Some(w) => w == key,
             None => false,
         }
     }
@@ -304,8 +319,8 @@ impl Pattern {
         at: usize,
         start_ok: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
-        let (a0, a1) = self.anchor;
-        let after = at + self.key.len();
+        let (a0, a1) = (self.anchor.0 as usize, self.anchor.1 as usize);
+        let after = at + self.key().len();
         if self.key_nocase && !seq_at_toks(&self.toks[a0..a1], data, at) {
             return None;
         }
@@ -484,7 +499,7 @@ mod tests {
     fn matches(pat: &str, m: Modifiers, data: &[u8]) -> bool {
         let p = Pattern::parse(pat, m).unwrap_or_else(|e| panic!("{pat}: {e}"));
         let mut from = 0;
-        while let Some(i) = memfind(&data[from..], &p.key, p.key_nocase) {
+        while let Some(i) = memfind(&data[from..], p.key(), p.key_nocase) {
             if p.verify(data, from + i, &|_| true).is_some() {
                 return true;
             }

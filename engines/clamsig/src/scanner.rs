@@ -129,18 +129,21 @@ fn build(
 
 impl Matcher {
     /// Builds the automatons for `db`.
-    pub fn new(db: Db) -> Result<Matcher, String> {
+    pub fn new(mut db: Db) -> Result<Matcher, String> {
+        // Loading grew these by doubling; the matcher keeps them for the
+        // generation's life (and in its snapshot).
+        db.body.shrink_to_fit();
+        db.logical.shrink_to_fit();
+        db.hashes.shrink_to_fit();
         let (mut grams, mut exact, mut nocase) = (Vec::new(), Vec::new(), Vec::new());
         let mut add = |p: &crate::pattern::Pattern, r: PatRef| {
+            let key = p.key();
             if p.key_nocase {
-                nocase.push((p.key.clone(), r));
-            } else if p.key.len() >= 4 {
-                grams.push((
-                    u32::from_le_bytes([p.key[0], p.key[1], p.key[2], p.key[3]]),
-                    r,
-                ));
+                nocase.push((key.to_vec(), r));
+            } else if key.len() >= 4 {
+                grams.push((u32::from_le_bytes([key[0], key[1], key[2], key[3]]), r));
             } else {
-                exact.push((p.key.clone(), r));
+                exact.push((key.to_vec(), r));
             }
         };
         for (i, s) in db.body.iter().enumerate() {
@@ -204,7 +207,7 @@ impl Matcher {
                 out.extend(
                     sigs.iter()
                         .filter(|s| s.size.is_none_or(|n| n == size))
-                        .map(|s| s.name.clone()),
+                        .map(|s| s.name.to_string()),
                 );
             }
         }
@@ -255,7 +258,7 @@ impl Matcher {
         }
         let mut names: Vec<String> = body_hits
             .into_iter()
-            .map(|i| self.db.body[i as usize].name.clone())
+            .map(|i| self.db.body[i as usize].name.to_string())
             .collect();
         // Logical signatures can be true with no subsignature matched
         // (`0<2`): evaluate every one that applies, with zero counts.

@@ -105,7 +105,7 @@ pub fn load_or_compile(
     // never sees half an artifact.
     let tmp = temp_name(cache_dir);
     compiler
-        .compile_to(engine, bytes, &tmp, label, bounds)
+        .compile_to(engine, bytes, &tmp, label, bounds, None)
         .map_err(|e| ArtifactError::Compile(e.to_string()))?;
     if let Err(source) = std::fs::rename(&tmp, &path) {
         let _ = std::fs::remove_file(&tmp);
@@ -350,7 +350,11 @@ fn evict(cache_dir: &Path, max_bytes: u64, keep: &Path) {
         [cache_dir.to_path_buf(), cache_dir.join("snapshots")]
             .iter()
             .flat_map(|d| std::fs::read_dir(d).into_iter().flatten().flatten())
-            .filter(|e| e.path().extension().is_some_and(|x| x == "cwasm"))
+            .filter(|e| {
+                e.path()
+                    .extension()
+                    .is_some_and(|x| x == "cwasm" || x == "functions")
+            })
             .filter_map(|e| {
                 let m = e.metadata().ok()?;
                 Some((m.modified().ok()?, m.len(), e.path()))
@@ -374,10 +378,23 @@ fn evict(cache_dir: &Path, max_bytes: u64, keep: &Path) {
 }
 
 fn artifact_path(engine: &wasmtime::Engine, cache_dir: &Path, bytes: &[u8]) -> PathBuf {
+    cache_dir.join(format!("{}.cwasm", artifact_stem(engine, bytes)))
+}
+
+/// The component's digest and wasmtime's compatibility hash.
+fn artifact_stem(engine: &wasmtime::Engine, bytes: &[u8]) -> String {
     let digest = Sha256::digest(bytes);
     let mut h = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
-    cache_dir.join(format!("{}-{:016x}.cwasm", hex::encode(digest), h.finish()))
+    format!("{}-{:016x}", hex::encode(digest), h.finish())
+}
+
+/// The function cache shared by the snapshots of the component `bytes`
+/// (see the `function_cache` module); evicted with the snapshots.
+pub fn functions_file(engine: &wasmtime::Engine, cache_dir: &Path, bytes: &[u8]) -> PathBuf {
+    cache_dir
+        .join("snapshots")
+        .join(format!("{}.functions", artifact_stem(engine, bytes)))
 }
 
 /// A path in `dir` that no other writer uses (process id and a counter);

@@ -41,6 +41,8 @@ struct Request {
     limits: EngineLimits,
     cache_dir: PathBuf,
     out: PathBuf,
+    /// The component's function cache file, if one is kept.
+    functions: Option<PathBuf>,
     component_bytes: u64,
 }
 
@@ -75,6 +77,7 @@ pub(super) fn build_in_child(
     spec: &EngineSpec,
     bytes: &[u8],
     out: &Path,
+    functions: Option<PathBuf>,
 ) -> Result<(usize, Option<u64>), LoadError> {
     let init_error = |reason: String| LoadError::Init {
         engine: spec.name.clone(),
@@ -89,6 +92,7 @@ pub(super) fn build_in_child(
         limits: spec.limits.clone(),
         cache_dir: rt.cache_dir.clone(),
         out: out.to_path_buf(),
+        functions,
         component_bytes: bytes.len() as u64,
     };
     let mut head = serde_json::to_vec(&request)
@@ -96,7 +100,7 @@ pub(super) fn build_in_child(
     head.push(b'\n');
     let mut child = Command::new(exe)
         .arg(SUBCOMMAND)
-        .env("CORDON_LOG", "info")
+        .env("CORDON_LOG", child_log_level())
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())
@@ -188,6 +192,16 @@ pub(super) fn build_in_child(
     }
 }
 
+/// The child logs at `debug` when the daemon does (its phase timings),
+/// else at `info` (the engine's own lines from `init`).
+fn child_log_level() -> &'static str {
+    if tracing::enabled!(target: "cordon::engine", tracing::Level::DEBUG) {
+        "info,cordon=debug"
+    } else {
+        "info"
+    }
+}
+
 /// Passes one line of the child's log on at its level: the child logs as
 /// `TIME LEVEL TARGET: MESSAGE FIELDS` (what `cordon` prints); anything else
 /// is passed on whole at `info`.
@@ -275,11 +289,23 @@ fn build() -> Result<Reply, Reply> {
             },
         })?;
     let image_bytes = snapshot.len();
+    let compile_started = Instant::now();
     rt.compiler
-        .compile_to(&rt.wasmtime, &snapshot, &req.out, &label, bounds)
+        .compile_to(
+            &rt.wasmtime,
+            &snapshot,
+            &req.out,
+            &label,
+            bounds,
+            req.functions.as_deref(),
+        )
         .map_err(|reason| Reply::Invalid {
             reason: format!("pre-initialised snapshot: {reason}"),
         })?;
+    tracing::debug!(
+        compile_ms = compile_started.elapsed().as_millis(),
+        "snapshot compiled"
+    );
     Ok(Reply::Built {
         image_bytes,
         peak_rss_bytes: crate::process::peak_rss_bytes(crate::process::Pid::Current),

@@ -134,6 +134,10 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         None
     };
     let mut build_peak_rss_bytes = None;
+    // The snapshot's functions are the component's: compiled once, taken
+    // from this file by every later snapshot of the same component.
+    let functions = (rt.max_cache_bytes > 0)
+        .then(|| artifacts::functions_file(&rt.wasmtime, &rt.cache_dir, &bytes));
     let (component, image_bytes, snapshot) = match cached {
         Some((component, image_bytes)) => (component, image_bytes, SnapshotSource::Cached),
         None => {
@@ -144,7 +148,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
                 Some(exe) => {
                     let tmp = artifacts::snapshot_temp(&rt.cache_dir).map_err(snapshot_error)?;
                     let (image_bytes, peak) =
-                        super::builder::build_in_child(exe, rt, spec, &bytes, &tmp)?;
+                        super::builder::build_in_child(exe, rt, spec, &bytes, &tmp, functions)?;
                     build_peak_rss_bytes = peak;
                     (tmp, image_bytes)
                 }
@@ -153,7 +157,14 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
                         preinit::build_snapshot(rt, spec, bytes.clone(), &label, bounds)?;
                     let tmp = artifacts::snapshot_temp(&rt.cache_dir).map_err(snapshot_error)?;
                     rt.compiler
-                        .compile_to(&rt.wasmtime, &snapshot, &tmp, &label, bounds)
+                        .compile_to(
+                            &rt.wasmtime,
+                            &snapshot,
+                            &tmp,
+                            &label,
+                            bounds,
+                            functions.as_deref(),
+                        )
                         .map_err(|e| invalid(format!("pre-initialised snapshot: {e}")))?;
                     (tmp, snapshot.len())
                 }

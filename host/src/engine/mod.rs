@@ -11,6 +11,7 @@ pub mod artifacts;
 pub mod builder;
 pub mod compiler;
 pub mod definitions;
+mod function_cache;
 mod generation;
 pub mod outcome;
 mod preinit;

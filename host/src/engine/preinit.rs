@@ -123,9 +123,11 @@ fn snapshot(job: &Job) -> Result<Vec<u8>, PreinitError> {
             value: v.clone(),
         })
         .collect();
+    let init_started = std::time::Instant::now();
     let init = Scanner::new(&mut store, &instance)
         .and_then(|s| s.cordon_scanner_engine().call_init(&mut store, &settings));
     store.data().flush_output();
+    let init_ms = init_started.elapsed().as_millis();
     match init {
         Ok(Ok(_)) => {}
         Ok(Err(msg)) => return Err(PreinitError::Refused(msg)),
@@ -137,6 +139,7 @@ fn snapshot(job: &Job) -> Result<Vec<u8>, PreinitError> {
     // log lines would refuse any engine with more state than that. What is
     // read is bounded by the memory limit the instance ran under.
     store.set_hostcall_fuel(usize::MAX);
+    let snapshot_started = std::time::Instant::now();
     let snap = futures_executor::block_on(wizer.snapshot_component(
         &cx,
         &mut WasmtimeWizerComponent {
@@ -145,6 +148,13 @@ fn snapshot(job: &Job) -> Result<Vec<u8>, PreinitError> {
         },
     ))
     .map_err(|e| failed("cannot snapshot the initialised engine", e))?;
+    tracing::debug!(
+        engine = %engine_name,
+        init_ms,
+        snapshot_ms = snapshot_started.elapsed().as_millis(),
+        image_bytes = snap.len(),
+        "init run and snapshotted"
+    );
     Ok(snap)
 }
 
