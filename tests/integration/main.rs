@@ -12,6 +12,7 @@ mod golden;
 mod hardening;
 mod hostile;
 mod milter;
+mod milter_protocol;
 #[path = "../support/postfix.rs"]
 mod pf;
 mod postfix;

@@ -16,6 +16,7 @@
 //! longest on its MTA (if it has waited at least [`EVICT_IDLE_AFTER`]), so
 //! idle connections cannot lock out clients that make progress.
 
+mod quiet;
 pub mod session;
 
 use std::future::Future;
@@ -219,8 +220,8 @@ async fn run_session_with<S>(
     let (busy_tx, mut busy_rx) = watch::channel(false);
     pulse.beat();
     let mut session = Session::new(registry, busy_tx, pulse.clone());
+    let mut stream = quiet::QuietStream::new(stream, session.quiet()).compat();
     let mut server = Server::default_postfix(&mut session);
-    let mut stream = stream.compat();
     let conn = server.handle_connection(&mut stream);
     let idle_after_stop = async {
         if stop.wait_for(|s| *s).await.is_err() {

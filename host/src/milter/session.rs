@@ -13,12 +13,13 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use miltr_common::actions::{Action as MilterAction, Continue, Discard, Replycode};
-use miltr_common::commands::{Body, Connect, Header, Helo, Macro, Mail, Recipient};
+use miltr_common::commands::{Body, Connect, Header, Helo, Macro, Mail, Recipient, Unknown};
 use miltr_common::encoding::Writable;
 use miltr_common::modifications::ModificationResponse;
 use miltr_common::modifications::headers::{AddHeader, ChangeHeader};
 use miltr_common::modifications::quarantine::Quarantine;
 use miltr_common::modifications::recipients::{AddRecipient, DeleteRecipient};
+use miltr_common::optneg::{OptNeg, Protocol};
 use miltr_server::Milter;
 use tokio::sync::watch;
 
@@ -28,6 +29,24 @@ use crate::live::{LiveSettings, SessionLimits};
 use crate::policy::{Action, Decision, RecipientEdit};
 use crate::registry::Registry;
 use crate::scan::{self, Message};
+
+use super::quiet::Quiet;
+
+/// The steps cordon answers only with "continue" (it decides at
+/// end-of-message): offered by the MTA, it is asked not to wait for their
+/// replies (see the milter::quiet module).
+const NO_REPLY_STEPS: Protocol = Protocol::NR_CONNECT
+    .union(Protocol::NR_HELO)
+    .union(Protocol::NR_MAIL)
+    .union(Protocol::NR_RECIPIENT)
+    .union(Protocol::NR_DATA)
+    .union(Protocol::NR_UNKNOWN)
+    .union(Protocol::NR_END_OF_HEADER)
+    .union(Protocol::NR_HEADER)
+    .union(Protocol::NR_BODY);
+
+/// Steps cordon has no use for: offered, the MTA is asked not to send them.
+const UNSENT_STEPS: Protocol = Protocol::NO_DATA.union(Protocol::NO_UNKNOWN);
 
 /// When a session last heard a complete command from its MTA, and whether
 /// it is scanning (waiting on the engines, not on the MTA). The daemon
@@ -111,6 +130,10 @@ pub struct Session {
     helo: String,
     mta_host: Option<String>,
     tx: Transaction,
+    /// The steps the MTA agreed not to wait for, and the replies the
+    /// stream is to drop.
+    no_reply: Protocol,
+    quiet: Quiet,
 }
 
 impl Session {
@@ -135,7 +158,23 @@ impl Session {
             helo: String::new(),
             mta_host: None,
             tx: Transaction::default(),
+            no_reply: Protocol::empty(),
+            quiet: Quiet::default(),
         }
+    }
+
+    /// The replies this session tells its stream to drop: wrap the stream
+    /// under the server in a `QuietStream` (milter::quiet) with it.
+    pub fn quiet(&self) -> Quiet {
+        self.quiet.clone()
+    }
+
+    /// "Continue", not sent when the MTA agreed not to wait for `step`.
+    fn carry_on(&self, step: Protocol) -> MilterAction {
+        if self.no_reply.contains(step) {
+            self.quiet.expect_unsent();
+        }
+        Continue.into()
     }
 
     fn reset(&mut self) {
@@ -253,6 +292,18 @@ pub fn response(d: &Decision) -> ModificationResponse {
 impl Milter for Session {
     type Error = std::convert::Infallible;
 
+    async fn option_negotiation(
+        &mut self,
+        theirs: OptNeg,
+    ) -> Result<OptNeg, miltr_server::Error<Self::Error>> {
+        let mut ours = OptNeg::default()
+            .merge_compatible(&theirs)
+            .map_err(miltr_common::ProtocolError::CompatibilityError)?;
+        ours.protocol |= theirs.protocol & (NO_REPLY_STEPS | UNSENT_STEPS);
+        self.no_reply = ours.protocol & NO_REPLY_STEPS;
+        Ok(ours)
+    }
+
     async fn macro_(&mut self, m: Macro) -> Result<(), Self::Error> {
         self.pulse.beat();
         for (k, v) in m.macros() {
@@ -271,13 +322,13 @@ impl Milter for Session {
         self.pulse.beat();
         self.client_name = c.hostname().into_owned();
         self.client_address = parse_ip(&c.address()).map(wit_address);
-        Ok(Continue.into())
+        Ok(self.carry_on(Protocol::NR_CONNECT))
     }
 
     async fn helo(&mut self, h: Helo) -> Result<MilterAction, Self::Error> {
         self.pulse.beat();
         self.helo = h.helo().trim_end_matches('\0').to_string();
-        Ok(Continue.into())
+        Ok(self.carry_on(Protocol::NR_HELO))
     }
 
     async fn mail(&mut self, m: Mail) -> Result<MilterAction, Self::Error> {
@@ -295,21 +346,21 @@ impl Milter for Session {
             .map(|f| String::from_utf8_lossy(f).into_owned())
             .unwrap_or_default();
         self.busy.send_replace(true);
-        Ok(Continue.into())
+        Ok(self.carry_on(Protocol::NR_MAIL))
     }
 
     async fn rcpt(&mut self, r: Recipient) -> Result<MilterAction, Self::Error> {
         self.pulse.beat();
         self.tx.recipients_seen += 1;
         if self.tx.recipients_seen > u64::from(self.limits.max_recipients) {
-            return Ok(Continue.into());
+            return Ok(self.carry_on(Protocol::NR_RECIPIENT));
         }
         if let Some(a) = raw_fields(&r).first() {
             self.tx
                 .recipients
                 .push(String::from_utf8_lossy(a).into_owned());
         }
-        Ok(Continue.into())
+        Ok(self.carry_on(Protocol::NR_RECIPIENT))
     }
 
     async fn header(&mut self, h: Header) -> Result<MilterAction, Self::Error> {
@@ -319,7 +370,7 @@ impl Milter for Session {
             // Counted, not kept: the message is judged as over the limit.
             let (name, value) = (h.name(), h.value());
             self.tx.size += (name.len() + value.len() + 4) as u64;
-            return Ok(Continue.into());
+            return Ok(self.carry_on(Protocol::NR_HEADER));
         }
         let mut f = raw_fields(&h).into_iter();
         let name = f.next().unwrap_or_default();
@@ -343,20 +394,30 @@ impl Milter for Session {
         }
         line.extend_from_slice(b"\r\n");
         self.append(&line);
-        Ok(Continue.into())
+        Ok(self.carry_on(Protocol::NR_HEADER))
     }
 
     async fn end_of_header(&mut self) -> Result<MilterAction, Self::Error> {
         self.pulse.beat();
         self.append(b"\r\n");
         self.tx.in_body = true;
-        Ok(Continue.into())
+        Ok(self.carry_on(Protocol::NR_END_OF_HEADER))
     }
 
     async fn body(&mut self, b: Body) -> Result<MilterAction, Self::Error> {
         self.pulse.beat();
         self.append(b.as_bytes());
-        Ok(Continue.into())
+        Ok(self.carry_on(Protocol::NR_BODY))
+    }
+
+    async fn data(&mut self) -> Result<MilterAction, Self::Error> {
+        self.pulse.beat();
+        Ok(self.carry_on(Protocol::NR_DATA))
+    }
+
+    async fn unknown(&mut self, _cmd: Unknown) -> Result<MilterAction, Self::Error> {
+        self.pulse.beat();
+        Ok(self.carry_on(Protocol::NR_UNKNOWN))
     }
 
     async fn end_of_body(&mut self) -> Result<ModificationResponse, Self::Error> {
