@@ -362,3 +362,56 @@ fn a_new_snapshot_takes_the_components_compiled_functions_from_the_cache() {
         .collect();
     assert_eq!(functions.len(), 1, "one function cache per component");
 }
+
+/// An engine written in JavaScript (componentize-js, `tests/engines/jssig`)
+/// loads, scans decoded parts, and its second load maps the cached
+/// snapshot; a changed setting builds a new one.
+#[test]
+fn a_javascript_engine_loads_scans_and_its_second_load_maps_the_cached_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |marker: &str| {
+        write_config(
+            dir.path(),
+            &format!(
+                "cache_dir = {}\n[engines.jssig]\ncomponent = {}\n\
+                 settings.marker = \"{marker}\"\nlimits.memory_mib = 256\n",
+                toml_path(&dir.path().join("cache")),
+                toml_path(&component("jssig")),
+            ),
+        )
+    };
+    let cfg = config("JS-MARKER-1");
+    let cfg = cfg.to_str().unwrap();
+    let engines = || {
+        let o = cordon(&["engines", "--json", "--config", cfg]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+        assert_eq!(v[0]["name"], "jssig", "{v}");
+        v[0]["snapshot"].as_str().unwrap_or("?").to_string()
+    };
+    assert_eq!(engines(), "built", "a cold cache builds");
+    assert_eq!(engines(), "cached", "unchanged inputs map the snapshot");
+
+    let mail = dir.path().join("marked.eml");
+    std::fs::write(
+        &mail,
+        "From: a@example.org\r\nSubject: t\r\nMIME-Version: 1.0\r\n\
+         Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+         Content-Type: text/plain\r\n\r\nhello\r\n--b\r\n\
+         Content-Type: application/octet-stream; name=m.bin\r\n\
+         Content-Transfer-Encoding: base64\r\n\r\nSlMtTUFSS0VSLTE=\r\n--b--\r\n",
+    )
+    .unwrap();
+    let o = cordon(&["scan", "--json", "--config", cfg, mail.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    let first = stdout(&o).lines().next().unwrap_or_default().to_string();
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    assert_eq!(v["decision"]["threats"][0]["name"], "Js.Marker", "{v}");
+    assert_eq!(v["decision"]["threats"][0]["part"], "m.bin", "{v}");
+
+    // Another marker: a new snapshot, and the old marker is clean.
+    config("JS-MARKER-2");
+    assert_eq!(engines(), "built", "a changed setting rebuilds");
+    let o = cordon(&["scan", "--config", cfg, mail.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}
