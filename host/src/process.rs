@@ -38,6 +38,11 @@ pub fn rss_bytes(pid: Pid) -> Option<u64> {
     status_bytes(pid, "VmRSS:")
 }
 
+/// Address space in use (`VmSize`), in bytes; `None` if the process is gone.
+pub fn address_space_bytes(pid: Pid) -> Option<u64> {
+    status_bytes(pid, "VmSize:")
+}
+
 /// Peak resident memory (`VmHWM`), in bytes; `None` if the process is gone.
 pub fn peak_rss_bytes(pid: Pid) -> Option<u64> {
     status_bytes(pid, "VmHWM:")

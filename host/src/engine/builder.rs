@@ -290,9 +290,24 @@ fn build() -> Result<Reply, Reply> {
         })?;
     let image_bytes = snapshot.len();
     let compile_started = Instant::now();
-    rt.compiler
+    // The snapshot is compiled here, not in a compiler child of its own:
+    // its code is the component's, which compiled within the bounds
+    // already, and its data is what the engine's memory limit let `init`
+    // build; so this process needs no other bound than the address space
+    // for the compile, set once the instance pool is released. (Handing
+    // the snapshot to a child cost a copy of the whole image through a
+    // pipe, and a process start.)
+    drop(rt);
+    // The compile's engine has no instance pool (as in a compiler child).
+    let engine = wasmtime::Engine::new(&super::wasmtime_config()).map_err(|e| Reply::Invalid {
+        reason: format!("cannot create the wasmtime engine: {e:#}"),
+    })?;
+    if let Some(in_use) = crate::process::address_space_bytes(crate::process::Pid::Current) {
+        limit_address_space(in_use.saturating_add(bounds.max_memory_bytes));
+    }
+    Compiler::InProcess
         .compile_to(
-            &rt.wasmtime,
+            &engine,
             &snapshot,
             &req.out,
             &label,
@@ -310,6 +325,24 @@ fn build() -> Result<Reply, Reply> {
         image_bytes,
         peak_rss_bytes: crate::process::peak_rss_bytes(crate::process::Pid::Current),
     })
+}
+
+/// Caps this process's address space at `bytes` (the build child, for
+/// its compile); logged and skipped if the system refuses.
+#[allow(unsafe_code)]
+fn limit_address_space(bytes: u64) {
+    let limit = libc::rlimit {
+        rlim_cur: bytes as libc::rlim_t,
+        rlim_max: bytes as libc::rlim_t,
+    };
+    // SAFETY: one `setrlimit` system call on this process with a value
+    // built above; it touches no memory of ours.
+    if unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) } != 0 {
+        tracing::warn!(
+            "cannot limit the snapshot compile's address space: {}",
+            std::io::Error::last_os_error()
+        );
+    }
 }
 
 /// Whether snapshots are built in a child: when there is a `cordon`
