@@ -21,8 +21,14 @@ fn main() {
         .with_writer(std::io::stderr)
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
+    // Large stacks (address space, touched only if used), declared so
+    // that small messages are decoded on the worker that has them instead
+    // of being handed to a decoder thread and back.
+    const STACK: usize = 32 << 20;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        .thread_stack_size(STACK)
+        .on_thread_start(|| cordon::mime::declare_thread_stack(STACK))
         .build()
     {
         Ok(r) => r,

@@ -30,11 +30,27 @@ pub mod matcher {
         pub gtube: bool,
     }
 
+    /// The two searchers, built once (in the engine, during `init`, so
+    /// that every scan starts with them in its snapshot).
+    static FINDERS: std::sync::LazyLock<[memchr::memmem::Finder<'static>; 2]> =
+        std::sync::LazyLock::new(|| {
+            [
+                memchr::memmem::Finder::new(EICAR),
+                memchr::memmem::Finder::new(GTUBE),
+            ]
+        });
+
+    /// Builds the searchers now rather than at the first search.
+    pub fn prepare() {
+        std::sync::LazyLock::force(&FINDERS);
+    }
+
     /// Searches `data` for both strings.
     pub fn find(data: &[u8]) -> Found {
+        let [eicar, gtube] = &*FINDERS;
         Found {
-            eicar: memchr::memmem::find(data, EICAR).is_some(),
-            gtube: memchr::memmem::find(data, GTUBE).is_some(),
+            eicar: eicar.find(data).is_some(),
+            gtube: gtube.find(data).is_some(),
         }
     }
 }
@@ -113,6 +129,7 @@ mod component {
         const WANTS_PARTS: bool = true;
 
         fn init(settings: &Settings) -> Result<Self, String> {
+            matcher::prepare();
             let mut definitions_version = "builtin".to_string();
             let mut alternate_location = "spam".to_string();
             for (key, value) in settings {
