@@ -12,7 +12,10 @@
 //! file holds one compile's functions, however many snapshots were built:
 //! a few functions differ from snapshot to snapshot). A missing, damaged or
 //! oversized file only means functions are compiled again: Cranelift
-//! checks each entry it takes, and recompiles on any mismatch.
+//! checks each entry it takes, and recompiles on any mismatch. What the
+//! file holds becomes native code in the compiled snapshot, so it is read
+//! only from the cache directory, whose ownership and permissions are
+//! checked before anything is loaded from it, as for the artifacts.
 
 use std::borrow::Cow;
 use std::collections::HashMap;
