@@ -234,6 +234,76 @@ fn an_engine_with_more_state_than_the_hostcall_bound_loads() {
     );
 }
 
+/// How `cordon engines --json` says the one engine in `cfg` was loaded
+/// (`built` or `cached`), after checking it is `name`.
+fn snapshot_of(cfg: &str, name: &str) -> String {
+    let o = cordon(&["engines", "--json", "--config", cfg]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    assert_eq!(v[0]["name"], name, "{v}");
+    v[0]["snapshot"].as_str().unwrap_or("?").to_string()
+}
+
+/// Standard base64 with padding.
+fn base64(data: &[u8]) -> String {
+    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    let mut out = String::new();
+    for chunk in data.chunks(3) {
+        let n = chunk
+            .iter()
+            .enumerate()
+            .fold(0u32, |n, (i, &b)| n | u32::from(b) << (16 - 8 * i));
+        for i in 0..4 {
+            if i <= chunk.len() {
+                out.push(ALPHABET[(n >> (18 - 6 * i) & 63) as usize] as char);
+            } else {
+                out.push('=');
+            }
+        }
+    }
+    out
+}
+
+/// A mail in `dir` whose attachment `m.bin` holds `marker`, base64-encoded.
+fn mail_with_attachment(dir: &Path, marker: &str) -> std::path::PathBuf {
+    let path = dir.join("marked.eml");
+    std::fs::write(
+        &path,
+        format!(
+            "From: a@example.org\r\nSubject: t\r\nMIME-Version: 1.0\r\n\
+             Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
+             Content-Type: text/plain\r\n\r\nhello\r\n--b\r\n\
+             Content-Type: application/octet-stream; name=m.bin\r\n\
+             Content-Transfer-Encoding: base64\r\n\r\n{}\r\n--b--\r\n",
+            base64(marker.as_bytes())
+        ),
+    )
+    .unwrap();
+    path
+}
+
+/// `cordon scan --json` of `mail` with `cfg`: a detection, whose first
+/// threat is returned as (name, part).
+fn first_threat(cfg: &str, mail: &Path) -> (String, String) {
+    let o = cordon(&["scan", "--json", "--config", cfg, mail.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    // One JSON line per message, then the summary.
+    let first = stdout(&o).lines().next().unwrap_or_default().to_string();
+    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
+    let threat = &v["decision"]["threats"][0];
+    (
+        threat["name"].as_str().unwrap_or_default().to_string(),
+        threat["part"].as_str().unwrap_or_default().to_string(),
+    )
+}
+
+/// Exit code of `cordon scan` of `mail` with `cfg`.
+fn scan_code(cfg: &str, mail: &Path) -> Option<i32> {
+    cordon(&["scan", "--config", cfg, mail.to_str().unwrap()])
+        .status
+        .code()
+}
+
 /// An engine written in Python (componentize-py, `tests/engines/pysig`)
 /// loads, reads its definitions in `init`, scans whole messages and
 /// decoded parts, and is cached like any other: the second `cordon
@@ -260,46 +330,32 @@ fn a_python_engine_loads_scans_and_its_second_load_maps_the_cached_snapshot() {
         ),
     );
     let cfg = cfg.to_str().unwrap();
-    let engines = || {
-        let o = cordon(&["engines", "--json", "--config", cfg]);
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(v[0]["definitions_version"], "py-1", "{v}");
-        v[0]["snapshot"].as_str().unwrap_or("?").to_string()
-    };
-    assert_eq!(engines(), "built", "a cold cache builds");
-    assert_eq!(engines(), "cached", "unchanged inputs map the snapshot");
+    assert_eq!(snapshot_of(cfg, "pysig"), "built", "a cold cache builds");
+    assert_eq!(
+        snapshot_of(cfg, "pysig"),
+        "cached",
+        "unchanged inputs map the snapshot"
+    );
 
     // The cached generation scans: the marker in a base64 attachment is
     // found in the decoded part, a clean message is clean.
-    let mail = dir.path().join("marked.eml");
-    std::fs::write(
-        &mail,
-        "From: a@example.org\r\nSubject: t\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
-         Content-Type: text/plain\r\n\r\nhello\r\n--b\r\n\
-         Content-Type: application/octet-stream; name=m.bin\r\n\
-         Content-Transfer-Encoding: base64\r\n\r\nUFlTSUctTUFSS0VSLTE=\r\n--b--\r\n",
-    )
-    .unwrap();
+    let mail = mail_with_attachment(dir.path(), "PYSIG-MARKER-1");
+    assert_eq!(
+        first_threat(cfg, &mail),
+        ("Py.Marker".to_string(), "m.bin".to_string())
+    );
     let clean = dir.path().join("clean.eml");
     std::fs::write(&clean, "Subject: t\r\n\r\nPYSIG-MARKER-2\r\n").unwrap();
-    let o = cordon(&["scan", "--json", "--config", cfg, mail.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
-    // One JSON line per message, then the summary.
-    let first = stdout(&o).lines().next().unwrap_or_default().to_string();
-    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
-    let threat = &v["decision"]["threats"][0];
-    assert_eq!(threat["name"], "Py.Marker", "{v}");
-    assert_eq!(threat["part"], "m.bin", "{v}");
-    let o = cordon(&["scan", "--json", "--config", cfg, clean.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(scan_code(cfg, &clean), Some(0));
 
     // New definitions: a new snapshot, which finds the new marker.
     std::fs::write(defs.join("local.sig"), "Py.Marker2=PYSIG-MARKER-2\n").unwrap();
-    assert_eq!(engines(), "built", "changed definitions rebuild");
-    let o = cordon(&["scan", "--config", cfg, clean.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        snapshot_of(cfg, "pysig"),
+        "built",
+        "changed definitions rebuild"
+    );
+    assert_eq!(scan_code(cfg, &clean), Some(1));
 }
 
 /// A new snapshot of a component whose functions were compiled before
@@ -382,36 +438,24 @@ fn a_javascript_engine_loads_scans_and_its_second_load_maps_the_cached_snapshot(
     };
     let cfg = config("JS-MARKER-1");
     let cfg = cfg.to_str().unwrap();
-    let engines = || {
-        let o = cordon(&["engines", "--json", "--config", cfg]);
-        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-        let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
-        assert_eq!(v[0]["name"], "jssig", "{v}");
-        v[0]["snapshot"].as_str().unwrap_or("?").to_string()
-    };
-    assert_eq!(engines(), "built", "a cold cache builds");
-    assert_eq!(engines(), "cached", "unchanged inputs map the snapshot");
-
-    let mail = dir.path().join("marked.eml");
-    std::fs::write(
-        &mail,
-        "From: a@example.org\r\nSubject: t\r\nMIME-Version: 1.0\r\n\
-         Content-Type: multipart/mixed; boundary=b\r\n\r\n--b\r\n\
-         Content-Type: text/plain\r\n\r\nhello\r\n--b\r\n\
-         Content-Type: application/octet-stream; name=m.bin\r\n\
-         Content-Transfer-Encoding: base64\r\n\r\nSlMtTUFSS0VSLTE=\r\n--b--\r\n",
-    )
-    .unwrap();
-    let o = cordon(&["scan", "--json", "--config", cfg, mail.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
-    let first = stdout(&o).lines().next().unwrap_or_default().to_string();
-    let v: serde_json::Value = serde_json::from_str(&first).unwrap();
-    assert_eq!(v["decision"]["threats"][0]["name"], "Js.Marker", "{v}");
-    assert_eq!(v["decision"]["threats"][0]["part"], "m.bin", "{v}");
+    assert_eq!(snapshot_of(cfg, "jssig"), "built", "a cold cache builds");
+    assert_eq!(
+        snapshot_of(cfg, "jssig"),
+        "cached",
+        "unchanged inputs map the snapshot"
+    );
+    let mail = mail_with_attachment(dir.path(), "JS-MARKER-1");
+    assert_eq!(
+        first_threat(cfg, &mail),
+        ("Js.Marker".to_string(), "m.bin".to_string())
+    );
 
     // Another marker: a new snapshot, and the old marker is clean.
     config("JS-MARKER-2");
-    assert_eq!(engines(), "built", "a changed setting rebuilds");
-    let o = cordon(&["scan", "--config", cfg, mail.to_str().unwrap()]);
-    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert_eq!(
+        snapshot_of(cfg, "jssig"),
+        "built",
+        "a changed setting rebuilds"
+    );
+    assert_eq!(scan_code(cfg, &mail), Some(0));
 }
