@@ -64,10 +64,6 @@ pub enum Command {
         out: std::path::PathBuf,
         /// The component's name for error messages.
         label: String,
-        /// A function cache file to take compiled functions from and add
-        /// them to.
-        #[arg(long)]
-        functions: Option<std::path::PathBuf>,
     },
     /// Internal: build an engine's pre-initialised snapshot from a request
     /// and component read from stdin (run by cordon itself, in a child
@@ -226,12 +222,8 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Stats(args) => operator::stats_command(args).await,
         Command::Version(args) => operator::version_command(args).await,
         Command::Reload(args) => operator::reload_command(args).await,
-        Command::CompileComponent {
-            out,
-            label,
-            functions,
-        } => Ok(tokio::task::spawn_blocking(move || {
-            crate::engine::compiler::child_main(&out, &label, functions.as_deref())
+        Command::CompileComponent { out, label } => Ok(tokio::task::spawn_blocking(move || {
+            crate::engine::compiler::child_main(&out, &label)
         })
         .await?),
         Command::BuildSnapshot => {

@@ -45,10 +45,6 @@ pub struct CompileBounds {
 /// The hidden subcommand the child runs.
 pub const SUBCOMMAND: &str = "compile-component";
 
-/// Set in the compiler child: the function cache's counts are printed on
-/// stdout (`HITS ADDED`) for the parent to log.
-static REPORT_ON_STDOUT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
-
 /// Bytes of the child's error output kept.
 const MAX_CHILD_ERROR_BYTES: u64 = 8 * 1024;
 
@@ -89,9 +85,10 @@ impl Compiler {
 
     /// Compiles `bytes` into an artifact file at `out` (created, not
     /// overwritten). `engine` is used in-process; a child builds its own
-    /// with the same settings. With `functions`, compiled functions are
-    /// taken from and added to that function cache file (see
-    /// the `function_cache` module). The error names `label`.
+    /// with the same settings. With `functions` (in-process compiles only:
+    /// a snapshot, compiled by the build child), compiled functions are
+    /// taken from and added to that function cache file (see the
+    /// `function_cache` module). The error names `label`.
     pub fn compile_to(
         &self,
         engine: &wasmtime::Engine,
@@ -122,9 +119,6 @@ impl Compiler {
                 if let Some(cache) = cache {
                     let (hits, added) = cache.counts();
                     tracing::debug!(hits, added, "{label}: functions from the function cache");
-                    if REPORT_ON_STDOUT.load(std::sync::atomic::Ordering::Relaxed) {
-                        println!("{hits} {added}");
-                    }
                     if let Err(e) = cache.save() {
                         tracing::warn!(file = ?functions, "cannot write the function cache: {e}");
                     }
@@ -132,7 +126,13 @@ impl Compiler {
                 write_new(out, &artifact)
                     .map_err(|e| format!("cannot write {}: {e}", out.display()))
             }
-            Compiler::Child(exe) => run_child(exe, bounds, bytes, out, label, functions),
+            Compiler::Child(exe) => {
+                debug_assert!(
+                    functions.is_none(),
+                    "a compiler child takes no function cache"
+                );
+                run_child(exe, bounds, bytes, out, label)
+            }
         }
     }
 }
@@ -143,20 +143,18 @@ fn run_child(
     bytes: &[u8],
     out: &Path,
     label: &str,
-    functions: Option<&Path>,
 ) -> Result<(), String> {
     let CompileBounds {
         timeout,
         max_memory_bytes,
     } = bounds;
     let mut cmd = Command::new(exe);
-    cmd.arg(SUBCOMMAND).arg(out).arg(label);
-    if let Some(f) = functions {
-        cmd.arg("--functions").arg(f);
-    }
-    cmd.env("CORDON_LOG", "error")
+    cmd.arg(SUBCOMMAND)
+        .arg(out)
+        .arg(label)
+        .env("CORDON_LOG", "error")
         .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
+        .stdout(Stdio::null())
         .stderr(Stdio::piped());
     limit_memory(&mut cmd, max_memory_bytes);
     let mut child = cmd
@@ -169,13 +167,6 @@ fn run_child(
     let input = bytes.to_vec();
     let feeder = std::thread::spawn(move || {
         let _ = stdin.write_all(&input);
-    });
-    let mut stdout = child.stdout.take().expect("piped stdout");
-    let reporter = std::thread::spawn(move || {
-        let mut said = String::new();
-        let _ = (&mut stdout).take(1024).read_to_string(&mut said);
-        let _ = std::io::copy(&mut stdout, &mut std::io::sink());
-        said
     });
     let mut stderr = child.stderr.take().expect("piped stderr");
     let drainer = std::thread::spawn(move || {
@@ -203,14 +194,6 @@ fn run_child(
     };
     let _ = feeder.join();
     let errors = drainer.join().unwrap_or_default();
-    let report = reporter.join().unwrap_or_default();
-    if let Some((hits, added)) = report.trim().split_once(' ') {
-        tracing::debug!(
-            hits = hits.parse::<usize>().unwrap_or(0),
-            added = added.parse::<usize>().unwrap_or(0),
-            "{label}: functions from the function cache"
-        );
-    }
     let status = status.inspect_err(|_| {
         let _ = std::fs::remove_file(out);
     })?;
@@ -264,7 +247,7 @@ fn write_new(path: &Path, data: &[u8]) -> std::io::Result<()> {
 /// The child's side: reads a component from stdin, compiles it with the
 /// runtime's settings and writes the artifact to `out`. Exit code 0 when
 /// written, 2 with the reason (naming `label`) on stderr otherwise.
-pub fn child_main(out: &Path, label: &str, functions: Option<&Path>) -> i32 {
+pub fn child_main(out: &Path, label: &str) -> i32 {
     let mut bytes = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut bytes) {
         eprintln!("cannot read the component from stdin: {e}");
@@ -277,13 +260,11 @@ pub fn child_main(out: &Path, label: &str, functions: Option<&Path>) -> i32 {
             return 2;
         }
     };
-    // The parent reads the function cache's counts from stdout.
-    REPORT_ON_STDOUT.store(true, std::sync::atomic::Ordering::Relaxed);
     let unbounded = CompileBounds {
         timeout: Duration::MAX,
         max_memory_bytes: u64::MAX,
     };
-    match Compiler::InProcess.compile_to(&engine, &bytes, out, label, unbounded, functions) {
+    match Compiler::InProcess.compile_to(&engine, &bytes, out, label, unbounded, None) {
         Ok(()) => 0,
         Err(e) => {
             eprintln!("{e}");
