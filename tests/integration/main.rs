@@ -4,6 +4,7 @@
 //! wasm32-wasip2 (`./dev build` builds them; a missing component is a test
 //! failure that says so) and the real `cordon` binary.
 
+mod async_scans;
 mod clamscan;
 mod cli;
 mod common;

@@ -67,7 +67,10 @@ pub struct Generation {
     /// snapshot, when one did.
     pub build_peak_rss_bytes: Option<u64>,
     pre: ScannerPre<ScanState>,
-    wasmtime: wasmtime::Engine,
+    /// The same component linked to WASI's asynchronous bindings: what
+    /// scans instantiate (see `async_scan`).
+    pub(super) pre_async: wasmtime::component::InstancePre<ScanState>,
+    pub(super) wasmtime: wasmtime::Engine,
     concurrency: Arc<Semaphore>,
     pool: Arc<Semaphore>,
 }
@@ -192,6 +195,10 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         }
     };
     let pre = pre_for(rt, &component).map_err(invalid)?;
+    let pre_async = rt
+        .linker_async
+        .instantiate_pre(&component)
+        .map_err(|e| invalid(format!("{e:#}")))?;
 
     let mut generation = Generation {
         name: spec.name.as_str().into(),
@@ -217,6 +224,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         snapshot,
         build_peak_rss_bytes,
         pre,
+        pre_async,
         wasmtime: rt.wasmtime.clone(),
         concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
         pool: rt.pool.clone(),
@@ -348,36 +356,17 @@ impl Generation {
             );
         }
         let parts = parts.filter(|_| self.info.wants_parts);
-        self.run_blocking(move |g| match parts {
-            Some(parts) => g.scan_with_parts_blocking(&envelope, &message, &parts),
-            None => g.scan_blocking(&envelope, &message),
-        })
-        .await
-    }
-
-    async fn run_blocking(
-        self: &Arc<Self>,
-        f: impl FnOnce(&Generation) -> EngineOutcome + Send + 'static,
-    ) -> (EngineOutcome, ScanTiming) {
         let queued_at = Instant::now();
         // Both semaphores live as long as the generation: acquire cannot fail.
-        let Ok(permit) = self.concurrency.clone().acquire_owned().await else {
+        let Ok(_permit) = self.concurrency.clone().acquire_owned().await else {
             return (overloaded(), ScanTiming::default());
         };
-        let Ok(pool_slot) = self.pool.clone().acquire_owned().await else {
+        let Ok(_pool_slot) = self.pool.clone().acquire_owned().await else {
             return (overloaded(), ScanTiming::default());
         };
         let queued = queued_at.elapsed();
-        let this = self.clone();
         let run_at = Instant::now();
-        let outcome = tokio::task::spawn_blocking(move || {
-            let _held = (permit, pool_slot);
-            f(&this)
-        })
-        .await
-        .unwrap_or_else(|e| {
-            EngineOutcome::fault(FaultKind::Trap, format!("scan task failed: {e}"))
-        });
+        let outcome = self.scan_async(&envelope, &message, parts.as_deref()).await;
         (
             outcome,
             ScanTiming {
@@ -451,7 +440,7 @@ impl Generation {
         })
     }
 
-    fn new_store(&self) -> Store<ScanState> {
+    pub(super) fn new_store(&self) -> Store<ScanState> {
         let mut store = Store::new(
             &self.wasmtime,
             ScanState::new(self.name.clone(), self.limits.memory_bytes),

@@ -8,6 +8,7 @@
 //! (copy-on-write from the compiled artifact) without running `init` again.
 
 pub mod artifacts;
+mod async_scan;
 pub mod builder;
 pub mod compiler;
 pub mod definitions;
@@ -113,6 +114,9 @@ pub enum LoadError {
 pub struct Runtime {
     wasmtime: wasmtime::Engine,
     linker: Linker<ScanState>,
+    /// The linker scans use: WASI's asynchronous bindings, so that a scan
+    /// runs as an async call on the calling worker (see `Generation::scan`).
+    linker_async: Linker<ScanState>,
     compiler: compiler::Compiler,
     cache_dir: PathBuf,
     max_cache_bytes: u64,
@@ -193,10 +197,20 @@ impl Runtime {
             |s| s,
         )
         .map_err(wasmtime_error("link the cordon host interface"))?;
+        let mut linker_async = Linker::new(&engine);
+        wasmtime_wasi::p2::add_to_linker_async(&mut linker_async)
+            .map_err(wasmtime_error("link WASI"))?;
+        bounded_sleeps(&mut linker_async).map_err(wasmtime_error("link WASI clocks"))?;
+        crate::bindings::Scanner::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
+            &mut linker_async,
+            |s| s,
+        )
+        .map_err(wasmtime_error("link the cordon host interface"))?;
         let ticker = EpochTicker::start(&engine);
         Ok(Self {
             wasmtime: engine,
             linker,
+            linker_async,
             compiler: compiler::Compiler::detect(),
             cache_dir,
             max_cache_bytes,
