@@ -332,7 +332,8 @@ pub(super) fn pre_for(
 
 impl Generation {
     /// Scans a whole message on a fresh instance, waiting for a concurrency
-    /// permit and a pool slot first. The call runs on a blocking thread. When
+    /// permit and a pool slot first. The call is an async call on the
+    /// calling task (see the `async_scan` module). When
     /// the engine wants parts and `parts` is given, the same instance also
     /// scans each decoded part, and the verdicts are merged; a decomposition
     /// cut short by a limit makes a clean result `unscannable(limits-exceeded)`.
