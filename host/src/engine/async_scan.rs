@@ -17,10 +17,10 @@ use std::time::Instant;
 use wasmtime::component::Instance;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::generation::Generation;
-use super::outcome::{EngineOutcome, FaultKind, check_verdict, classify, merge};
+use super::generation::{Generation, finish_parts, merge_part};
+use super::outcome::{EngineOutcome, FaultKind, check_verdict, classify};
 use super::state::ScanState;
-use crate::bindings::{Envelope, Outcome, PartInfo, UnscannableReason, Verdict};
+use crate::bindings::{Envelope, PartInfo, Verdict};
 use crate::mime::Decomposed;
 
 /// The engine interface's name in the component's exports.
@@ -109,17 +109,10 @@ impl Generation {
                 .call_async(&mut *store, (envelope, &part.info, &part.content))
                 .await?;
             self.stats.record_part(started.elapsed());
-            if let Err(why) = check_verdict(&v, limits) {
-                return Ok(Err(format!("part {}: {why}", part.info.index)));
-            }
-            merge(&mut acc, v);
-            if let Err(why) = check_verdict(&acc, limits) {
-                return Ok(Err(format!("merged up to part {}: {why}", part.info.index)));
+            if let Err(why) = merge_part(&mut acc, v, part.info.index, limits) {
+                return Ok(Err(why));
             }
         }
-        if parts.exceeded.is_some() && !matches!(acc.outcome, Outcome::Detected(_)) {
-            acc.outcome = Outcome::Unscannable(UnscannableReason::LimitsExceeded);
-        }
-        Ok(check_verdict(&acc, limits).map(|()| acc))
+        Ok(finish_parts(acc, parts, limits))
     }
 }

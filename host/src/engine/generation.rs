@@ -407,20 +407,11 @@ impl Generation {
                 let started = Instant::now();
                 let v = engine.call_scan_part(&mut *store, envelope, &part.info, &part.content)?;
                 self.stats.record_part(started.elapsed());
-                if let Err(why) = check_verdict(&v, limits) {
-                    return Ok(Err(format!("part {}: {why}", part.info.index)));
-                }
-                merge(&mut acc, v);
-                // Checked after every merge, so the merged verdict never
-                // grows past the limits before it is refused.
-                if let Err(why) = check_verdict(&acc, limits) {
-                    return Ok(Err(format!("merged up to part {}: {why}", part.info.index)));
+                if let Err(why) = merge_part(&mut acc, v, part.info.index, limits) {
+                    return Ok(Err(why));
                 }
             }
-            if parts.exceeded.is_some() && !matches!(acc.outcome, Outcome::Detected(_)) {
-                acc.outcome = Outcome::Unscannable(UnscannableReason::LimitsExceeded);
-            }
-            Ok(check_verdict(&acc, limits).map(|()| acc))
+            Ok(finish_parts(acc, parts, limits))
         })
     }
 
@@ -508,6 +499,33 @@ impl Drop for Generation {
             "generation freed"
         );
     }
+}
+
+/// Merges one part's verdict `v` into `acc`: the part's verdict is checked
+/// against `limits`, and so is the merged one after it, so that a merged
+/// verdict never grows past the limits before it is refused.
+pub(super) fn merge_part(
+    acc: &mut Verdict,
+    v: Verdict,
+    index: u32,
+    limits: &super::spec::VerdictLimits,
+) -> Result<(), String> {
+    check_verdict(&v, limits).map_err(|why| format!("part {index}: {why}"))?;
+    merge(acc, v);
+    check_verdict(acc, limits).map_err(|why| format!("merged up to part {index}: {why}"))
+}
+
+/// The verdict once every part is merged: a decomposition cut short by a
+/// limit makes a clean result `unscannable(limits-exceeded)`.
+pub(super) fn finish_parts(
+    mut acc: Verdict,
+    parts: &Decomposed,
+    limits: &super::spec::VerdictLimits,
+) -> Result<Verdict, String> {
+    if parts.exceeded.is_some() && !matches!(acc.outcome, Outcome::Detected(_)) {
+        acc.outcome = Outcome::Unscannable(UnscannableReason::LimitsExceeded);
+    }
+    check_verdict(&acc, limits).map(|()| acc)
 }
 
 fn overloaded() -> EngineOutcome {
