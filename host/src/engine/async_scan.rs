@@ -17,8 +17,8 @@ use std::time::Instant;
 use wasmtime::component::Instance;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::generation::{Generation, finish_parts, merge_part};
-use super::outcome::{EngineOutcome, FaultKind, check_verdict, classify};
+use super::generation::{Generation, call_outcome, finish_parts, instantiation_fault, merge_part};
+use super::outcome::{EngineOutcome, check_verdict};
 use super::state::ScanState;
 use crate::bindings::{Envelope, PartInfo, Verdict};
 use crate::mime::Decomposed;
@@ -46,24 +46,13 @@ impl Generation {
         });
         store.set_epoch_deadline(1);
         let outcome = match self.pre_async.instantiate_async(&mut store).await {
-            Err(e) if store.data().limiter.memory_denied => EngineOutcome::fault(
-                FaultKind::OutOfMemory,
-                format!("instantiation needs more memory than the limit: {e:#}"),
-            ),
-            Err(e) => {
-                EngineOutcome::fault(FaultKind::Overloaded, format!("cannot instantiate: {e:#}"))
+            Err(e) => instantiation_fault(&e, store.data().limiter.memory_denied),
+            Ok(instance) => {
+                let r = self
+                    .calls(&mut store, &instance, envelope, message, parts)
+                    .await;
+                call_outcome(r, store.data().limiter.memory_denied)
             }
-            Ok(instance) => match self
-                .calls(&mut store, &instance, envelope, message, parts)
-                .await
-            {
-                Ok(Ok(mut v)) => {
-                    super::outcome::sanitize(&mut v);
-                    EngineOutcome::Verdict(v)
-                }
-                Ok(Err(why)) => EngineOutcome::fault(FaultKind::BadOutput, why),
-                Err(e) => EngineOutcome::Fault(classify(&e, store.data().limiter.memory_denied)),
-            },
         };
         store.data().flush_output();
         outcome

@@ -458,21 +458,11 @@ impl Generation {
     ) -> EngineOutcome {
         let mut store = self.new_store();
         let outcome = match self.pre.instantiate(&mut store) {
-            Err(e) if store.data().limiter.memory_denied => EngineOutcome::fault(
-                FaultKind::OutOfMemory,
-                format!("instantiation needs more memory than the limit: {e:#}"),
-            ),
-            Err(e) => {
-                EngineOutcome::fault(FaultKind::Overloaded, format!("cannot instantiate: {e:#}"))
+            Err(e) => instantiation_fault(&e, store.data().limiter.memory_denied),
+            Ok(scanner) => {
+                let r = call(&scanner, &mut store, &self.limits.verdict);
+                call_outcome(r, store.data().limiter.memory_denied)
             }
-            Ok(scanner) => match call(&scanner, &mut store, &self.limits.verdict) {
-                Ok(Ok(mut v)) => {
-                    super::outcome::sanitize(&mut v);
-                    EngineOutcome::Verdict(v)
-                }
-                Ok(Err(why)) => EngineOutcome::fault(FaultKind::BadOutput, why),
-                Err(e) => EngineOutcome::Fault(classify(&e, store.data().limiter.memory_denied)),
-            },
         };
         store.data().flush_output();
         outcome
@@ -526,6 +516,34 @@ pub(super) fn finish_parts(
         acc.outcome = Outcome::Unscannable(UnscannableReason::LimitsExceeded);
     }
     check_verdict(&acc, limits).map(|()| acc)
+}
+
+/// The outcome of a fresh instance that could not be made.
+pub(super) fn instantiation_fault(e: &wasmtime::Error, memory_denied: bool) -> EngineOutcome {
+    if memory_denied {
+        EngineOutcome::fault(
+            FaultKind::OutOfMemory,
+            format!("instantiation needs more memory than the limit: {e:#}"),
+        )
+    } else {
+        EngineOutcome::fault(FaultKind::Overloaded, format!("cannot instantiate: {e:#}"))
+    }
+}
+
+/// The outcome of a scan call: its verdict (sanitised), a verdict the
+/// host refused (`bad-output`), or the fault it ended with.
+pub(super) fn call_outcome(
+    r: wasmtime::Result<Result<Verdict, String>>,
+    memory_denied: bool,
+) -> EngineOutcome {
+    match r {
+        Ok(Ok(mut v)) => {
+            super::outcome::sanitize(&mut v);
+            EngineOutcome::Verdict(v)
+        }
+        Ok(Err(why)) => EngineOutcome::fault(FaultKind::BadOutput, why),
+        Err(e) => EngineOutcome::Fault(classify(&e, memory_denied)),
+    }
 }
 
 fn overloaded() -> EngineOutcome {
