@@ -209,7 +209,8 @@ pub(super) fn pool_instances(
     };
     // Every pool slot reserves address space for its memories up front.
     let largest_memory = engines.iter().map(|e| e.limits.memory_bytes).max();
-    let reserved = u64::from(pool_instances + 1)
+    let reserved = u64::from(crate::engine::POOLS)
+        * u64::from(pool_instances + 1)
         * u64::from(crate::engine::MEMORIES_PER_INSTANCE)
         * largest_memory.unwrap_or(0);
     if reserved > MAX_POOL_RESERVATION {

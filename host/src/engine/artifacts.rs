@@ -242,7 +242,7 @@ fn image_size_file(snapshot: &Path) -> PathBuf {
 /// The snapshot cached under `key`, mapped, and its image size, if there is
 /// a usable one; its use is recorded for the least-recently-used order.
 pub fn cached_snapshot(
-    engine: &wasmtime::Engine,
+    engine_for: &dyn Fn(usize) -> wasmtime::Engine,
     cache_dir: &Path,
     key: &str,
 ) -> Option<(Component, usize)> {
@@ -259,7 +259,7 @@ pub fn cached_snapshot(
     // build's compiler into the operator's private cache directory
     // (checked by `prepare_cache_dir`), under a name that binds it to its
     // inputs, this build and this wasmtime; wasmtime re-checks its header.
-    match unsafe { Component::deserialize_file(engine, &path) } {
+    match unsafe { Component::deserialize_file(&engine_for(image_bytes), &path) } {
         Ok(c) => {
             touch(&path);
             Some((c, image_bytes))

@@ -132,7 +132,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         max_memory_bytes: spec.limits.compile_memory_bytes,
     };
     let cached = if rt.max_cache_bytes > 0 {
-        artifacts::cached_snapshot(&rt.wasmtime, &rt.cache_dir, &key)
+        artifacts::cached_snapshot(&|bytes| rt.sandbox_for(bytes).wasmtime, &rt.cache_dir, &key)
     } else {
         None
     };
@@ -182,7 +182,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
                 }
             };
             let component = artifacts::adopt_snapshot(
-                &rt.wasmtime,
+                &rt.sandbox_for(image_bytes).wasmtime,
                 &rt.cache_dir,
                 &key,
                 &tmp,
@@ -194,8 +194,9 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
             (component, image_bytes, SnapshotSource::Built)
         }
     };
-    let pre = pre_for(rt, &component).map_err(invalid)?;
-    let pre_async = rt
+    let sandbox = rt.sandbox_for(image_bytes);
+    let pre = pre_for(&sandbox.linker, &component).map_err(invalid)?;
+    let pre_async = sandbox
         .linker_async
         .instantiate_pre(&component)
         .map_err(|e| invalid(format!("{e:#}")))?;
@@ -225,7 +226,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         build_peak_rss_bytes,
         pre,
         pre_async,
-        wasmtime: rt.wasmtime.clone(),
+        wasmtime: sandbox.wasmtime,
         concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
         pool: rt.pool.clone(),
     };
@@ -320,10 +321,10 @@ fn read_component(spec: &EngineSpec) -> Result<Vec<u8>, LoadError> {
 
 /// An `InstancePre` for `component`, or the reason it does not fit the world.
 pub(super) fn pre_for(
-    rt: &Runtime,
+    linker: &wasmtime::component::Linker<ScanState>,
     component: &wasmtime::component::Component,
 ) -> Result<ScannerPre<ScanState>, String> {
-    let pre = rt.linker.instantiate_pre(component).map_err(|e| {
+    let pre = linker.instantiate_pre(component).map_err(|e| {
         format!("imports something cordon does not provide (engines may import only cordon:scanner/host and WASI): {e:#}")
     })?;
     ScannerPre::new(pre)

@@ -189,7 +189,7 @@ pub(super) fn build_snapshot(
         label,
     )
     .map_err(|e| invalid(format!("{e:#}")))?;
-    let _ = super::generation::pre_for(rt, &original).map_err(invalid)?;
+    let _ = super::generation::pre_for(&rt.linker, &original).map_err(invalid)?;
 
     let init_timeout = spec.limits.init_timeout;
     // On a thread of its own: WASI's synchronous bridge blocks on a tokio
