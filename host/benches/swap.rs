@@ -67,9 +67,20 @@ struct Row {
 
 const STEADY: Duration = Duration::from_secs(3);
 
+/// Adds signature `n` to the database. Its name carries the time, so that
+/// every run's new database is new to cordon's snapshot cache too: a swap
+/// to a database seen in an earlier run would map that run's snapshot
+/// instead of building one.
 fn add_signature(db: &Path, n: usize) {
-    let text =
-        sigs::real_sigs() + &format!("Bench.Swap.{n}:0:*:{}\n", sigs::hex(b"swap-test-marker"));
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    let text = sigs::real_sigs()
+        + &format!(
+            "Bench.Swap.{n}.{nonce}:0:*:{}\n",
+            sigs::hex(b"swap-test-marker")
+        );
     let tmp = db.join(".real.ndb.tmp");
     std::fs::write(&tmp, text).unwrap();
     std::fs::rename(&tmp, db.join("real.ndb")).unwrap();
@@ -135,6 +146,11 @@ fn cordon_swap(
     for c in clients {
         rt.block_on(c).unwrap();
     }
+    assert_eq!(
+        registry.enabled()[0].snapshot,
+        cordon::engine::SnapshotSource::Built,
+        "the swap must build its snapshot, not map a cached one"
+    );
     let mut row = row;
     row.child_peak_mib = registry.enabled()[0]
         .build_peak_rss_bytes
