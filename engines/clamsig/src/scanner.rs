@@ -5,11 +5,10 @@
 //! literal run). Exact anchors of four bytes or more, the bulk of any real
 //! database, go behind a blocked Bloom filter of their first four bytes,
 //! into a table grouped by filter word: a few bytes per signature, so half
-//! a million signatures fit in a few MiB. Shorter and case-insensitive anchors go into
-//! Aho-Corasick automatons. Each anchor hit is verified against its full
-//! pattern and offset. Logical
-//! signatures then evaluate their expressions over the subsignature match
-//! counts. Hash signatures are looked up by digest and size; an object whose
+//! a million signatures fit in a few MiB. Shorter and case-insensitive
+//! anchors go into Aho-Corasick automatons. Each anchor hit is verified
+//! against its full pattern and offset. Logical signatures then evaluate
+//! their expressions over the subsignature match counts. Hash signatures are looked up by digest and size; an object whose
 //! digest is allow-listed reports nothing; ignored names are dropped.
 
 use std::collections::{BTreeSet, HashMap};
@@ -52,7 +51,7 @@ const GRAM_FILTER_BITS: u32 = 22;
 /// the test machine), and a binary search touches a dozen pages.
 struct Grams {
     filter: Vec<u64>,
-    /// Where each filter word's entries start in `grams` and `refs`; one
+    /// Where each filter word's entries start in `fingerprints` and `refs`; one
     /// more than the words (the last is the number of entries).
     starts: Vec<u32>,
     /// A 16-bit fingerprint of each entry's first four anchor bytes,

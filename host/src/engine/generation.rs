@@ -125,14 +125,18 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         settings: &spec.settings,
         limits: init_limits(&spec.limits),
     };
-    let key = artifacts::snapshot_key(&rt.wasmtime, &inputs(before));
+    let key = artifacts::snapshot_key(&rt.mapped.wasmtime, &inputs(before));
     let label = spec.component.display().to_string();
     let bounds = CompileBounds {
         timeout: spec.limits.compile_timeout,
         max_memory_bytes: spec.limits.compile_memory_bytes,
     };
     let cached = if rt.max_cache_bytes > 0 {
-        artifacts::cached_snapshot(&|bytes| rt.sandbox_for(bytes).wasmtime, &rt.cache_dir, &key)
+        artifacts::cached_snapshot(
+            &|bytes| rt.sandbox_for(bytes).wasmtime.clone(),
+            &rt.cache_dir,
+            &key,
+        )
     } else {
         None
     };
@@ -140,7 +144,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
     // The snapshot's functions are the component's: compiled once, taken
     // from this file by every later snapshot of the same component.
     let functions = (rt.max_cache_bytes > 0)
-        .then(|| artifacts::functions_file(&rt.wasmtime, &rt.cache_dir, &bytes));
+        .then(|| artifacts::functions_file(&rt.mapped.wasmtime, &rt.cache_dir, &bytes));
     let (component, image_bytes, snapshot) = match cached {
         Some((component, image_bytes)) => (component, image_bytes, SnapshotSource::Cached),
         None => {
@@ -161,7 +165,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
                     let tmp = artifacts::snapshot_temp(&rt.cache_dir).map_err(snapshot_error)?;
                     rt.compiler
                         .compile_to(
-                            &rt.wasmtime,
+                            &rt.mapped.wasmtime,
                             &snapshot,
                             &tmp,
                             &label,
@@ -226,7 +230,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         build_peak_rss_bytes,
         pre,
         pre_async,
-        wasmtime: sandbox.wasmtime,
+        wasmtime: sandbox.wasmtime.clone(),
         concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
         pool: rt.pool.clone(),
     };

@@ -114,11 +114,7 @@ pub enum LoadError {
 pub struct Runtime {
     /// The pool for pre-initialisation runs and large images; its engine
     /// also compiles, and names the cache's compatibility.
-    wasmtime: wasmtime::Engine,
-    linker: Linker<ScanState>,
-    /// The linker scans use: WASI's asynchronous bindings, so that a scan
-    /// runs as an async call on the calling worker (see `Generation::scan`).
-    linker_async: Linker<ScanState>,
+    mapped: Sandbox,
     /// The pool for generations whose image is at most
     /// [`RESIDENT_IMAGE_MAX_BYTES`].
     resident: Sandbox,
@@ -135,6 +131,8 @@ pub struct Runtime {
 pub(crate) struct Sandbox {
     pub(crate) wasmtime: wasmtime::Engine,
     pub(crate) linker: Linker<ScanState>,
+    /// The linker scans use: WASI's asynchronous bindings, so that a scan
+    /// runs as an async call on the calling worker (see `Generation::scan`).
     pub(crate) linker_async: Linker<ScanState>,
 }
 
@@ -216,9 +214,7 @@ impl Runtime {
         let resident = Sandbox::new(pool_config(slots, max_memory, true))?;
         let ticker = EpochTicker::start(&[&mapped.wasmtime, &resident.wasmtime]);
         Ok(Self {
-            wasmtime: mapped.wasmtime,
-            linker: mapped.linker,
-            linker_async: mapped.linker_async,
+            mapped,
             resident,
             compiler: compiler::Compiler::detect(),
             cache_dir,
@@ -236,15 +232,11 @@ impl Runtime {
 
     /// The pool (engine and linkers) that serves a generation whose image
     /// has `image_bytes`: see [`RESIDENT_IMAGE_MAX_BYTES`].
-    pub(crate) fn sandbox_for(&self, image_bytes: usize) -> Sandbox {
+    pub(crate) fn sandbox_for(&self, image_bytes: usize) -> &Sandbox {
         if image_bytes <= RESIDENT_IMAGE_MAX_BYTES {
-            self.resident.clone()
+            &self.resident
         } else {
-            Sandbox {
-                wasmtime: self.wasmtime.clone(),
-                linker: self.linker.clone(),
-                linker_async: self.linker_async.clone(),
-            }
+            &self.mapped
         }
     }
 
@@ -440,14 +432,18 @@ mod tests {
     fn small_images_are_served_by_the_resident_pool_and_large_ones_are_not() {
         let dir = tempfile::tempdir().unwrap();
         let rt = Runtime::with_pool(1, 64 << 20, dir.path().join("cache"), 0).unwrap();
-        let resident = rt.sandbox_for(RESIDENT_IMAGE_MAX_BYTES).wasmtime;
-        let mapped = rt.sandbox_for(RESIDENT_IMAGE_MAX_BYTES + 1).wasmtime;
+        let resident = rt.sandbox_for(RESIDENT_IMAGE_MAX_BYTES).wasmtime.clone();
+        let mapped = rt
+            .sandbox_for(RESIDENT_IMAGE_MAX_BYTES + 1)
+            .wasmtime
+            .clone();
         assert!(wasmtime::Engine::same(&resident, &rt.resident.wasmtime));
-        assert!(wasmtime::Engine::same(&mapped, &rt.wasmtime));
+        assert!(wasmtime::Engine::same(&mapped, &rt.mapped.wasmtime));
         assert!(!wasmtime::Engine::same(&resident, &mapped));
         // What one compiles the other loads: a snapshot is compiled before
         // its image size decides its pool.
         let artifact = rt
+            .mapped
             .wasmtime
             .precompile_component(b"\0asm\x0d\x00\x01\x00")
             .unwrap();

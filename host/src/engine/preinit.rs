@@ -181,7 +181,7 @@ pub(super) fn build_snapshot(
     // Check the world on the original component first: its errors are the
     // ones a vendor can act on (which import or export is missing).
     let original = super::artifacts::load_or_compile(
-        &rt.wasmtime,
+        &rt.mapped.wasmtime,
         &rt.compiler,
         bounds,
         &rt.cache_dir,
@@ -189,7 +189,7 @@ pub(super) fn build_snapshot(
         label,
     )
     .map_err(|e| invalid(format!("{e:#}")))?;
-    let _ = super::generation::pre_for(&rt.linker, &original).map_err(invalid)?;
+    let _ = super::generation::pre_for(&rt.mapped.linker, &original).map_err(invalid)?;
 
     let init_timeout = spec.limits.init_timeout;
     // On a thread of its own: WASI's synchronous bridge blocks on a tokio
@@ -202,8 +202,8 @@ pub(super) fn build_snapshot(
     let snapshot = {
         let (tx, rx) = std::sync::mpsc::sync_channel(1);
         let job = Job {
-            wasmtime: rt.wasmtime.clone(),
-            linker: rt.linker.clone(),
+            wasmtime: rt.mapped.wasmtime.clone(),
+            linker: rt.mapped.linker.clone(),
             compiler: rt.compiler.clone(),
             bounds,
             cache_dir: rt.cache_dir.clone(),
