@@ -84,8 +84,11 @@ impl Offset {
 /// A body signature (.ndb).
 #[derive(Debug, Clone)]
 pub struct BodySig {
-    /// The threat name as printed.
-    pub name: Box<str>,
+    /// The threat name, without the `.UNOFFICIAL` suffix ([`BodySig::name`]
+    /// adds it): a large database holds hundreds of thousands of names.
+    pub bare_name: Box<str>,
+    /// From an official (`.cvd`/`.cld`) database: no suffix.
+    pub official: bool,
     /// The ClamAV target type.
     pub target: u8,
     /// Where it may start.
@@ -97,8 +100,10 @@ pub struct BodySig {
 /// A logical signature (.ldb).
 #[derive(Debug, Clone)]
 pub struct LogicalSig {
-    /// The threat name as printed.
-    pub name: String,
+    /// The threat name, without the `.UNOFFICIAL` suffix.
+    pub bare_name: Box<str>,
+    /// From an official database: no suffix.
+    pub official: bool,
     /// The target type, if the description names one.
     pub target: Option<u8>,
     /// Inclusive file size range, if given.
@@ -114,8 +119,40 @@ pub struct LogicalSig {
 pub struct HashSig {
     /// The size the file must have, or None for any size.
     pub size: Option<u64>,
+    /// The threat name, without the `.UNOFFICIAL` suffix.
+    pub bare_name: Box<str>,
+    /// From an official database: no suffix.
+    pub official: bool,
+}
+
+/// A threat name as printed: unofficial signatures get `.UNOFFICIAL`.
+fn printed(bare: &str, official: bool) -> String {
+    if official {
+        bare.to_string()
+    } else {
+        format!("{bare}{UNOFFICIAL}")
+    }
+}
+
+impl BodySig {
     /// The threat name as printed.
-    pub name: Box<str>,
+    pub fn name(&self) -> String {
+        printed(&self.bare_name, self.official)
+    }
+}
+
+impl LogicalSig {
+    /// The threat name as printed.
+    pub fn name(&self) -> String {
+        printed(&self.bare_name, self.official)
+    }
+}
+
+impl HashSig {
+    /// The threat name as printed.
+    pub fn name(&self) -> String {
+        printed(&self.bare_name, self.official)
+    }
 }
 
 /// What was loaded and what was skipped.
@@ -151,6 +188,9 @@ pub struct Db {
 
 const UNOFFICIAL: &str = ".UNOFFICIAL";
 
+/// Subsignatures a logical signature may have (ClamAV allows 64).
+pub const MAX_SUBSIGS: usize = 255;
+
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
     if !s.len().is_multiple_of(2) {
         return None;
@@ -159,6 +199,32 @@ fn parse_hex(s: &str) -> Option<Vec<u8>> {
         .step_by(2)
         .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
         .collect()
+}
+
+/// Zeroes `buf` before it is freed: what init frees stays in the
+/// generation's snapshot unless it is zero (the snapshot leaves zero pages
+/// out), and definitions are tens of megabytes. (`black_box`: a store
+/// before a free is otherwise dead and removed.)
+pub fn zero(buf: &mut [u8]) {
+    buf.fill(0);
+    std::hint::black_box(buf);
+}
+
+/// Makes room for `additional` more elements in one step. When the vector
+/// must move, its old buffer is zeroed before it is freed: what init frees
+/// stays in the generation's snapshot, and only zero pages are left out of
+/// it (the body signatures of a large database are tens of megabytes).
+fn reserve_zeroing<T>(v: &mut Vec<T>, additional: usize) {
+    if v.capacity() - v.len() >= additional {
+        return;
+    }
+    let mut moved = Vec::with_capacity(v.len() + additional);
+    moved.append(v);
+    v.spare_capacity_mut()
+        .iter_mut()
+        .for_each(|s| *s = std::mem::MaybeUninit::zeroed());
+    std::hint::black_box(&mut *v);
+    *v = moved;
 }
 
 fn hash_kind(len: usize) -> Option<HashKind> {
@@ -231,7 +297,7 @@ fn parse_subsig(s: &str) -> Result<(Offset, Pattern), String> {
     Ok((offset, Pattern::parse(hex, m)?))
 }
 
-fn parse_ldb(line: &str, suffix: &str) -> Result<LogicalSig, String> {
+fn parse_ldb(line: &str, official: bool) -> Result<LogicalSig, String> {
     let f: Vec<&str> = line.split(';').collect();
     if f.len() < 4 {
         return Err("expected NAME;TARGET-DESCRIPTION;EXPRESSION;SUBSIG0[;SUBSIG1...]".into());
@@ -257,13 +323,20 @@ fn parse_ldb(line: &str, suffix: &str) -> Result<LogicalSig, String> {
             other => return Err(format!("unsupported target description item {other}")),
         }
     }
+    if f.len() - 3 > MAX_SUBSIGS {
+        return Err(format!(
+            "unsupported: more than {MAX_SUBSIGS} subsignatures ({})",
+            f.len() - 3
+        ));
+    }
     let subs = f[3..]
         .iter()
         .map(|s| parse_subsig(s))
         .collect::<Result<Vec<_>, _>>()?;
     let expr = Expr::parse(f[2], subs.len())?;
     Ok(LogicalSig {
-        name: format!("{}{suffix}", f[0]),
+        bare_name: f[0].into(),
+        official,
         target,
         file_size,
         expr,
@@ -271,7 +344,7 @@ fn parse_ldb(line: &str, suffix: &str) -> Result<LogicalSig, String> {
     })
 }
 
-fn parse_ndb(line: &str, suffix: &str) -> Result<BodySig, String> {
+fn parse_ndb(line: &str, official: bool) -> Result<BodySig, String> {
     let f: Vec<&str> = line.split(':').collect();
     if f.len() < 4 {
         return Err("expected NAME:TARGET:OFFSET:HEXSIG".into());
@@ -285,7 +358,8 @@ fn parse_ndb(line: &str, suffix: &str) -> Result<BodySig, String> {
         ));
     }
     Ok(BodySig {
-        name: format!("{}{suffix}", f[0]).into_boxed_str(),
+        bare_name: f[0].into(),
+        official,
         target,
         offset: Offset::parse(f[2])?,
         pattern: Pattern::parse(f[3], Modifiers::default())?,
@@ -314,7 +388,14 @@ impl Db {
             self.stats.skipped_files.push(file.to_string());
             return Ok(());
         }
-        let suffix = if official { "" } else { UNOFFICIAL };
+        // Room for every line at once: grown by doubling, the old buffers
+        // would stay in the generation's snapshot as garbage.
+        let lines = text.lines().count();
+        match ext.as_str() {
+            "ndb" => reserve_zeroing(&mut self.body, lines),
+            "hdb" | "hsb" => self.hashes.reserve(lines),
+            _ => {}
+        }
         let mut count = 0;
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim_end_matches('\r');
@@ -326,7 +407,8 @@ impl Db {
                 "hdb" | "hsb" => parse_hash_line(line, ext == "hdb").map(|(k, d, size, name)| {
                     self.hashes.entry((k, d)).or_default().push(HashSig {
                         size,
-                        name: format!("{name}{suffix}").into_boxed_str(),
+                        bare_name: name.into_boxed_str(),
+                        official,
                     });
                 }),
                 "fp" | "sfp" => parse_hash_line(line, ext == "fp").map(|(k, d, size, _)| {
@@ -338,8 +420,8 @@ impl Db {
                         .insert(name.trim_end_matches(UNOFFICIAL).to_string());
                     Ok(())
                 }
-                "ndb" => parse_ndb(line, suffix).map(|s| self.body.push(s)),
-                _ => parse_ldb(line, suffix).map(|s| self.logical.push(s)),
+                "ndb" => parse_ndb(line, official).map(|s| self.body.push(s)),
+                _ => parse_ldb(line, official).map(|s| self.logical.push(s)),
             };
             match result {
                 Ok(()) => count += 1,
@@ -397,7 +479,7 @@ impl Db {
             max_members: 10_000,
         };
         let mut budget = crate::archive::Budget::new(limits);
-        let tar = if body.starts_with(&[0x1f, 0x8b]) {
+        let mut tar = if body.starts_with(&[0x1f, 0x8b]) {
             crate::archive::members(body, &mut budget)
                 .map_err(|e| format!("{file}: cannot decompress: {e}"))?
                 .into_iter()
@@ -409,12 +491,14 @@ impl Db {
         };
         let members = crate::archive::members(&tar, &mut budget)
             .map_err(|e| format!("{file}: cannot unpack: {e}"))?;
+        zero(&mut tar);
         if members.is_empty() {
             return Err(format!("{file}: the container holds no files"));
         }
-        for (name, data) in members {
+        for (name, mut data) in members {
             let inner = format!("{file}/{name}");
             self.add_file_as(&inner, &String::from_utf8_lossy(&data), true)?;
+            zero(&mut data);
         }
         Ok(version)
     }
@@ -455,7 +539,7 @@ mod tests {
         assert_eq!(db.stats.skipped, 1);
         assert!(db.stats.skipped_examples[0].starts_with("a.ndb line 2: unsupported"));
         assert_eq!(db.stats.skipped_files, ["daily.cbc"]);
-        assert_eq!(&*db.body[0].name, "Ndb.Test.UNOFFICIAL");
+        assert_eq!(db.body[0].name(), "Ndb.Test.UNOFFICIAL");
         assert!(db.ignored.contains("Ndb.Test"));
         assert_eq!(db.logical[0].subs[1].0, Offset::Eof(4, 0));
 
@@ -473,6 +557,42 @@ mod tests {
             .add_file("bad.ldb", "X;Target:0;0&2;4142;4344\n")
             .unwrap_err();
         assert!(err.contains("subsignature 2"), "{err}");
+    }
+
+    #[test]
+    fn reserving_moves_the_elements_once_and_only_when_needed() {
+        let mut v: Vec<u64> = vec![u64::MAX; 1000];
+        let old = v.as_ptr() as usize;
+        reserve_zeroing(&mut v, 10);
+        assert_eq!(v.len(), 1000);
+        assert!(v.iter().all(|x| *x == u64::MAX));
+        assert!(v.capacity() >= 1010);
+        assert_ne!(v.as_ptr() as usize, old);
+        // Room enough: nothing moves.
+        let at = v.as_ptr();
+        reserve_zeroing(&mut v, 10);
+        assert_eq!(v.as_ptr(), at);
+    }
+
+    #[test]
+    fn names_get_the_unofficial_suffix_only_outside_official_databases() {
+        let mut db = Db::default();
+        db.add_file_as("main.ndb", "Official.Sig:0:*:41424344\n", true)
+            .unwrap();
+        db.add_file("local.ndb", "Local.Sig:0:*:41424345\n")
+            .unwrap();
+        db.add_file(
+            "local.hdb",
+            "aa15bcf478d165efd2065190eb473bcb:544:Local.Hash\n",
+        )
+        .unwrap();
+        db.add_file("local.ldb", "Local.Ldb;Target:0;0;414243\n")
+            .unwrap();
+        assert_eq!(db.body[0].name(), "Official.Sig");
+        assert_eq!(db.body[1].name(), "Local.Sig.UNOFFICIAL");
+        assert_eq!(db.logical[0].name(), "Local.Ldb.UNOFFICIAL");
+        let h = db.hashes.values().next().unwrap();
+        assert_eq!(h[0].name(), "Local.Hash.UNOFFICIAL");
     }
 
     #[test]

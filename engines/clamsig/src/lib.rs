@@ -210,7 +210,7 @@ mod component {
                 // Errors name the file by its path in the sandbox; the host
                 // shows the operator's path instead.
                 let in_dir = |e: String| format!("/definitions/{e}");
-                let bytes =
+                let mut bytes =
                     std::fs::read(path).map_err(|e| in_dir(format!("{name}: cannot read: {e}")))?;
                 if name.ends_with(".cvd") || name.ends_with(".cld") {
                     let v = db.add_container(&name, &bytes).map_err(in_dir)?;
@@ -222,6 +222,8 @@ mod component {
                     db.add_file(&name, &String::from_utf8_lossy(&bytes))
                         .map_err(in_dir)?;
                 }
+                // Or the file stays in every instance's image as garbage.
+                crate::db::zero(&mut bytes);
             }
             let count = db.signatures();
             if count == 0 {

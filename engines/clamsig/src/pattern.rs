@@ -69,17 +69,148 @@ pub enum Tok {
 }
 
 /// A parsed body pattern.
+///
+/// A database holds hundreds of thousands of these for the life of a
+/// generation (and in its snapshot), and all but the anchor is read only
+/// when the anchor is found: the tokens are kept encoded in one allocation
+/// (see [`encode`]) and decoded on a hit. As `Tok`s they took several
+/// allocations and about three times the bytes.
 #[derive(Debug, Clone)]
 pub struct Pattern {
-    toks: Box<[Tok]>,
-    /// Index range of the anchor (a run of literal bytes) in `toks`.
+    /// The encoded tokens, then the anchor's bytes when they are not one
+    /// `Lit` token (a run of case-insensitive byte tests).
+    code: Box<[u8]>,
+    /// Index range of the anchor (a run of literal bytes) in the tokens.
     anchor: (u32, u32),
-    /// The anchor's bytes when they are not one `Lit` token (a run of
-    /// case-insensitive byte tests); a `Lit` anchor is not copied (a
-    /// database holds hundreds of thousands of patterns).
-    nocase_key: Option<Box<[u8]>>,
+    /// Byte range of the anchor's bytes in `code`.
+    key: (u32, u32),
     /// The anchor is to be found regardless of ASCII case.
     pub key_nocase: bool,
+}
+
+const OP_LIT: u8 = 0;
+const OP_BYTE: u8 = 1;
+const OP_GAP: u8 = 2;
+const OP_ALT: u8 = 3;
+const OP_NOT_ALT: u8 = 4;
+
+fn put_varint(out: &mut Vec<u8>, mut v: usize) {
+    while v >= 0x80 {
+        out.push((v as u8) | 0x80);
+        v >>= 7;
+    }
+    out.push(v as u8);
+}
+
+fn put_tests(out: &mut Vec<u8>, seq: &[ByteTest]) {
+    put_varint(out, seq.len());
+    for b in seq {
+        out.extend_from_slice(&[b.mask, b.want, u8::from(b.nocase)]);
+    }
+}
+
+/// Encodes `toks`, returning the code and where each `Lit` token's bytes
+/// start in it: an opcode per token; `Lit`: length, bytes; `Byte`: mask,
+/// value, nocase; `Gap`: min, then max + 1 or 0 for unbounded; `Alt` and
+/// `NotAlt`: the count, then each sequence as its length and its tests.
+/// Numbers are LEB128.
+fn encode(toks: &[Tok]) -> (Vec<u8>, Vec<usize>) {
+    let mut out = Vec::new();
+    let mut lit_at = Vec::with_capacity(toks.len());
+    for t in toks {
+        match t {
+            Tok::Lit(b) => {
+                out.push(OP_LIT);
+                put_varint(&mut out, b.len());
+                lit_at.push(out.len());
+                out.extend_from_slice(b);
+            }
+            Tok::Byte(b) => {
+                lit_at.push(usize::MAX);
+                out.extend_from_slice(&[OP_BYTE, b.mask, b.want, u8::from(b.nocase)]);
+            }
+            Tok::Gap { min, max } => {
+                lit_at.push(usize::MAX);
+                out.push(OP_GAP);
+                put_varint(&mut out, *min);
+                put_varint(&mut out, max.map_or(0, |m| m + 1));
+            }
+            Tok::Alt(alts) | Tok::NotAlt(alts) => {
+                lit_at.push(usize::MAX);
+                out.push(if matches!(t, Tok::Alt(_)) {
+                    OP_ALT
+                } else {
+                    OP_NOT_ALT
+                });
+                put_varint(&mut out, alts.len());
+                for a in alts {
+                    put_tests(&mut out, a);
+                }
+            }
+        }
+    }
+    (out, lit_at)
+}
+
+/// Reads what [`encode`] wrote.
+struct Decoder<'a> {
+    code: &'a [u8],
+    at: usize,
+}
+
+impl Decoder<'_> {
+    fn byte(&mut self) -> u8 {
+        let b = self.code[self.at];
+        self.at += 1;
+        b
+    }
+    fn varint(&mut self) -> usize {
+        let (mut v, mut shift) = (0usize, 0);
+        loop {
+            let b = self.byte();
+            v |= usize::from(b & 0x7f) << shift;
+            if b < 0x80 {
+                return v;
+            }
+            shift += 7;
+        }
+    }
+    fn test(&mut self) -> ByteTest {
+        ByteTest {
+            mask: self.byte(),
+            want: self.byte(),
+            nocase: self.byte() != 0,
+        }
+    }
+    fn tests(&mut self) -> Vec<ByteTest> {
+        let n = self.varint();
+        (0..n).map(|_| self.test()).collect()
+    }
+    fn tok(&mut self) -> Tok {
+        match self.byte() {
+            OP_LIT => {
+                let n = self.varint();
+                let b = self.code[self.at..self.at + n].into();
+                self.at += n;
+                Tok::Lit(b)
+            }
+            OP_BYTE => Tok::Byte(self.test()),
+            OP_GAP => {
+                let min = self.varint();
+                let max = self.varint().checked_sub(1);
+                Tok::Gap { min, max }
+            }
+            op => {
+                let n = self.varint();
+                let alts = (0..n).map(|_| self.tests()).collect();
+                if op == OP_ALT {
+                    Tok::Alt(alts)
+                } else {
+                    Tok::NotAlt(alts)
+                }
+            }
+        }
+    }
 }
 
 /// Modifiers of a logical subsignature.
@@ -283,34 +414,51 @@ impl Pattern {
             consider((s, toks.len()), toks.len() - s, true);
         }
         let (anchor, _, key_nocase) = best?;
-        let nocase_key = match &toks[anchor.0] {
-            Tok::Lit(_) if !key_nocase => None,
-            _ => Some(
-                toks[anchor.0..anchor.1]
-                    .iter()
-                    .filter_map(|t| match t {
-                        Tok::Byte(b) => b.literal(),
-                        _ => None,
-                    })
-                    .collect(),
-            ),
+        let (mut code, lit_at) = encode(&toks);
+        let key = match &toks[anchor.0] {
+            Tok::Lit(b) if !key_nocase => (lit_at[anchor.0], b.len()),
+            _ => {
+                let start = code.len();
+                code.extend(toks[anchor.0..anchor.1].iter().filter_map(|t| match t {
+                    Tok::Byte(b) => b.literal(),
+                    _ => None,
+                }));
+                (start, code.len() - start)
+            }
         };
-        let anchor = (u32::try_from(anchor.0).ok()?, u32::try_from(anchor.1).ok()?);
+        let n = |v: usize| u32::try_from(v).ok();
         Some(Pattern {
-            toks: toks.into_boxed_slice(),
-            anchor,
-            nocase_key,
+            code: code.into_boxed_slice(),
+            anchor: (n(anchor.0)?, n(anchor.1)?),
+            key: (n(key.0)?, n(key.1)?),
             key_nocase,
         })
     }
 
+    /// The tokens, decoded.
+    fn toks(&self) -> Vec<Tok> {
+        // A case-insensitive anchor's bytes were copied after the tokens;
+        // an exact one is a `Lit` token's bytes.
+        let end = if self.key_nocase {
+            self.key.0 as usize
+        } else {
+            self.code.len()
+        };
+        let mut d = Decoder {
+            code: &self.code[..end],
+            at: 0,
+        };
+        let mut toks = Vec::new();
+        while d.at < end {
+            toks.push(d.tok());
+        }
+        toks
+    }
+
     /// The anchor's bytes: the literal run found first, then verified.
     pub fn key(&self) -> &[u8] {
-        match (&self.nocase_key, &self.toks[self.anchor.0 as usize]) {
-            (Some(k), _) => k,
-            (None, Tok::Lit(b)) => b,
-            (None, _) => &[],
-        }
+        let (start, len) = (self.key.0 as usize, self.key.1 as usize);
+        &self.code[start..start + len]
     }
 
     /// Whether the whole anchor is at `at` (a gram hit only vouches for
@@ -335,15 +483,16 @@ impl Pattern {
     ) -> Option<usize> {
         let (a0, a1) = (self.anchor.0 as usize, self.anchor.1 as usize);
         let after = at + self.key().len();
-        if self.key_nocase && !seq_at_toks(&self.toks[a0..a1], data, at) {
+        let toks = self.toks();
+        if self.key_nocase && !seq_at_toks(&toks[a0..a1], data, at) {
             return None;
         }
         // Forward part first (cheap to reject), then backward to the start.
-        if !match_fwd(&self.toks[a1..], data, after) {
+        if !match_fwd(&toks[a1..], data, after) {
             return None;
         }
         let mut found = None;
-        match_bwd(&self.toks[..a0], data, at, &mut |start| {
+        match_bwd(&toks[..a0], data, at, &mut |start| {
             if start_ok(start) {
                 found = Some(start);
                 true
@@ -513,8 +662,8 @@ mod tests {
             // the end are merged into the same literal before it.
             let general = Pattern::parse(&format!("{src}*"), Modifiers::default()).unwrap();
             assert_eq!(fast.key(), general.key(), "{src}");
-            assert_eq!(fast.toks.len(), 1, "{src}");
-            assert_eq!(fast.toks[0], general.toks[0], "{src}");
+            assert_eq!(fast.toks().len(), 1, "{src}");
+            assert_eq!(fast.toks()[0], general.toks()[0], "{src}");
         }
         assert!(Pattern::parse("4", Modifiers::default()).is_err());
         assert!(Pattern::parse("4g", Modifiers::default()).is_err());
@@ -653,6 +802,57 @@ mod tests {
                 .unwrap_err()
                 .contains("no literal byte")
         );
+    }
+
+    #[test]
+    fn every_token_kind_survives_the_encoding() {
+        let t = |mask, want, nocase| ByteTest { mask, want, nocase };
+        let nc = |c: u8| Tok::Byte(t(0xff, c, true));
+        let long: Vec<u8> = (0..200u8).collect();
+        let toks = vec![
+            Tok::Lit(vec![1, 2, 3].into()),
+            Tok::Byte(t(0xf0, 0x40, false)),
+            Tok::Gap { min: 0, max: None },
+            Tok::Gap {
+                min: 300,
+                max: Some(70_000),
+            },
+            Tok::Alt(vec![
+                vec![t(0xff, 7, false)],
+                vec![t(0x0f, 3, false), t(0, 0, false)],
+            ]),
+            Tok::NotAlt(vec![vec![t(0xff, 8, false)], vec![t(0xff, 9, true)]]),
+            nc(b'a'),
+            nc(b'b'),
+            Tok::Lit(long.clone().into()),
+            Tok::Gap {
+                min: 1 << 20,
+                max: Some(0),
+            },
+        ];
+        let p = Pattern::from_toks(toks.clone()).unwrap();
+        assert_eq!(p.toks(), toks);
+        assert_eq!(p.key(), &long[..], "the longest exact run anchors");
+        assert!(!p.key_nocase);
+
+        // A case-insensitive anchor is copied after the tokens, which
+        // still decode to themselves.
+        let toks = vec![
+            Tok::Byte(t(0xf0, 0x20, false)),
+            nc(b'x'),
+            nc(b'y'),
+            nc(b'z'),
+            Tok::Gap {
+                min: 2,
+                max: Some(5),
+            },
+        ];
+        let p = Pattern::from_toks(toks.clone()).unwrap();
+        assert_eq!(p.toks(), toks);
+        assert_eq!(p.key(), b"xyz");
+        assert!(p.key_nocase);
+        assert!(p.key_matches(b"--XyZ--", 2));
+        assert_eq!(p.verify(b"\x2fXYZ..", 1, &|_| true), Some(0));
     }
 
     #[test]

@@ -20,10 +20,49 @@ use sha2::{Digest, Sha256};
 
 use crate::db::{Db, HashKind};
 
+/// A pattern of the database: a body signature's, or a subsignature of a
+/// logical signature; packed in 32 bits, as the gram table holds one per
+/// anchor (the top bit says which, and a subsignature's number takes the
+/// low [`SUB_BITS`]).
 #[derive(Debug, Clone, Copy)]
-enum PatRef {
-    Body(u32),
-    Sub(u32, u16),
+struct PatRef(u32);
+
+/// Bits of a subsignature's number in a [`PatRef`]: logical signatures
+/// with more subsignatures are refused at load (`db::MAX_SUBSIGS`).
+const SUB_BITS: u32 = 8;
+const SUB_FLAG: u32 = 1 << 31;
+
+/// What a [`PatRef`] refers to.
+enum Ref {
+    Body(usize),
+    Sub(usize, usize),
+}
+
+impl PatRef {
+    fn body(i: usize) -> Result<PatRef, String> {
+        u32::try_from(i)
+            .ok()
+            .filter(|i| i & SUB_FLAG == 0)
+            .map(PatRef)
+            .ok_or_else(|| "too many body signatures".to_string())
+    }
+    fn sub(i: usize, j: usize) -> Result<PatRef, String> {
+        if j >= 1 << SUB_BITS || i >= 1 << (31 - SUB_BITS) {
+            return Err("too many logical signatures or subsignatures".into());
+        }
+        Ok(PatRef(SUB_FLAG | (i as u32) << SUB_BITS | j as u32))
+    }
+    fn get(self) -> Ref {
+        if self.0 & SUB_FLAG == 0 {
+            Ref::Body(self.0 as usize)
+        } else {
+            let v = self.0 & !SUB_FLAG;
+            Ref::Sub(
+                (v >> SUB_BITS) as usize,
+                (v & ((1 << SUB_BITS) - 1)) as usize,
+            )
+        }
+    }
 }
 
 /// A database ready to scan.
@@ -86,21 +125,25 @@ impl Grams {
         let words = 1 << (GRAM_FILTER_BITS - 6);
         let mut filter = vec![0u64; words];
         let mut starts = vec![0u32; words + 1];
-        // Hashed once each, then grouped by word.
-        let mut entries: Vec<(u32, u16, PatRef)> = table
+        // Hashed once each, then grouped by word: (word, fingerprint)
+        // packed in the gram's place, so the table's buffer is reused
+        // (what init frees stays in the snapshot as garbage).
+        const _: () = assert!(GRAM_FILTER_BITS - 6 <= 16);
+        let mut entries: Vec<(u32, PatRef)> = table
             .into_iter()
             .map(|(g, r)| {
                 let (word, mask, print) = Self::slot(g);
                 filter[word] |= mask;
                 starts[word + 1] += 1;
-                (word as u32, print, r)
+                ((word as u32) << 16 | u32::from(print), r)
             })
             .collect();
         for w in 0..words {
             starts[w + 1] += starts[w];
         }
-        entries.sort_unstable_by_key(|e| (e.0, e.1));
-        let (fingerprints, refs) = entries.into_iter().map(|(_, p, r)| (p, r)).unzip();
+        entries.sort_unstable_by_key(|e| e.0);
+        let fingerprints = entries.iter().map(|e| e.0 as u16).collect();
+        let refs = entries.into_iter().map(|e| e.1).collect();
         Some(Grams {
             filter,
             starts,
@@ -182,7 +225,10 @@ impl Matcher {
         db.body.shrink_to_fit();
         db.logical.shrink_to_fit();
         db.hashes.shrink_to_fit();
-        let (mut grams, mut exact, mut nocase) = (Vec::new(), Vec::new(), Vec::new());
+        // Sized once: what init frees stays in the snapshot as garbage.
+        let patterns = db.body.len() + db.logical.iter().map(|l| l.subs.len()).sum::<usize>();
+        let (mut grams, mut exact, mut nocase) =
+            (Vec::with_capacity(patterns), Vec::new(), Vec::new());
         let mut add = |p: &crate::pattern::Pattern, r: PatRef| {
             let key = p.key();
             if p.key_nocase {
@@ -194,11 +240,11 @@ impl Matcher {
             }
         };
         for (i, s) in db.body.iter().enumerate() {
-            add(&s.pattern, PatRef::Body(i as u32));
+            add(&s.pattern, PatRef::body(i)?);
         }
         for (i, l) in db.logical.iter().enumerate() {
             for (j, (_, p)) in l.subs.iter().enumerate() {
-                add(p, PatRef::Sub(i as u32, j as u16));
+                add(p, PatRef::sub(i, j)?);
             }
         }
         let mut kinds: BTreeSet<HashKindOrd> = db.hashes.keys().map(|(k, _)| ord(*k)).collect();
@@ -254,7 +300,7 @@ impl Matcher {
                 out.extend(
                     sigs.iter()
                         .filter(|s| s.size.is_none_or(|n| n == size))
-                        .map(|s| s.name.to_string()),
+                        .map(|s| s.name()),
                 );
             }
         }
@@ -265,14 +311,14 @@ impl Matcher {
     /// whose target is in `targets`.
     pub fn body_matches(&self, data: &[u8], targets: Targets) -> Vec<String> {
         let len = data.len();
-        let mut body_hits: BTreeSet<u32> = BTreeSet::new();
-        let mut counts: HashMap<u32, Vec<u64>> = HashMap::new();
-        let mut on_hit = |r: PatRef, at: usize| match r {
-            PatRef::Body(i) => {
+        let mut body_hits: BTreeSet<usize> = BTreeSet::new();
+        let mut counts: HashMap<usize, Vec<u64>> = HashMap::new();
+        let mut on_hit = |r: PatRef, at: usize| match r.get() {
+            Ref::Body(i) => {
                 if body_hits.contains(&i) {
                     return;
                 }
-                let s = &self.db.body[i as usize];
+                let s = &self.db.body[i];
                 if targets.has(s.target)
                     && s.pattern.key_matches(data, at)
                     && s.pattern
@@ -282,16 +328,16 @@ impl Matcher {
                     body_hits.insert(i);
                 }
             }
-            PatRef::Sub(i, j) => {
-                let l = &self.db.logical[i as usize];
+            Ref::Sub(i, j) => {
+                let l = &self.db.logical[i];
                 if !l.target.is_none_or(|t| targets.has(t)) {
                     return;
                 }
-                let (offset, p) = &l.subs[j as usize];
+                let (offset, p) = &l.subs[j];
                 if p.key_matches(data, at)
                     && p.verify(data, at, &|st| offset.allows(st, len)).is_some()
                 {
-                    counts.entry(i).or_insert_with(|| vec![0; l.subs.len()])[j as usize] += 1;
+                    counts.entry(i).or_insert_with(|| vec![0; l.subs.len()])[j] += 1;
                 }
             }
         };
@@ -305,7 +351,7 @@ impl Matcher {
         }
         let mut names: Vec<String> = body_hits
             .into_iter()
-            .map(|i| self.db.body[i as usize].name.to_string())
+            .map(|i| self.db.body[i].name())
             .collect();
         // Logical signatures can be true with no subsignature matched
         // (`0<2`): evaluate every one that applies, with zero counts.
@@ -319,9 +365,9 @@ impl Matcher {
             {
                 continue;
             }
-            let c = counts.get(&(i as u32)).unwrap_or(&zero);
+            let c = counts.get(&i).unwrap_or(&zero);
             if l.expr.eval(c) {
-                names.push(l.name.clone());
+                names.push(l.name());
             }
         }
         names
