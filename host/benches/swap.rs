@@ -4,8 +4,11 @@
 //! Both scan the SpamAssassin corpus continuously with two clients while
 //! the database changes:
 //! - cordon (clamsig, in process): a definitions file is renamed over the
-//!   old one; the file watcher (100 ms interval) notices, a new generation
-//!   is loaded, self-tested and swapped in while scans go on;
+//!   old one, and either the file watcher (100 ms interval) notices, or
+//!   (a second run, watcher off) the operator's reload command follows the
+//!   change as clamd's RELOAD does (what `cordon reload` asks the daemon
+//!   for, as freshclam's NotifyClamd asks clamd); a new generation is
+//!   loaded, self-tested and swapped in while scans go on;
 //! - clamd: the same file change, then `RELOAD` (clamd reloads in a
 //!   background thread and swaps, `ConcurrentDatabaseReload yes`, its
 //!   default); done when its log says "Database correctly reloaded".
@@ -86,12 +89,22 @@ fn add_signature(db: &Path, n: usize) {
     std::fs::rename(&tmp, db.join("real.ndb")).unwrap();
 }
 
+/// What tells cordon that the definitions changed.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Trigger {
+    /// The file watcher, polling every 100 ms.
+    Watcher,
+    /// A reload request right after the change (`cordon reload`).
+    Command,
+}
+
 fn cordon_swap(
     name: &'static str,
     db: &Path,
     memory_mib: u64,
     messages: &Arc<Vec<Vec<u8>>>,
     work: &Path,
+    trigger: Trigger,
 ) -> Row {
     let config = bench::clamsig_config(
         &work.join(format!("cordon-{name}.toml")),
@@ -108,11 +121,13 @@ fn cordon_swap(
     let log: Log = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));
     let (watch_stop, watch_rx) = tokio::sync::watch::channel(false);
-    rt.spawn(cordon::watch::run(
-        registry.clone(),
-        Duration::from_millis(100),
-        watch_rx,
-    ));
+    if trigger == Trigger::Watcher {
+        rt.spawn(cordon::watch::run(
+            registry.clone(),
+            Duration::from_millis(100),
+            watch_rx,
+        ));
+    }
     let clients: Vec<_> = (0..2)
         .map(|k| {
             let (reg, log, stop, m) = (
@@ -135,10 +150,21 @@ fn cordon_swap(
         .collect();
     let row = measure(
         name,
-        "cordon + clamsig",
+        match trigger {
+            Trigger::Watcher => "cordon, watcher",
+            Trigger::Command => "cordon, reload",
+        },
         &sampler,
         &log,
-        || add_signature(db, 1),
+        || {
+            add_signature(db, 1);
+            if trigger == Trigger::Command {
+                let engine = registry.enabled()[0].name.clone();
+                registry
+                    .reload(&engine)
+                    .unwrap_or_else(|e| panic!("reload: {e}"));
+            }
+        },
         || registry.enabled()[0].number >= 2,
     );
     stop.store(true, Ordering::Relaxed);
@@ -252,8 +278,17 @@ fn main() {
     let mut rows = Vec::new();
     for (name, generated, memory_mib) in [("small", 60usize, 256u64), ("large", 500_000, 3000)] {
         let db = work.path().join(name);
-        sigs::write_db(&db, generated);
-        rows.push(cordon_swap(name, &db, memory_mib, &messages, work.path()));
+        for trigger in [Trigger::Watcher, Trigger::Command] {
+            sigs::write_db(&db, generated);
+            rows.push(cordon_swap(
+                name,
+                &db,
+                memory_mib,
+                &messages,
+                work.path(),
+                trigger,
+            ));
+        }
         sigs::write_db(&db, generated);
         rows.push(clamd_swap(name, &db, &messages, work.path()));
     }
@@ -284,19 +319,24 @@ fn main() {
         );
     }
     println!();
-    for pair in rows.chunks(2) {
-        let (c, d) = (&pair[0], &pair[1]);
-        println!(
-            "{}: swap latency cordon/clamd {:.2}; throughput during swap, share of steady: cordon {:.0}%, clamd {:.0}%; \
-             memory growth during swap: cordon +{:.0} MiB ({:.2}x), clamd +{:.0} MiB ({:.2}x)",
-            c.db,
-            c.latency.as_secs_f64() / d.latency.as_secs_f64(),
-            100.0 * c.swap_rate / c.steady_rate,
-            100.0 * d.swap_rate / d.steady_rate,
-            c.peak_mib - c.steady_mib,
-            c.peak_mib / c.steady_mib,
-            d.peak_mib - d.steady_mib,
-            d.peak_mib / d.steady_mib,
-        );
+    // Per database: cordon with the watcher, cordon with the reload
+    // command, clamd.
+    for set in rows.chunks(3) {
+        let d = &set[2];
+        for c in &set[..2] {
+            println!(
+                "{} ({}): swap latency cordon/clamd {:.2}; throughput during swap, share of steady: cordon {:.0}%, clamd {:.0}%; \
+                 memory growth during swap: cordon +{:.0} MiB ({:.2}x), clamd +{:.0} MiB ({:.2}x)",
+                c.db,
+                c.who,
+                c.latency.as_secs_f64() / d.latency.as_secs_f64(),
+                100.0 * c.swap_rate / c.steady_rate,
+                100.0 * d.swap_rate / d.steady_rate,
+                c.peak_mib - c.steady_mib,
+                c.peak_mib / c.steady_mib,
+                d.peak_mib - d.steady_mib,
+                d.peak_mib / d.steady_mib,
+            );
+        }
     }
 }
