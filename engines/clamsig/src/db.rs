@@ -12,9 +12,10 @@
 //! error naming the file and line.
 
 use std::collections::{HashMap, HashSet};
+use std::io::{Read, Seek, SeekFrom};
 
 use crate::logical::Expr;
-use crate::pattern::{Modifiers, Pattern};
+use crate::pattern::{Modifiers, Pattern, hexval};
 
 /// The hash algorithm of a hash signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -188,17 +189,30 @@ pub struct Db {
 
 const UNOFFICIAL: &str = ".UNOFFICIAL";
 
+/// Bytes read at a time by [`Db::add_read`].
+const READ_PIECE: usize = 1 << 20;
+
 /// Subsignatures a logical signature may have (ClamAV allows 64).
 pub const MAX_SUBSIGS: usize = 255;
 
 fn parse_hex(s: &str) -> Option<Vec<u8>> {
+    let s = s.as_bytes();
     if !s.len().is_multiple_of(2) {
         return None;
     }
-    (0..s.len())
-        .step_by(2)
-        .map(|i| u8::from_str_radix(s.get(i..i + 2)?, 16).ok())
-        .collect()
+    let mut out = Vec::with_capacity(s.len() / 2);
+    for c in s.chunks_exact(2) {
+        out.push(hexval(c[0])? << 4 | hexval(c[1])?);
+    }
+    Some(out)
+}
+
+/// The first four `:`-separated fields of `line` (the fourth absent when
+/// there are three), without collecting them: a large database has
+/// hundreds of thousands of lines.
+fn fields(line: &str) -> (Option<&str>, Option<&str>, Option<&str>, Option<&str>) {
+    let mut it = line.split(':');
+    (it.next(), it.next(), it.next(), it.next())
 }
 
 /// Zeroes `buf` before it is freed: what init frees stays in the
@@ -208,6 +222,27 @@ fn parse_hex(s: &str) -> Option<Vec<u8>> {
 pub fn zero(buf: &mut [u8]) {
     buf.fill(0);
     std::hint::black_box(buf);
+}
+
+/// The number of lines `r` holds (a last line without its newline counts).
+pub fn count_lines<R: Read>(mut r: R) -> std::io::Result<usize> {
+    let mut buf = vec![0u8; READ_PIECE];
+    let n = count_lines_with(&mut r, &mut buf);
+    zero(&mut buf);
+    n
+}
+
+fn count_lines_with<R: Read>(r: &mut R, buf: &mut [u8]) -> std::io::Result<usize> {
+    let (mut lines, mut last) = (0, b'\n');
+    loop {
+        let n = r.read(buf)?;
+        if n == 0 {
+            break;
+        }
+        lines += buf[..n].iter().filter(|b| **b == b'\n').count();
+        last = buf[n - 1];
+    }
+    Ok(lines + usize::from(last != b'\n'))
 }
 
 /// Makes room for `additional` more elements in one step. When the vector
@@ -241,32 +276,30 @@ fn parse_hash_line(
     line: &str,
     md5_only: bool,
 ) -> Result<(HashKind, Vec<u8>, Option<u64>, String), String> {
-    let f: Vec<&str> = line.split(':').collect();
-    if f.len() < 3 {
+    let (Some(hash), Some(size), Some(name), flevel) = fields(line) else {
         return Err("expected HASH:SIZE:NAME".into());
-    }
-    let digest = parse_hex(f[0]).ok_or_else(|| format!("bad hash {:?}", f[0]))?;
+    };
+    let digest = parse_hex(hash).ok_or_else(|| format!("bad hash {hash:?}"))?;
     let kind = hash_kind(digest.len())
-        .ok_or_else(|| format!("hash {:?} is not MD5, SHA1 or SHA256", f[0]))?;
+        .ok_or_else(|| format!("hash {hash:?} is not MD5, SHA1 or SHA256"))?;
     if md5_only && kind != HashKind::Md5 {
         return Err(format!(
-            "hash {:?} is not MD5 (use .hsb for SHA1/SHA256)",
-            f[0]
+            "hash {hash:?} is not MD5 (use .hsb for SHA1/SHA256)"
         ));
     }
-    let size = if f[1] == "*" {
-        let flevel: u32 = f.get(3).and_then(|v| v.parse().ok()).unwrap_or(0);
+    let size = if size == "*" {
+        let flevel: u32 = flevel.and_then(|v| v.parse().ok()).unwrap_or(0);
         if flevel < 73 {
             return Err("a '*' size needs a minimum engine level of 73 in field 4".into());
         }
         None
     } else {
-        Some(f[1].parse().map_err(|_| format!("bad size {:?}", f[1]))?)
+        Some(size.parse().map_err(|_| format!("bad size {size:?}"))?)
     };
-    if f[2].is_empty() {
+    if name.is_empty() {
         return Err("empty signature name".into());
     }
-    Ok((kind, digest, size, f[2].to_string()))
+    Ok((kind, digest, size, name.to_string()))
 }
 
 /// Splits an .ldb subsignature into offset, pattern and modifiers.
@@ -345,24 +378,23 @@ fn parse_ldb(line: &str, official: bool) -> Result<LogicalSig, String> {
 }
 
 fn parse_ndb(line: &str, official: bool) -> Result<BodySig, String> {
-    let f: Vec<&str> = line.split(':').collect();
-    if f.len() < 4 {
+    let (Some(name), Some(target), Some(offset), Some(hex)) = fields(line) else {
         return Err("expected NAME:TARGET:OFFSET:HEXSIG".into());
-    }
-    let target: u8 = f[1]
+    };
+    let target: u8 = target
         .parse()
-        .map_err(|_| format!("bad target type {:?}", f[1]))?;
+        .map_err(|_| format!("bad target type {target:?}"))?;
     if !matches!(target, 0 | 3 | 4 | 7) {
         return Err(format!(
             "unsupported target type {target} (cannot occur in mail)"
         ));
     }
     Ok(BodySig {
-        bare_name: f[0].into(),
+        bare_name: name.into(),
         official,
         target,
-        offset: Offset::parse(f[2])?,
-        pattern: Pattern::parse(f[3], Modifiers::default())?,
+        offset: Offset::parse(offset)?,
+        pattern: Pattern::parse(hex, Modifiers::default())?,
     })
 }
 
@@ -377,33 +409,122 @@ impl Db {
     /// As [`Db::add_file`]; `official` signatures (from a `.cvd`/`.cld`)
     /// keep their names as they are.
     pub fn add_file_as(&mut self, file: &str, text: &str, official: bool) -> Result<(), String> {
+        let Some(ext) = self.format_of(file) else {
+            return Ok(());
+        };
+        self.reserve_for(&ext, text.lines().count());
+        let count = self.add_lines(file, &ext, text, 0, official)?;
+        self.stats.loaded.push((file.to_string(), count));
+        Ok(())
+    }
+
+    /// As [`Db::add_file`], reading the file in pieces: never holding a
+    /// whole definitions file keeps it out of the engine's heap, and so out
+    /// of the generation's snapshot (a freed buffer leaves a hole there that
+    /// the image still spans). The file is read twice: once to count its
+    /// lines, so that the tables are sized once, then to parse.
+    ///
+    /// Loading several files, size the tables for all of them first
+    /// ([`count_lines`], [`Db::reserve_for`]): each file's own
+    /// reservation would otherwise move the tables the files before it
+    /// filled, and the old copies leave holes the image still spans.
+    pub fn add_read<R: Read + Seek>(&mut self, file: &str, r: R) -> Result<(), String> {
+        self.add_read_in(file, r, READ_PIECE)
+    }
+
+    fn add_read_in<R: Read + Seek>(
+        &mut self,
+        file: &str,
+        mut r: R,
+        piece: usize,
+    ) -> Result<(), String> {
+        let Some(ext) = self.format_of(file) else {
+            return Ok(());
+        };
+        let io = |e: std::io::Error| format!("{file}: cannot read: {e}");
+        let mut buf = vec![0u8; piece];
+        let lines = count_lines_with(&mut r, &mut buf).map_err(io)?;
+        self.reserve_for(&ext, lines);
+        r.seek(SeekFrom::Start(0)).map_err(io)?;
+        // `pending` holds what follows the last complete line read so far.
+        let mut pending: Vec<u8> = Vec::with_capacity(2 * piece);
+        let (mut line, mut count) = (0, 0);
+        loop {
+            let n = r.read(&mut buf).map_err(io)?;
+            let end = n == 0;
+            pending.extend_from_slice(&buf[..n]);
+            let upto = if end {
+                pending.len()
+            } else {
+                match pending.iter().rposition(|b| *b == b'\n') {
+                    Some(p) => p + 1,
+                    None => continue,
+                }
+            };
+            let text = String::from_utf8_lossy(&pending[..upto]);
+            count += self.add_lines(file, &ext, &text, line, false)?;
+            line += text.lines().count();
+            drop(text);
+            pending.drain(..upto);
+            if end {
+                break;
+            }
+        }
+        zero(&mut buf);
+        let cap = pending.capacity();
+        pending.resize(cap, 0);
+        zero(&mut pending);
+        self.stats.loaded.push((file.to_string(), count));
+        Ok(())
+    }
+
+    /// The format of `file` by its extension, or None (recorded as a file
+    /// skipped whole) when it is not one this engine reads.
+    fn format_of(&mut self, file: &str) -> Option<String> {
         let ext = file
             .rsplit_once('.')
             .map(|(_, e)| e.to_ascii_lowercase())
             .unwrap_or_default();
-        if !matches!(
+        if matches!(
             ext.as_str(),
             "hdb" | "hsb" | "fp" | "sfp" | "ign2" | "ndb" | "ldb"
         ) {
+            Some(ext)
+        } else {
             self.stats.skipped_files.push(file.to_string());
-            return Ok(());
+            None
         }
-        // Room for every line at once: grown by doubling, the old buffers
-        // would stay in the generation's snapshot as garbage.
-        let lines = text.lines().count();
-        match ext.as_str() {
+    }
+
+    /// Room for `lines` more signatures of format `ext` (a file extension,
+    /// lower case) at once: grown by doubling, the old buffers would stay
+    /// in the generation's snapshot.
+    pub fn reserve_for(&mut self, ext: &str, lines: usize) {
+        match ext {
             "ndb" => reserve_zeroing(&mut self.body, lines),
             "hdb" | "hsb" => self.hashes.reserve(lines),
             _ => {}
         }
+    }
+
+    /// Adds the lines of `text`, the first being line `first + 1` of
+    /// `file`; returns how many signatures were added.
+    fn add_lines(
+        &mut self,
+        file: &str,
+        ext: &str,
+        text: &str,
+        first: usize,
+        official: bool,
+    ) -> Result<usize, String> {
         let mut count = 0;
         for (i, raw) in text.lines().enumerate() {
             let line = raw.trim_end_matches('\r');
             if line.is_empty() || line.starts_with('#') {
                 continue;
             }
-            let at = |e: String| format!("{file} line {}: {e}", i + 1);
-            let result = match ext.as_str() {
+            let at = |e: String| format!("{file} line {}: {e}", first + i + 1);
+            let result = match ext {
                 "hdb" | "hsb" => parse_hash_line(line, ext == "hdb").map(|(k, d, size, name)| {
                     self.hashes.entry((k, d)).or_default().push(HashSig {
                         size,
@@ -434,8 +555,7 @@ impl Db {
                 Err(e) => return Err(at(e)),
             }
         }
-        self.stats.loaded.push((file.to_string(), count));
-        Ok(())
+        Ok(count)
     }
 
     /// Adds a signed ClamAV container (`.cvd`, or `.cld` as freshclam
@@ -593,6 +713,34 @@ mod tests {
         assert_eq!(db.logical[0].name(), "Local.Ldb.UNOFFICIAL");
         let h = db.hashes.values().next().unwrap();
         assert_eq!(h[0].name(), "Local.Hash.UNOFFICIAL");
+    }
+
+    #[test]
+    fn a_file_read_in_pieces_loads_as_the_whole_text_does() {
+        let text = "# comment\r\nA.One:0:*:41424344\r\n\nA.Two:0:*:45464748\nPe.Only:1:EP+0:4d5a\nA.Three:0:EOF-2:4142";
+        let mut whole = Db::default();
+        whole.add_file("t.ndb", text).unwrap();
+        for piece in [1, 3, 7, 64, 1 << 20] {
+            let mut read = Db::default();
+            read.add_read_in("t.ndb", std::io::Cursor::new(text.as_bytes()), piece)
+                .unwrap();
+            let names = |d: &Db| d.body.iter().map(BodySig::name).collect::<Vec<_>>();
+            assert_eq!(names(&read), names(&whole), "piece {piece}");
+            assert_eq!(read.stats, whole.stats, "piece {piece}");
+            assert_eq!(read.body[2].offset, Offset::Eof(2, 0));
+            // Line numbers run on across pieces.
+            let err = read
+                .add_read_in(
+                    "bad.ndb",
+                    std::io::Cursor::new(&b"ok:0:*:4142\r\n# c\nbroken:0:*:41zz"[..]),
+                    piece,
+                )
+                .unwrap_err();
+            assert!(
+                err.starts_with("bad.ndb line 3: bad hex digit"),
+                "{piece}: {err}"
+            );
+        }
     }
 
     #[test]

@@ -201,6 +201,28 @@ mod component {
                 .collect();
             files.sort();
             let mut db = Db::default();
+            // The tables sized for every file at once (see `Db::add_read`).
+            let mut lines: Vec<(String, usize)> = Vec::new();
+            for path in &files {
+                let name = path
+                    .file_name()
+                    .map(|n| n.to_string_lossy().into_owned())
+                    .unwrap_or_default();
+                let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
+                let Some(ext) = ext.filter(|e| e != "cvd" && e != "cld") else {
+                    continue;
+                };
+                let n = std::fs::File::open(path)
+                    .and_then(crate::db::count_lines)
+                    .map_err(|e| format!("/definitions/{name}: cannot read: {e}"))?;
+                match lines.iter_mut().find(|(e, _)| *e == ext) {
+                    Some((_, total)) => *total += n,
+                    None => lines.push((ext, n)),
+                }
+            }
+            for (ext, n) in &lines {
+                db.reserve_for(ext, *n);
+            }
             let mut containers = Vec::new();
             for path in &files {
                 let name = path
@@ -210,20 +232,21 @@ mod component {
                 // Errors name the file by its path in the sandbox; the host
                 // shows the operator's path instead.
                 let in_dir = |e: String| format!("/definitions/{e}");
-                let mut bytes =
-                    std::fs::read(path).map_err(|e| in_dir(format!("{name}: cannot read: {e}")))?;
                 if name.ends_with(".cvd") || name.ends_with(".cld") {
+                    let mut bytes = std::fs::read(path)
+                        .map_err(|e| in_dir(format!("{name}: cannot read: {e}")))?;
                     let v = db.add_container(&name, &bytes).map_err(in_dir)?;
                     containers.push(format!(
                         "{} {v}",
                         name.trim_end_matches(".cvd").trim_end_matches(".cld")
                     ));
+                    // Or the file stays in every instance's image as garbage.
+                    crate::db::zero(&mut bytes);
                 } else {
-                    db.add_file(&name, &String::from_utf8_lossy(&bytes))
-                        .map_err(in_dir)?;
+                    let file = std::fs::File::open(path)
+                        .map_err(|e| in_dir(format!("{name}: cannot read: {e}")))?;
+                    db.add_read(&name, file).map_err(in_dir)?;
                 }
-                // Or the file stays in every instance's image as garbage.
-                crate::db::zero(&mut bytes);
             }
             let count = db.signatures();
             if count == 0 {

@@ -224,7 +224,8 @@ pub struct Modifiers {
     pub ascii: bool,
 }
 
-fn hexval(c: u8) -> Option<u8> {
+/// The value of one hex digit.
+pub(crate) fn hexval(c: u8) -> Option<u8> {
     match c {
         b'0'..=b'9' => Some(c - b'0'),
         b'a'..=b'f' => Some(c - b'a' + 10),
@@ -308,13 +309,9 @@ impl Pattern {
         if m == Modifiers::default()
             && !s.is_empty()
             && s.len().is_multiple_of(2)
-            && let Some(bytes) = s
-                .chunks(2)
-                .map(|c| Some(hexval(c[0])? << 4 | hexval(c[1])?))
-                .collect::<Option<Vec<u8>>>()
+            && let Some(p) = Pattern::literal_hex(s)
         {
-            return Pattern::from_toks(vec![Tok::Lit(bytes.into_boxed_slice())])
-                .ok_or_else(|| format!("pattern {src:?} has no literal byte to anchor on"));
+            return Ok(p);
         }
         let mut toks = Vec::new();
         let mut i = 0;
@@ -384,6 +381,27 @@ impl Pattern {
         }
         Pattern::from_toks(compact(toks))
             .ok_or_else(|| format!("pattern {src:?} has no literal byte to anchor on"))
+    }
+
+    /// A pattern of one literal straight from its hex (most signatures):
+    /// its code written in one allocation of the exact size, no tokens.
+    fn literal_hex(hex: &[u8]) -> Option<Pattern> {
+        let n = hex.len() / 2;
+        let varint_bytes = (usize::BITS - n.leading_zeros()).div_ceil(7).max(1) as usize;
+        let mut code = Vec::with_capacity(1 + varint_bytes + n);
+        code.push(OP_LIT);
+        put_varint(&mut code, n);
+        debug_assert_eq!(code.len(), 1 + varint_bytes);
+        let start = code.len();
+        for c in hex.chunks_exact(2) {
+            code.push(hexval(c[0])? << 4 | hexval(c[1])?);
+        }
+        Some(Pattern {
+            code: code.into_boxed_slice(),
+            anchor: (0, 1),
+            key: (u32::try_from(start).ok()?, u32::try_from(n).ok()?),
+            key_nocase: false,
+        })
     }
 
     fn from_toks(toks: Vec<Tok>) -> Option<Pattern> {
