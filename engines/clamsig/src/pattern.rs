@@ -77,15 +77,42 @@ pub enum Tok {
 /// allocations and about three times the bytes.
 #[derive(Debug, Clone)]
 pub struct Pattern {
-    /// The encoded tokens, then the anchor's bytes when they are not one
-    /// `Lit` token (a run of case-insensitive byte tests).
+    /// A header of four LEB128 numbers: the index range of the anchor (a
+    /// run of literal bytes) in the tokens, then where the anchor's bytes
+    /// start (counted from the end of the header) and how many there are;
+    /// then the encoded tokens; then the anchor's bytes when they are not
+    /// one `Lit` token (a run of case-insensitive byte tests).
     code: Box<[u8]>,
-    /// Index range of the anchor (a run of literal bytes) in the tokens.
-    anchor: (u32, u32),
-    /// Byte range of the anchor's bytes in `code`.
-    key: (u32, u32),
     /// The anchor is to be found regardless of ASCII case.
     pub key_nocase: bool,
+}
+
+/// A pattern's header, read.
+struct Header {
+    /// Index range of the anchor in the tokens.
+    anchor: (usize, usize),
+    /// Where the tokens start in the code.
+    tokens: usize,
+    /// Byte range of the anchor's bytes in the code.
+    key: (usize, usize),
+}
+
+/// Bytes of `v` as LEB128.
+fn varint_len(v: usize) -> usize {
+    (usize::BITS - v.leading_zeros()).div_ceil(7).max(1) as usize
+}
+
+/// A pattern's code: the header for `anchor` and `key` (relative to the
+/// start of `tokens`), then `tokens`, in one allocation of the exact size.
+fn assemble(anchor: (usize, usize), key: (usize, usize), tokens: &[u8]) -> Box<[u8]> {
+    let head = [anchor.0, anchor.1, key.0, key.1];
+    let head_len: usize = head.iter().map(|v| varint_len(*v)).sum();
+    let mut code = Vec::with_capacity(head_len + tokens.len());
+    for v in head {
+        put_varint(&mut code, v);
+    }
+    code.extend_from_slice(tokens);
+    code.into_boxed_slice()
 }
 
 const OP_LIT: u8 = 0;
@@ -387,19 +414,21 @@ impl Pattern {
     /// its code written in one allocation of the exact size, no tokens.
     fn literal_hex(hex: &[u8]) -> Option<Pattern> {
         let n = hex.len() / 2;
-        let varint_bytes = (usize::BITS - n.leading_zeros()).div_ceil(7).max(1) as usize;
-        let mut code = Vec::with_capacity(1 + varint_bytes + n);
+        let start = 1 + varint_len(n);
+        let head = [0, 1, start, n];
+        let head_len: usize = head.iter().map(|v| varint_len(*v)).sum();
+        let mut code = Vec::with_capacity(head_len + start + n);
+        for v in head {
+            put_varint(&mut code, v);
+        }
         code.push(OP_LIT);
         put_varint(&mut code, n);
-        debug_assert_eq!(code.len(), 1 + varint_bytes);
-        let start = code.len();
         for c in hex.chunks_exact(2) {
             code.push(hexval(c[0])? << 4 | hexval(c[1])?);
         }
+        debug_assert_eq!(code.len(), code.capacity());
         Some(Pattern {
             code: code.into_boxed_slice(),
-            anchor: (0, 1),
-            key: (u32::try_from(start).ok()?, u32::try_from(n).ok()?),
             key_nocase: false,
         })
     }
@@ -444,27 +473,40 @@ impl Pattern {
                 (start, code.len() - start)
             }
         };
-        let n = |v: usize| u32::try_from(v).ok();
         Some(Pattern {
-            code: code.into_boxed_slice(),
-            anchor: (n(anchor.0)?, n(anchor.1)?),
-            key: (n(key.0)?, n(key.1)?),
+            code: assemble(anchor, key, &code),
             key_nocase,
         })
     }
 
+    /// The header, read.
+    fn header(&self) -> Header {
+        let mut d = Decoder {
+            code: &self.code,
+            at: 0,
+        };
+        let anchor = (d.varint(), d.varint());
+        let (start, len) = (d.varint(), d.varint());
+        Header {
+            anchor,
+            tokens: d.at,
+            key: (d.at + start, len),
+        }
+    }
+
     /// The tokens, decoded.
     fn toks(&self) -> Vec<Tok> {
+        let h = self.header();
         // A case-insensitive anchor's bytes were copied after the tokens;
         // an exact one is a `Lit` token's bytes.
         let end = if self.key_nocase {
-            self.key.0 as usize
+            h.key.0
         } else {
             self.code.len()
         };
         let mut d = Decoder {
             code: &self.code[..end],
-            at: 0,
+            at: h.tokens,
         };
         let mut toks = Vec::new();
         while d.at < end {
@@ -475,7 +517,7 @@ impl Pattern {
 
     /// The anchor's bytes: the literal run found first, then verified.
     pub fn key(&self) -> &[u8] {
-        let (start, len) = (self.key.0 as usize, self.key.1 as usize);
+        let (start, len) = self.header().key;
         &self.code[start..start + len]
     }
 
@@ -499,7 +541,7 @@ impl Pattern {
         at: usize,
         start_ok: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
-        let (a0, a1) = (self.anchor.0 as usize, self.anchor.1 as usize);
+        let (a0, a1) = self.header().anchor;
         let after = at + self.key().len();
         let toks = self.toks();
         if self.key_nocase && !seq_at_toks(&toks[a0..a1], data, at) {
