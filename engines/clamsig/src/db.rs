@@ -11,7 +11,7 @@
 //! counts come back in [`LoadStats`]. A line that does not parse is an
 //! error naming the file and line.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 
 use crate::logical::Expr;
@@ -118,12 +118,27 @@ pub struct LogicalSig {
 /// A hash signature.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HashSig {
-    /// The size the file must have, or None for any size.
-    pub size: Option<u64>,
+    /// The digest, zero-padded to 32 bytes (its length is the kind's).
+    pub digest: [u8; 32],
+    /// The size the file must have, or [`ANY_SIZE`].
+    pub size: u64,
     /// The threat name, without the `.UNOFFICIAL` suffix.
     pub bare_name: Box<str>,
+    /// The digest's algorithm.
+    pub kind: HashKind,
     /// From an official database: no suffix.
     pub official: bool,
+}
+
+/// A hash signature's size for "any size" (`*`).
+pub const ANY_SIZE: u64 = u64::MAX;
+
+/// `digest` zero-padded to 32 bytes.
+pub fn padded(digest: &[u8]) -> [u8; 32] {
+    let mut d = [0u8; 32];
+    let n = digest.len().min(32);
+    d[..n].copy_from_slice(&digest[..n]);
+    d
 }
 
 /// A threat name as printed: unofficial signatures get `.UNOFFICIAL`.
@@ -173,8 +188,10 @@ pub struct LoadStats {
 /// A loaded database.
 #[derive(Debug, Default)]
 pub struct Db {
-    /// Hash signatures by (kind, digest).
-    pub hashes: HashMap<(HashKind, Vec<u8>), Vec<HashSig>>,
+    /// Hash signatures, in file order (the matcher sorts them by kind and
+    /// digest): a table of fixed-size entries, not a map of small
+    /// allocations (a large database has tens of thousands).
+    pub hashes: Vec<HashSig>,
     /// Allow-listed (kind, digest, size).
     pub allow: HashSet<(HashKind, Vec<u8>, Option<u64>)>,
     /// Signature names to ignore (without the `.UNOFFICIAL` suffix).
@@ -502,7 +519,7 @@ impl Db {
     pub fn reserve_for(&mut self, ext: &str, lines: usize) {
         match ext {
             "ndb" => reserve_zeroing(&mut self.body, lines),
-            "hdb" | "hsb" => self.hashes.reserve(lines),
+            "hdb" | "hsb" => reserve_zeroing(&mut self.hashes, lines),
             _ => {}
         }
     }
@@ -526,9 +543,11 @@ impl Db {
             let at = |e: String| format!("{file} line {}: {e}", first + i + 1);
             let result = match ext {
                 "hdb" | "hsb" => parse_hash_line(line, ext == "hdb").map(|(k, d, size, name)| {
-                    self.hashes.entry((k, d)).or_default().push(HashSig {
-                        size,
+                    self.hashes.push(HashSig {
+                        digest: padded(&d),
+                        size: size.unwrap_or(ANY_SIZE),
                         bare_name: name.into_boxed_str(),
+                        kind: k,
                         official,
                     });
                 }),
@@ -711,8 +730,7 @@ mod tests {
         assert_eq!(db.body[0].name(), "Official.Sig");
         assert_eq!(db.body[1].name(), "Local.Sig.UNOFFICIAL");
         assert_eq!(db.logical[0].name(), "Local.Ldb.UNOFFICIAL");
-        let h = db.hashes.values().next().unwrap();
-        assert_eq!(h[0].name(), "Local.Hash.UNOFFICIAL");
+        assert_eq!(db.hashes[0].name(), "Local.Hash.UNOFFICIAL");
     }
 
     #[test]

@@ -72,6 +72,42 @@ pub struct Matcher {
     exact: Option<(AhoCorasick, Vec<PatRef>)>,
     nocase: Option<(AhoCorasick, Vec<PatRef>)>,
     kinds: BTreeSet<HashKindOrd>,
+    /// Where each hash bucket's entries start in the sorted `db.hashes`
+    /// (see [`hash_bucket`]); one more than the buckets.
+    hash_starts: Vec<u32>,
+}
+
+/// Bits of a digest that pick its bucket: at 50,000 hash signatures a
+/// bucket holds about twelve, so a lookup reads the index and one or two
+/// pages of the table (a binary search would read a dozen, and in the
+/// sandbox each is a page fault on the image).
+const HASH_BUCKET_BITS: u32 = 12;
+
+fn kind_index(k: HashKind) -> usize {
+    match k {
+        HashKind::Md5 => 0,
+        HashKind::Sha1 => 1,
+        HashKind::Sha256 => 2,
+    }
+}
+
+/// A digest's bucket: its kind, then its first bits (digests are uniform).
+fn hash_bucket(kind: HashKind, digest: &[u8; 32]) -> usize {
+    kind_index(kind) << HASH_BUCKET_BITS
+        | (usize::from(u16::from_be_bytes([digest[0], digest[1]])) >> (16 - HASH_BUCKET_BITS))
+}
+
+/// The bucket starts of `hashes`, sorted by kind and digest.
+fn hash_starts(hashes: &[crate::db::HashSig]) -> Vec<u32> {
+    let buckets = 3 << HASH_BUCKET_BITS;
+    let mut starts = vec![0u32; buckets + 1];
+    for h in hashes {
+        starts[hash_bucket(h.kind, &h.digest) + 1] += 1;
+    }
+    for b in 0..buckets {
+        starts[b + 1] += starts[b];
+    }
+    starts
 }
 
 /// Bits of the gram filter: 2^22 bits, 512 KiB.
@@ -225,6 +261,10 @@ impl Matcher {
         db.body.shrink_to_fit();
         db.logical.shrink_to_fit();
         db.hashes.shrink_to_fit();
+        db.hashes.sort_unstable_by(|a, b| {
+            (kind_index(a.kind), a.digest).cmp(&(kind_index(b.kind), b.digest))
+        });
+        let hash_starts = hash_starts(&db.hashes);
         // Sized once: what init frees stays in the snapshot as garbage.
         let patterns = db.body.len() + db.logical.iter().map(|l| l.subs.len()).sum::<usize>();
         let (mut grams, mut exact, mut nocase) =
@@ -247,13 +287,14 @@ impl Matcher {
                 add(p, PatRef::sub(i, j)?);
             }
         }
-        let mut kinds: BTreeSet<HashKindOrd> = db.hashes.keys().map(|(k, _)| ord(*k)).collect();
+        let mut kinds: BTreeSet<HashKindOrd> = db.hashes.iter().map(|h| ord(h.kind)).collect();
         kinds.extend(db.allow.iter().map(|(k, _, _)| ord(*k)));
         Ok(Matcher {
             grams: Grams::new(grams),
             exact: build(exact, false)?,
             nocase: build(nocase, true)?,
             kinds,
+            hash_starts,
             db,
         })
     }
@@ -295,14 +336,20 @@ impl Matcher {
         }
         let size = hashed.len() as u64;
         let mut out = Vec::new();
-        for key in self.digests(hashed) {
-            if let Some(sigs) = self.db.hashes.get(&key) {
-                out.extend(
-                    sigs.iter()
-                        .filter(|s| s.size.is_none_or(|n| n == size))
-                        .map(|s| s.name()),
-                );
-            }
+        for (kind, digest) in self.digests(hashed) {
+            let digest = crate::db::padded(&digest);
+            let b = hash_bucket(kind, &digest);
+            let (lo, hi) = (
+                self.hash_starts[b] as usize,
+                self.hash_starts[b + 1] as usize,
+            );
+            out.extend(
+                self.db.hashes[lo..hi]
+                    .iter()
+                    .filter(|s| s.kind == kind && s.digest == digest)
+                    .filter(|s| s.size == crate::db::ANY_SIZE || s.size == size)
+                    .map(|s| s.name()),
+            );
         }
         out
     }
@@ -547,6 +594,46 @@ mod tests {
             assert_eq!(got, want, "probe {probe}");
         }
         assert!(m.body_matches(b"0123456789", Targets::of(&[0])).is_empty());
+    }
+
+    #[test]
+    fn every_hash_signature_is_found_by_kind_digest_and_size() {
+        let mut hdb = String::new();
+        let mut hsb = String::new();
+        for i in 0..3000 {
+            let data = format!("object {i}");
+            hdb.push_str(&format!(
+                "{}:{}:Md5.{i}\n",
+                hex(&Md5::digest(&data)),
+                data.len()
+            ));
+            if i % 3 == 0 {
+                hsb.push_str(&format!(
+                    "{}:*:Sha256.{i}:73\n",
+                    hex(&Sha256::digest(&data))
+                ));
+            }
+            if i % 5 == 0 {
+                // The right digest with the wrong size never matches.
+                hsb.push_str(&format!(
+                    "{}:{}:Sha1.{i}\n",
+                    hex(&Sha1::digest(&data)),
+                    data.len() + 1
+                ));
+            }
+        }
+        let m = matcher(&[("t.hdb", &hdb), ("t.hsb", &hsb)]);
+        for i in [0usize, 1, 3, 5, 1234, 2999] {
+            let mut got = m.hash_matches(format!("object {i}").as_bytes());
+            got.sort();
+            let mut want = vec![format!("Md5.{i}.UNOFFICIAL")];
+            if i % 3 == 0 {
+                want.push(format!("Sha256.{i}.UNOFFICIAL"));
+            }
+            want.sort();
+            assert_eq!(got, want, "object {i}");
+        }
+        assert!(m.hash_matches(b"object 3000").is_empty());
     }
 
     fn hex(b: &[u8]) -> String {
