@@ -13,8 +13,11 @@
 //!   background thread and swaps, `ConcurrentDatabaseReload yes`, its
 //!   default); done when its log says "Database correctly reloaded".
 //!
-//! Reported for each: the latency from the change to the new database
-//! serving; scans per second and the longest scan during the swap against
+//! Each swaps three times in a row (a new signature each time), and the
+//! median of the three latencies is reported with the range, as this
+//! shared machine's timings move by a third from run to run. Reported for
+//! each: the latency from the change to the new database serving; scans
+//! per second and the longest scan during the swap against
 //! steady state (how much scanning is slowed or blocked); resident memory
 //! at steady state and its peak during the swap. Needs clamd (`./dev
 //! bench`) and the corpus (`./dev test` or `./dev bench` prepares it).
@@ -57,7 +60,10 @@ fn window(log: &Log, from: Instant, to: Instant) -> (f64, Duration) {
 struct Row {
     db: &'static str,
     who: &'static str,
+    /// The median of the swaps' latencies.
     latency: Duration,
+    /// The shortest and the longest.
+    latency_range: (Duration, Duration),
     steady_rate: f64,
     swap_rate: f64,
     steady_max: Duration,
@@ -69,6 +75,9 @@ struct Row {
 }
 
 const STEADY: Duration = Duration::from_secs(3);
+
+/// Swaps measured per row.
+const SWAPS: usize = 3;
 
 /// Adds signature `n` to the database. Its name carries the time, so that
 /// every run's new database is new to cordon's snapshot cache too: a swap
@@ -156,8 +165,8 @@ fn cordon_swap(
         },
         &sampler,
         &log,
-        || {
-            add_signature(db, 1);
+        |k| {
+            add_signature(db, k);
             if trigger == Trigger::Command {
                 let engine = registry.enabled()[0].name.clone();
                 registry
@@ -165,7 +174,7 @@ fn cordon_swap(
                     .unwrap_or_else(|e| panic!("reload: {e}"));
             }
         },
-        || registry.enabled()[0].number >= 2,
+        |k| registry.enabled()[0].number > k as u64,
     );
     stop.store(true, Ordering::Relaxed);
     watch_stop.send_replace(true);
@@ -185,14 +194,15 @@ fn cordon_swap(
 }
 
 /// With scans running and recorded in `log`: steady state for [`STEADY`],
-/// then `change`, then the swap until `live` says so.
+/// then [`SWAPS`] times `change(k)` (k from 1) and the swap until
+/// `live(k)` says so.
 fn measure(
     db: &'static str,
     who: &'static str,
     sampler: &Sampler,
     log: &Log,
-    change: impl FnOnce(),
-    live: impl Fn() -> bool,
+    change: impl Fn(usize),
+    live: impl Fn(usize) -> bool,
 ) -> Row {
     std::thread::sleep(Duration::from_millis(500));
     sampler.reset();
@@ -201,23 +211,34 @@ fn measure(
     let steady_to = Instant::now();
     let steady_mib = sampler.peak_mib();
     sampler.reset();
-    let changed = Instant::now();
-    change();
-    while !live() {
-        assert!(
-            changed.elapsed() < Duration::from_secs(600),
-            "{db}, {who}: the new database never served"
-        );
-        std::thread::sleep(Duration::from_millis(1));
+    let mut latencies = Vec::new();
+    let (mut swap_time, mut swap_scans, mut swap_max) = (Duration::ZERO, 0.0, Duration::ZERO);
+    for k in 1..=SWAPS {
+        let changed = Instant::now();
+        change(k);
+        while !live(k) {
+            assert!(
+                changed.elapsed() < Duration::from_secs(600),
+                "{db}, {who}: the new database never served"
+            );
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let swapped = Instant::now();
+        latencies.push(swapped - changed);
+        let (rate, max) = window(log, changed, swapped);
+        swap_scans += rate * (swapped - changed).as_secs_f64();
+        swap_time += swapped - changed;
+        swap_max = swap_max.max(max);
     }
-    let swapped = Instant::now();
     let peak_mib = sampler.peak_mib();
     let (steady_rate, steady_max) = window(log, steady_from, steady_to);
-    let (swap_rate, swap_max) = window(log, changed, swapped);
+    let swap_rate = swap_scans / swap_time.as_secs_f64().max(1e-9);
+    latencies.sort();
     Row {
         db,
         who,
-        latency: swapped - changed,
+        latency: latencies[latencies.len() / 2],
+        latency_range: (latencies[0], latencies[latencies.len() - 1]),
         steady_rate,
         swap_rate,
         steady_max,
@@ -253,12 +274,12 @@ fn clamd_swap(name: &'static str, db: &Path, messages: &Arc<Vec<Vec<u8>>>, work:
         "clamd RELOAD",
         &sampler,
         &log,
-        || {
-            add_signature(db, 2);
+        |k| {
+            add_signature(db, k);
             let reply = clamd::request(&sock, b"zRELOAD\0");
             assert!(reply.starts_with("RELOADING"), "clamd said {reply:?}");
         },
-        || clamd.logged("Database correctly reloaded"),
+        |k| clamd.logged_times("Database correctly reloaded") >= k,
     );
     stop.store(true, Ordering::Relaxed);
     for c in clients {
@@ -293,15 +314,22 @@ fn main() {
         rows.push(clamd_swap(name, &db, &messages, work.path()));
     }
     println!(
-        "{:<6} {:<17} {:>10} {:>22} {:>24} {:>22}",
-        "db", "", "swap", "scans/s steady→swap", "longest scan steady→swap", "RSS MiB steady→peak"
+        "{:<6} {:<17} {:>22} {:>22} {:>24} {:>22}",
+        "db",
+        "",
+        "swap (median, range)",
+        "scans/s steady→swap",
+        "longest scan steady→swap",
+        "RSS MiB steady→peak"
     );
     for r in &rows {
         println!(
-            "{:<6} {:<17} {:>8.2} s {:>10.0} → {:>8.0} {:>11.1} ms → {:>7.1} ms {:>10.1} → {:>8.1}",
+            "{:<6} {:<17} {:>6.2} s ({:.2}-{:.2}) {:>10.0} → {:>8.0} {:>11.1} ms → {:>7.1} ms {:>10.1} → {:>8.1}",
             r.db,
             r.who,
             r.latency.as_secs_f64(),
+            r.latency_range.0.as_secs_f64(),
+            r.latency_range.1.as_secs_f64(),
             r.steady_rate,
             r.swap_rate,
             r.steady_max.as_secs_f64() * 1000.0,

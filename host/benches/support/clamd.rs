@@ -79,9 +79,15 @@ impl Clamd {
 
     /// Whether its log says `line`.
     pub fn logged(&self, line: &str) -> bool {
+        self.logged_times(line) > 0
+    }
+
+    /// How many times its log holds `line`.
+    pub fn logged_times(&self, line: &str) -> usize {
         std::fs::read_to_string(&self.log)
             .unwrap_or_default()
-            .contains(line)
+            .matches(line)
+            .count()
     }
 }
 
