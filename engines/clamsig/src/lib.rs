@@ -200,6 +200,14 @@ mod component {
                 .filter(|p| p.is_file())
                 .collect();
             files.sort();
+            // First, so that they sit low in the heap, and in proportion to
+            // what is read (see `Pieces`).
+            let bytes: u64 = files
+                .iter()
+                .filter_map(|p| std::fs::metadata(p).ok())
+                .map(|m| m.len())
+                .sum();
+            let mut pieces = crate::db::Pieces::for_total(bytes);
             let mut db = Db::default();
             // The tables sized for every file at once (see `Db::add_read`).
             let mut lines: Vec<(String, usize)> = Vec::new();
@@ -213,7 +221,7 @@ mod component {
                     continue;
                 };
                 let n = std::fs::File::open(path)
-                    .and_then(crate::db::count_lines)
+                    .and_then(|mut f| pieces.count_lines(&mut f))
                     .map_err(|e| format!("/definitions/{name}: cannot read: {e}"))?;
                 match lines.iter_mut().find(|(e, _)| *e == ext) {
                     Some((_, total)) => *total += n,
@@ -245,7 +253,7 @@ mod component {
                 } else {
                     let file = std::fs::File::open(path)
                         .map_err(|e| in_dir(format!("{name}: cannot read: {e}")))?;
-                    db.add_read(&name, file).map_err(in_dir)?;
+                    db.add_read(&name, file, &mut pieces).map_err(in_dir)?;
                 }
             }
             let count = db.signatures();
@@ -269,6 +277,7 @@ mod component {
                     stats.skipped_files.join(", ")
                 ),
             );
+            drop(pieces);
             let matcher = Matcher::new(db)?;
             Ok(Clamsig {
                 matcher,

@@ -73,15 +73,56 @@ pub struct Matcher {
     nocase: Option<(AhoCorasick, Vec<PatRef>)>,
     kinds: BTreeSet<HashKindOrd>,
     /// Where each hash bucket's entries start in the sorted `db.hashes`
-    /// (see [`hash_bucket`]); one more than the buckets.
-    hash_starts: Vec<u32>,
+    /// (see [`HashIndex::bucket`]).
+    hash_index: HashIndex,
 }
 
-/// Bits of a digest that pick its bucket: at 50,000 hash signatures a
-/// bucket holds about twelve, so a lookup reads the index and one or two
-/// pages of the table (a binary search would read a dozen, and in the
-/// sandbox each is a page fault on the image).
-const HASH_BUCKET_BITS: u32 = 12;
+/// The bucket index over the hash table, sorted by kind and digest.
+///
+/// A digest's bucket is its kind and its first `bits` bits (digests are
+/// uniform); about eight entries share one, so a lookup reads the index
+/// and one or two pages of the table (a binary search would read a dozen,
+/// and in the sandbox each is a page fault on the image). Sized by the
+/// table: a small database gets a small index.
+struct HashIndex {
+    bits: u32,
+    /// Where each bucket starts; one more than the buckets.
+    starts: Vec<u32>,
+}
+
+/// Most bits of a digest a bucket takes (4,096 buckets a kind, for about
+/// 32,000 signatures of a kind and more).
+const HASH_BUCKET_BITS_MAX: u32 = 12;
+
+impl HashIndex {
+    fn new(hashes: &[crate::db::HashSig]) -> HashIndex {
+        let bits = (hashes.len() / 8).max(1).ilog2().min(HASH_BUCKET_BITS_MAX);
+        let mut index = HashIndex {
+            bits,
+            starts: vec![0u32; (3 << bits) + 1],
+        };
+        for h in hashes {
+            let b = index.bucket(h.kind, &h.digest);
+            index.starts[b + 1] += 1;
+        }
+        for b in 0..3 << bits {
+            index.starts[b + 1] += index.starts[b];
+        }
+        index
+    }
+
+    /// A digest's bucket: its kind, then its first bits.
+    fn bucket(&self, kind: HashKind, digest: &[u8; 32]) -> usize {
+        let top = usize::from(u16::from_be_bytes([digest[0], digest[1]]));
+        kind_index(kind) << self.bits | top >> (16 - self.bits)
+    }
+
+    /// The entries of `digest`'s bucket: a range of the sorted table.
+    fn range(&self, kind: HashKind, digest: &[u8; 32]) -> std::ops::Range<usize> {
+        let b = self.bucket(kind, digest);
+        self.starts[b] as usize..self.starts[b + 1] as usize
+    }
+}
 
 fn kind_index(k: HashKind) -> usize {
     match k {
@@ -89,25 +130,6 @@ fn kind_index(k: HashKind) -> usize {
         HashKind::Sha1 => 1,
         HashKind::Sha256 => 2,
     }
-}
-
-/// A digest's bucket: its kind, then its first bits (digests are uniform).
-fn hash_bucket(kind: HashKind, digest: &[u8; 32]) -> usize {
-    kind_index(kind) << HASH_BUCKET_BITS
-        | (usize::from(u16::from_be_bytes([digest[0], digest[1]])) >> (16 - HASH_BUCKET_BITS))
-}
-
-/// The bucket starts of `hashes`, sorted by kind and digest.
-fn hash_starts(hashes: &[crate::db::HashSig]) -> Vec<u32> {
-    let buckets = 3 << HASH_BUCKET_BITS;
-    let mut starts = vec![0u32; buckets + 1];
-    for h in hashes {
-        starts[hash_bucket(h.kind, &h.digest) + 1] += 1;
-    }
-    for b in 0..buckets {
-        starts[b + 1] += starts[b];
-    }
-    starts
 }
 
 /// Bits of the gram filter: 2^22 bits, 512 KiB.
@@ -264,7 +286,7 @@ impl Matcher {
         db.hashes.sort_unstable_by(|a, b| {
             (kind_index(a.kind), a.digest).cmp(&(kind_index(b.kind), b.digest))
         });
-        let hash_starts = hash_starts(&db.hashes);
+        let hash_index = HashIndex::new(&db.hashes);
         // Sized once: what init frees stays in the snapshot as garbage.
         let patterns = db.body.len() + db.logical.iter().map(|l| l.subs.len()).sum::<usize>();
         let (mut grams, mut exact, mut nocase) =
@@ -294,7 +316,7 @@ impl Matcher {
             exact: build(exact, false)?,
             nocase: build(nocase, true)?,
             kinds,
-            hash_starts,
+            hash_index,
             db,
         })
     }
@@ -338,13 +360,9 @@ impl Matcher {
         let mut out = Vec::new();
         for (kind, digest) in self.digests(hashed) {
             let digest = crate::db::padded(&digest);
-            let b = hash_bucket(kind, &digest);
-            let (lo, hi) = (
-                self.hash_starts[b] as usize,
-                self.hash_starts[b + 1] as usize,
-            );
+            let range = self.hash_index.range(kind, &digest);
             out.extend(
-                self.db.hashes[lo..hi]
+                self.db.hashes[range]
                     .iter()
                     .filter(|s| s.kind == kind && s.digest == digest)
                     .filter(|s| s.size == crate::db::ANY_SIZE || s.size == size)
