@@ -217,7 +217,8 @@ mod component {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-                let Some(ext) = ext.filter(|e| e != "cvd" && e != "cld") else {
+                // Only the formats whose tables are sized up front.
+                let Some(ext) = ext.filter(|e| matches!(e.as_str(), "ndb" | "hdb" | "hsb")) else {
                     continue;
                 };
                 let n = std::fs::File::open(path)
