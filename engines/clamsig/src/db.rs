@@ -15,7 +15,7 @@ use std::collections::HashSet;
 use std::io::{Read, Seek, SeekFrom};
 
 use crate::logical::Expr;
-use crate::pattern::{Modifiers, Pattern, hexval};
+use crate::pattern::{Modifiers, Pattern, decode_hex_into};
 
 /// The hash algorithm of a hash signature.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -218,10 +218,7 @@ fn parse_hex(s: &str) -> Option<Vec<u8>> {
         return None;
     }
     let mut out = Vec::with_capacity(s.len() / 2);
-    for c in s.chunks_exact(2) {
-        out.push(hexval(c[0])? << 4 | hexval(c[1])?);
-    }
-    Some(out)
+    decode_hex_into(s, &mut out).then_some(out)
 }
 
 /// The first four `:`-separated fields of `line` (the fourth absent when
@@ -508,7 +505,12 @@ impl Db {
                     None => continue,
                 }
             };
-            let text = String::from_utf8_lossy(&pending[..upto]);
+            // `from_utf8` first: its check is word-at-a-time over ASCII,
+            // `from_utf8_lossy`'s byte-by-byte.
+            let text = match std::str::from_utf8(&pending[..upto]) {
+                Ok(t) => std::borrow::Cow::Borrowed(t),
+                Err(_) => String::from_utf8_lossy(&pending[..upto]),
+            };
             count += self.add_lines(file, &ext, &text, line, false)?;
             line += text.lines().count();
             drop(text);

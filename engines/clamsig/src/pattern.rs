@@ -252,13 +252,42 @@ pub struct Modifiers {
 }
 
 /// The value of one hex digit.
-pub(crate) fn hexval(c: u8) -> Option<u8> {
-    match c {
-        b'0'..=b'9' => Some(c - b'0'),
-        b'a'..=b'f' => Some(c - b'a' + 10),
-        b'A'..=b'F' => Some(c - b'A' + 10),
-        _ => None,
+fn hexval(c: u8) -> Option<u8> {
+    let v = HEX[usize::from(c)];
+    (v & NOT_HEX == 0).then_some(v)
+}
+
+/// Marks a byte that is not a hex digit in [`HEX`].
+const NOT_HEX: u8 = 0x80;
+
+/// Each byte's value as a hex digit, or [`NOT_HEX`].
+const HEX: [u8; 256] = {
+    let mut t = [NOT_HEX; 256];
+    let mut i = 0;
+    while i < 10 {
+        t[b'0' as usize + i] = i as u8;
+        i += 1;
     }
+    let mut i = 0;
+    while i < 6 {
+        t[b'a' as usize + i] = 10 + i as u8;
+        t[b'A' as usize + i] = 10 + i as u8;
+        i += 1;
+    }
+    t
+};
+
+/// Appends the bytes of the hex digit pairs in `hex` (of even length) to
+/// `out`; false, with `out` holding garbage, when one is not a hex digit.
+/// Without an exit per digit (a database has millions of them).
+pub(crate) fn decode_hex_into(hex: &[u8], out: &mut Vec<u8>) -> bool {
+    let mut bad = 0u8;
+    for pair in hex.chunks_exact(2) {
+        let (h, l) = (HEX[usize::from(pair[0])], HEX[usize::from(pair[1])]);
+        bad |= h | l;
+        out.push(h << 4 | (l & 0x0f));
+    }
+    bad & NOT_HEX == 0 && hex.len().is_multiple_of(2)
 }
 
 fn parse_byte(hi: u8, lo: u8) -> Result<ByteTest, String> {
@@ -423,8 +452,8 @@ impl Pattern {
         }
         code.push(OP_LIT);
         put_varint(&mut code, n);
-        for c in hex.chunks_exact(2) {
-            code.push(hexval(c[0])? << 4 | hexval(c[1])?);
+        if !decode_hex_into(hex, &mut code) {
+            return None;
         }
         debug_assert_eq!(code.len(), code.capacity());
         Some(Pattern {
@@ -862,6 +891,20 @@ mod tests {
                 .unwrap_err()
                 .contains("no literal byte")
         );
+    }
+
+    #[test]
+    fn hex_decodes_in_either_case_and_anything_else_is_refused() {
+        let mut out = Vec::new();
+        assert!(decode_hex_into(b"00fF7a9B", &mut out));
+        assert_eq!(out, [0x00, 0xff, 0x7a, 0x9b]);
+        for bad in [&b"0g"[..], b"??", b"+1", b"\xff0", b"0 ", b"abc"] {
+            assert!(!decode_hex_into(bad, &mut Vec::new()), "{bad:?}");
+        }
+        for c in 0..=255u8 {
+            let want = (c as char).to_digit(16).map(|d| d as u8);
+            assert_eq!(hexval(c), want, "{c}");
+        }
     }
 
     #[test]
