@@ -33,6 +33,20 @@ fn parse_status_kib(status: &str, field: &str) -> Option<u64> {
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// Returns the heap's free memory to the kernel (glibc's `malloc_trim`;
+/// a no-op elsewhere). glibc keeps what a reload frees (the component read,
+/// its parsing, the build's bookkeeping) for later use, so without this a
+/// daemon's resident memory grows by it with each swap.
+#[allow(unsafe_code)]
+pub fn release_free_memory() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: `malloc_trim` takes no pointers and only returns free heap
+    // memory to the kernel; it is safe to call at any time from any thread.
+    unsafe {
+        libc::malloc_trim(0);
+    }
+}
+
 /// Resident memory now (`VmRSS`), in bytes; `None` if the process is gone.
 pub fn rss_bytes(pid: Pid) -> Option<u64> {
     status_bytes(pid, "VmRSS:")

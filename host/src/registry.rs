@@ -398,7 +398,9 @@ impl Registry {
         // What the candidate is built from; recorded even if it fails, so
         // the watcher does not retry the same broken files.
         *entry.files.lock().unwrap_or_else(|p| p.into_inner()) = fingerprint(&spec);
-        let mut g = self.runtime.load(&spec, number)?;
+        let loaded = self.runtime.load(&spec, number);
+        crate::process::release_free_memory();
+        let mut g = loaded?;
         self_test(&g, &spec, &self.live().rules.mime)?;
         g.stats = entry.stats.clone();
         let fresh = Arc::new(g);
