@@ -570,8 +570,18 @@ impl Pattern {
         at: usize,
         start_ok: &dyn Fn(usize) -> bool,
     ) -> Option<usize> {
-        let (a0, a1) = self.header().anchor;
-        let after = at + self.key().len();
+        let h = self.header();
+        // One exact literal (most signatures): the anchor found is the
+        // whole match, and nothing needs decoding.
+        if !self.key_nocase
+            && h.anchor == (0, 1)
+            && h.key.0 == h.tokens + 1 + varint_len(h.key.1)
+            && h.key.0 + h.key.1 == self.code.len()
+        {
+            return start_ok(at).then_some(at);
+        }
+        let (a0, a1) = h.anchor;
+        let after = at + h.key.1;
         let toks = self.toks();
         if self.key_nocase && !seq_at_toks(&toks[a0..a1], data, at) {
             return None;
@@ -905,6 +915,22 @@ mod tests {
             let want = (c as char).to_digit(16).map(|d| d as u8);
             assert_eq!(hexval(c), want, "{c}");
         }
+    }
+
+    #[test]
+    fn a_literal_with_anything_after_it_is_not_taken_for_a_plain_literal() {
+        // The fast path of `verify` is for one exact literal only: a
+        // literal followed by a byte test must still check that byte.
+        let plain = Pattern::parse("41424344", Modifiers::default()).unwrap();
+        assert_eq!(plain.verify(b"xABCDy", 1, &|_| true), Some(1));
+        assert_eq!(plain.verify(b"xABCDy", 1, &|s| s == 0), None);
+        let more = Pattern::parse("4142434445??46", Modifiers::default()).unwrap();
+        assert_eq!(more.key(), b"ABCDE");
+        assert_eq!(more.verify(b"ABCDE.F", 0, &|_| true), Some(0));
+        assert_eq!(more.verify(b"ABCDE.G", 0, &|_| true), None);
+        let before = Pattern::parse("46??4142434445", Modifiers::default()).unwrap();
+        assert_eq!(before.verify(b"F.ABCDE", 2, &|_| true), Some(0));
+        assert_eq!(before.verify(b"G.ABCDE", 2, &|_| true), None);
     }
 
     #[test]
