@@ -12,7 +12,7 @@
 //! error naming the file and line.
 
 use std::collections::HashSet;
-use std::io::{Read, Seek, SeekFrom};
+use std::io::Read;
 
 use crate::logical::Expr;
 use crate::pattern::{Modifiers, Pattern, decode_hex_into};
@@ -293,6 +293,13 @@ impl Drop for Pieces {
     }
 }
 
+/// Whether the tables of format `ext` (a lower-case file extension) are
+/// sized before loading ([`Db::reserve_for`]): the formats of a large
+/// database's bulk.
+pub fn sized_up_front(ext: &str) -> bool {
+    matches!(ext, "ndb" | "hdb" | "hsb")
+}
+
 /// Makes room for `additional` more elements in one step. When the vector
 /// must move, its old buffer is zeroed before it is freed: what init frees
 /// stays in the generation's snapshot, and only zero pages are left out of
@@ -469,14 +476,13 @@ impl Db {
     /// As [`Db::add_file`], reading the file in pieces: never holding a
     /// whole definitions file keeps it out of the engine's heap, and so out
     /// of the generation's snapshot (a freed buffer leaves a hole there that
-    /// the image still spans). The file is read twice: once to count its
-    /// lines, so that the tables are sized once, then to parse.
+    /// the image still spans).
     ///
-    /// Loading several files, size the tables for all of them first
-    /// ([`Pieces::count_lines`], [`Db::reserve_for`]): each file's own
-    /// reservation would otherwise move the tables the files before it
-    /// filled, and the old copies leave holes the image still spans.
-    pub fn add_read<R: Read + Seek>(
+    /// Size the tables for every file first ([`Pieces::count_lines`] of
+    /// each file whose format [`sized_up_front`], then [`Db::reserve_for`]):
+    /// grown file by file, the tables would move and the old copies leave
+    /// holes the image still spans.
+    pub fn add_read<R: Read>(
         &mut self,
         file: &str,
         mut r: R,
@@ -486,9 +492,6 @@ impl Db {
             return Ok(());
         };
         let io = |e: std::io::Error| format!("{file}: cannot read: {e}");
-        let lines = pieces.count_lines(&mut r).map_err(io)?;
-        self.reserve_for(&ext, lines);
-        r.seek(SeekFrom::Start(0)).map_err(io)?;
         // `pending` holds what follows the last complete line read so far.
         let Pieces { buf, pending } = pieces;
         pending.clear();
@@ -544,6 +547,7 @@ impl Db {
     /// Room for `lines` more signatures of format `ext` (a file extension,
     /// lower case) at once: grown by doubling, the old buffers would stay
     /// in the generation's snapshot.
+    /// Formats other than those [`sized_up_front`] are left to grow.
     pub fn reserve_for(&mut self, ext: &str, lines: usize) {
         match ext {
             "ndb" => reserve_zeroing(&mut self.body, lines),

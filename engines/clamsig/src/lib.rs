@@ -217,8 +217,7 @@ mod component {
                     .map(|n| n.to_string_lossy().into_owned())
                     .unwrap_or_default();
                 let ext = name.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase());
-                // Only the formats whose tables are sized up front.
-                let Some(ext) = ext.filter(|e| matches!(e.as_str(), "ndb" | "hdb" | "hsb")) else {
+                let Some(ext) = ext.filter(|e| crate::db::sized_up_front(e)) else {
                     continue;
                 };
                 let n = std::fs::File::open(path)
