@@ -1,6 +1,14 @@
-//! The host side of the WIT world `cordon:scanner/scanner`: the one
-//! `bindgen!` call. Everything the host knows about the contract's types
-//! comes from here.
+//! The host side of the WIT world `cordon:scanner/scanner`: the `bindgen!`
+//! calls. Everything the host knows about the contract's types comes from
+//! here.
+//!
+//! The contract is versioned, and engines built against an earlier version
+//! keep loading: the current package (`wit/scanner.wit`, 0.2.0) is what the
+//! host's types come from; each earlier one (`wit/v0.1.0/`) is bound in a
+//! module of its own for its host imports. An engine's calls are made
+//! through the current types whatever version it exports: the records and
+//! functions an earlier version has are the same in the current one, and
+//! wasmtime checks types by structure (see [`Contract`]).
 
 // Generated items carry the WIT doc comments; the few without them (helpers
 // bindgen adds) are not part of our API surface.
@@ -11,9 +19,56 @@ wasmtime::component::bindgen!({
     world: "scanner",
 });
 
+/// The first version of the contract, `cordon:scanner@0.1.0`: its host
+/// imports, for engines built against it.
+pub mod v0_1 {
+    wasmtime::component::bindgen!({
+        path: "../wit/v0.1.0",
+        world: "scanner",
+    });
+}
+
+/// A version of the contract an engine may be built against, known by the
+/// engine interface it exports.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Contract {
+    /// `cordon:scanner@0.1.0`: no capabilities, no `learn`.
+    V0_1,
+    /// `cordon:scanner@0.2.0`.
+    V0_2,
+}
+
+impl Contract {
+    /// Every version the host loads, newest first.
+    pub const ALL: [Contract; 2] = [Contract::V0_2, Contract::V0_1];
+
+    /// The package version.
+    pub fn version(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "0.1.0",
+            Contract::V0_2 => "0.2.0",
+        }
+    }
+
+    /// The name of the engine interface a component of this version
+    /// exports.
+    pub fn engine_export(self) -> &'static str {
+        match self {
+            Contract::V0_1 => "cordon:scanner/engine@0.1.0",
+            Contract::V0_2 => "cordon:scanner/engine@0.2.0",
+        }
+    }
+
+    /// Whether engines of this version export `learn`.
+    pub fn has_learn(self) -> bool {
+        self >= Contract::V0_2
+    }
+}
+
 pub use cordon::scanner::types::{
-    EngineInfo, Envelope, Header, IpAddress, Outcome, PartInfo, Recipient, RecipientAction,
-    RecipientVerdict, Setting, Threat, ThreatKind, UnscannableReason, Verdict,
+    EngineInfo, Envelope, Header, IpAddress, LearnClass, LearnOutcome, Outcome, PartInfo,
+    Recipient, RecipientAction, RecipientVerdict, Setting, Threat, ThreatKind, UnscannableReason,
+    Verdict,
 };
 
 /// A verdict with `outcome` and nothing else: no score, rules, recipient

@@ -267,6 +267,68 @@ fn engine_flag_scans_without_a_config() {
     assert!(stderr(&o).contains("no config file"), "{}", stderr(&o));
 }
 
+/// `--setting` and `--definitions` configure the engines given with
+/// `--engine`, as `[engines.NAME]` would.
+#[test]
+fn engine_flag_takes_settings_and_definitions() {
+    let clamsig = component("clamsig");
+    let clamsig = clamsig.to_str().unwrap();
+    // clamsig refuses to start without definitions; with the sample ones
+    // it finds their EICAR signature.
+    let o = cordon(&[
+        "scan",
+        "--no-summary",
+        "--engine",
+        clamsig,
+        "samples/eicar.eml",
+    ]);
+    assert_eq!(o.status.code(), Some(2), "{}", stderr(&o));
+    let o = cordon(&[
+        "scan",
+        "--no-summary",
+        "--engine",
+        clamsig,
+        "--definitions",
+        "engines/clamsig/definitions",
+        "samples/eicar.eml",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("Sample.Eicar.UNOFFICIAL"),
+        "{}",
+        stdout(&o)
+    );
+
+    // The hostile engine does what its `mode` setting says.
+    let hostile = component("hostile");
+    let o = cordon(&[
+        "scan",
+        "--no-summary",
+        "--engine",
+        hostile.to_str().unwrap(),
+        "--setting",
+        "mode=envelope",
+        "samples/clean.eml",
+    ]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(
+        stdout(&o).contains("Envelope.from[].to[]"),
+        "{}",
+        stdout(&o)
+    );
+
+    let o = cordon(&[
+        "scan",
+        "--engine",
+        hostile.to_str().unwrap(),
+        "--setting",
+        "mode",
+        "samples/clean.eml",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("expected KEY=VALUE"), "{}", stderr(&o));
+}
+
 #[test]
 fn message_over_the_size_limit_is_not_scanned_and_is_deferred() {
     let testsig = component("testsig");

@@ -319,3 +319,31 @@ async fn definitions_are_read_only_at_init_and_closed_during_scans() {
     assert!(err.contains("engines.defs.definitions"), "{err}");
     assert!(err.contains("nope is not a directory"), "{err}");
 }
+
+/// The wall clock an engine reads is the start of its call, fixed for the
+/// call (the contract, 0.2.0): two readings 1.5 s of computing apart agree,
+/// and they are the time the scan ran.
+#[test]
+fn the_wall_clock_is_the_call_start_fixed_for_the_call() {
+    let now = || {
+        std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs()
+    };
+    let before = now();
+    let o = scan_with_hostile_cli("clock", "warn");
+    let after = now();
+    let out = stdout(&o);
+    let name = out
+        .split_whitespace()
+        .find_map(|w| w.trim_end_matches(',').strip_prefix("Clock."))
+        .unwrap_or_else(|| panic!("no clock reading: {out} {}", stderr(&o)));
+    let (first, second) = name.split_once('.').unwrap();
+    let (first, second): (u64, u64) = (first.parse().unwrap(), second.parse().unwrap());
+    assert_eq!(first, second, "the clock moved during the call: {out}");
+    assert!(
+        (before..=after).contains(&first),
+        "{before} <= {first} <= {after}"
+    );
+}

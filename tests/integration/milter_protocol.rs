@@ -46,6 +46,22 @@ async fn read_frame(r: &mut (impl AsyncReadExt + Unpin)) -> Option<(u8, Vec<u8>)
 /// returns the protocol cordon agreed to and the frames it sent after
 /// option negotiation, up to its final answer.
 async fn conversation(registry: &Arc<Registry>, protocol: u32) -> (u32, Vec<(u8, Vec<u8>)>) {
+    conversation_with(
+        registry,
+        protocol,
+        b"<a@outside.test>\0",
+        b"<dave@in.test>\0",
+    )
+    .await
+}
+
+/// [`conversation`] with the MAIL and RCPT packets' data as given.
+async fn conversation_with(
+    registry: &Arc<Registry>,
+    protocol: u32,
+    mail: &[u8],
+    rcpt: &[u8],
+) -> (u32, Vec<(u8, Vec<u8>)>) {
     let (mut mta, milter) = tokio::io::duplex(1 << 16);
     let (_stop_tx, stop_rx) = watch::channel(false);
     let server = tokio::spawn(run_session(milter, "raw", registry.clone(), stop_rx));
@@ -63,8 +79,8 @@ async fn conversation(registry: &Arc<Registry>, protocol: u32) -> (u32, Vec<(u8,
     let message = [
         packet(b'C', b"client.test\x004\x9c\x40192.0.2.10\0"),
         packet(b'H', b"client.test\0"),
-        packet(b'M', b"<a@outside.test>\0"),
-        packet(b'R', b"<dave@in.test>\0"),
+        packet(b'M', mail),
+        packet(b'R', rcpt),
         packet(b'L', b"From\0a@outside.test\0"),
         packet(b'L', b"Subject\0test\0"),
         packet(b'N', b""),
@@ -118,4 +134,35 @@ async fn an_mta_offering_no_reply_steps_gets_only_the_end_of_message_answer() {
     );
     let text = String::from_utf8_lossy(&frames[0].1);
     assert!(text.starts_with("550 5.7.1"), "{text}");
+}
+
+/// The contract says engines get bare addresses; the MTA sends SMTP paths
+/// (angle brackets, a source route, ESMTP parameters as further fields).
+#[tokio::test(flavor = "multi_thread")]
+async fn engines_get_bare_envelope_addresses() {
+    let registry = Arc::new(
+        Registry::load(
+            &config_from_toml(&format!(
+                "cache_dir = {}\n[engines.hostile]\ncomponent = {}\nsettings.mode = \"envelope\"\n",
+                toml_path(&cache_dir()),
+                toml_path(&component("hostile"))
+            ))
+            .registry,
+        )
+        .unwrap_or_else(|e| panic!("{e:#}")),
+    );
+    let (_, frames) = conversation_with(
+        &registry,
+        0,
+        b"<a@outside.test>\0SIZE=100\0BODY=8BITMIME\0",
+        b"<@relay.test:dave@in.test>\0NOTIFY=NEVER\0",
+    )
+    .await;
+    let (code, text) = frames.last().expect("an answer");
+    assert_eq!(*code, b'y');
+    let text = String::from_utf8_lossy(text);
+    assert!(
+        text.contains("Envelope.from[a@outside.test].to[dave@in.test]"),
+        "{text}"
+    );
 }

@@ -419,11 +419,18 @@ fn a_new_snapshot_takes_the_components_compiled_functions_from_the_cache() {
     assert_eq!(functions.len(), 1, "one function cache per component");
 }
 
-/// An engine written in JavaScript (componentize-js, `tests/engines/jssig`)
+/// An engine written in JavaScript (componentize-js, `tests/engines/jssig`,
+/// built with componentize-js's default flags, so it imports `wasi:http`)
 /// loads, scans decoded parts, and its second load maps the cached
 /// snapshot; a changed setting builds a new one.
 #[test]
 fn a_javascript_engine_loads_scans_and_its_second_load_maps_the_cached_snapshot() {
+    let imports =
+        cordon::engine::imports::imports(&std::fs::read(component("jssig")).unwrap()).unwrap();
+    assert!(
+        imports.iter().any(|i| i.starts_with("wasi:http/")),
+        "built with the default flags, jssig imports wasi:http: {imports:?}"
+    );
     let dir = tempfile::tempdir().unwrap();
     let config = |marker: &str| {
         write_config(

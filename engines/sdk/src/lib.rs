@@ -38,7 +38,8 @@ pub mod bindings {
     // wit-bindgen's, checked against the WIT by the macro.
     wit_bindgen::generate!({
         path: "../../wit",
-        world: "scanner",
+        // Only the capabilities an engine calls end up imported.
+        world: "scanner-with-capabilities",
         pub_export_macro: true,
         export_macro_name: "__export_scanner",
         default_bindings_module: "cordon_engine_sdk::bindings",
@@ -49,9 +50,16 @@ use std::collections::BTreeMap;
 
 pub use bindings::cordon::scanner::host::Level;
 pub use bindings::cordon::scanner::types::{
-    EngineInfo, Envelope, Header, IpAddress, Outcome, PartInfo, Recipient, RecipientAction,
-    RecipientVerdict, Threat, ThreatKind, UnscannableReason, Verdict,
+    EngineInfo, Envelope, Header, IpAddress, LearnClass, LearnOutcome, Outcome, PartInfo,
+    Recipient, RecipientAction, RecipientVerdict, Threat, ThreatKind, UnscannableReason, Verdict,
 };
+
+/// The capabilities an operator may grant (`[engines.NAME] capabilities`):
+/// DNS lookups and a key-value store for learned state. An engine that
+/// calls one imports it, and is refused unless it is granted.
+pub mod capabilities {
+    pub use crate::bindings::cordon::scanner::{dns, store};
+}
 
 /// The settings from `[engines.NAME.settings]` in cordon's config.
 pub type Settings = BTreeMap<String, String>;
@@ -82,6 +90,20 @@ pub trait Engine: Sized + Send + Sync + 'static {
     /// Scans one decoded MIME part. The default finds nothing.
     fn scan_part(&self, _envelope: &Envelope, _part: &PartInfo, _content: &[u8]) -> Verdict {
         Verdict::clean()
+    }
+
+    /// Learns that `message` is of `class` (`cordon learn`); `reference` is
+    /// the scan id of an earlier scan of it, when known. What is learned
+    /// must go through the `store` capability: the instance is discarded
+    /// after the call. The default learns nothing.
+    fn learn(
+        &self,
+        _envelope: &Envelope,
+        _message: &[u8],
+        _class: LearnClass,
+        _reference: Option<&str>,
+    ) -> Result<LearnOutcome, String> {
+        Ok(LearnOutcome::Unsupported)
     }
 }
 
@@ -206,6 +228,20 @@ macro_rules! export_engine {
                     &envelope,
                     &part,
                     &content,
+                )
+            }
+            fn learn(
+                envelope: $crate::Envelope,
+                message: ::std::vec::Vec<u8>,
+                class: $crate::LearnClass,
+                reference: ::std::option::Option<::std::string::String>,
+            ) -> ::std::result::Result<$crate::LearnOutcome, ::std::string::String> {
+                $crate::Engine::learn(
+                    $crate::__private::state(&__CORDON_ENGINE),
+                    &envelope,
+                    &message,
+                    class,
+                    reference.as_deref(),
                 )
             }
         }

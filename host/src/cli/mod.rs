@@ -7,6 +7,7 @@
 //! then [`EngineSource::resolve`] turns them into a validated config, so
 //! every later step works with checked values.
 
+mod engine_test;
 mod operator;
 mod scan;
 
@@ -56,6 +57,9 @@ pub enum Command {
     Engines(EnginesArgs),
     /// Validate a config file and load every engine in it.
     CheckConfig(EngineSource),
+    /// For engine vendors: test a component.
+    #[command(subcommand)]
+    Engine(EngineCommand),
     /// Internal: compile a component read from stdin into an artifact file
     /// (run by cordon itself, in a child process with bounds).
     #[command(name = "compile-component", hide = true)]
@@ -78,6 +82,16 @@ pub enum Command {
     Reload(ReloadArgs),
 }
 
+/// `cordon engine ...`: the vendor kit.
+#[derive(Debug, Subcommand)]
+pub enum EngineCommand {
+    /// Run the conformance suite on a component: it loads, says who it is,
+    /// detects EICAR or GTUBE (or the given samples), passes clean mail,
+    /// gives the same verdicts every time, stays within its limits, and
+    /// answers `learn`; with load and scan figures. Exit 0 when all pass.
+    Test(engine_test::EngineTestArgs),
+}
+
 /// Where engines come from: a config file, or component files.
 #[derive(Debug, Args)]
 pub struct EngineSource {
@@ -88,6 +102,13 @@ pub struct EngineSource {
     /// A component to scan with, default settings and limits (repeatable).
     #[arg(long, value_name = "WASM")]
     pub engine: Vec<PathBuf>,
+    /// A setting for the engines given with --engine, as in
+    /// `[engines.NAME.settings]` (repeatable).
+    #[arg(long, value_name = "KEY=VALUE", requires = "engine")]
+    pub setting: Vec<String>,
+    /// The definitions directory of the engines given with --engine.
+    #[arg(long, value_name = "DIR", requires = "engine")]
+    pub definitions: Option<PathBuf>,
 }
 
 /// `cordon scan`.
@@ -179,7 +200,17 @@ impl EngineSource {
     pub fn resolve(&self) -> anyhow::Result<ValidConfig> {
         if !self.engine.is_empty() {
             let cli = Path::new("<command line>");
-            return Ok(Config::from_components(&self.engine).validate(cli)?);
+            let mut config = Config::from_components(&self.engine);
+            for engine in config.engines.values_mut() {
+                for s in &self.setting {
+                    let Some((key, value)) = s.split_once('=') else {
+                        anyhow::bail!("--setting {s:?}: expected KEY=VALUE");
+                    };
+                    engine.settings.insert(key.to_string(), value.to_string());
+                }
+                engine.definitions.clone_from(&self.definitions);
+            }
+            return Ok(config.validate(cli)?);
         }
         let path = match &self.config {
             Some(p) => p.clone(),
@@ -219,6 +250,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Scan(args) => scan::scan_command(args).await,
         Command::Engines(args) => operator::engines_command(args).await,
         Command::CheckConfig(source) => check_config(source).await,
+        Command::Engine(EngineCommand::Test(args)) => engine_test::engine_test_command(args).await,
         Command::Stats(args) => operator::stats_command(args).await,
         Command::Version(args) => operator::version_command(args).await,
         Command::Reload(args) => operator::reload_command(args).await,
@@ -286,10 +318,11 @@ async fn check_config(source: EngineSource) -> anyhow::Result<i32> {
         .map(|s| {
             let g = s.current();
             format!(
-                "{} {} (definitions {}){}",
+                "{} {} (definitions {}, contract {}){}",
                 g.info.name,
                 g.info.version,
                 g.info.definitions_version,
+                g.contract().version(),
                 if s.enabled() { "" } else { ", disabled" }
             )
         })

@@ -112,9 +112,23 @@ impl Config {
     pub fn from_components(components: &[PathBuf]) -> Config {
         let mut engines = BTreeMap::new();
         for (i, path) in components.iter().enumerate() {
-            let stem = path
+            // An engine's name takes letters, digits, '-' and '_': a file
+            // named `vendor-engine-1.2.wasm` is the engine `vendor-engine-1_2`.
+            let stem: String = path
                 .file_stem()
-                .map(|s| s.to_string_lossy().into_owned())
+                .map(|s| {
+                    s.to_string_lossy()
+                        .chars()
+                        .map(|c| {
+                            if c.is_ascii_alphanumeric() || c == '-' {
+                                c
+                            } else {
+                                '_'
+                            }
+                        })
+                        .collect()
+                })
+                .filter(|s: &String| !s.is_empty())
                 .unwrap_or_else(|| format!("engine{i}"));
             let mut name = stem.clone();
             let mut n = 2;

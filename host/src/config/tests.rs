@@ -81,6 +81,14 @@ mod basics {
         let names: Vec<_> = c.engines.keys().cloned().collect();
         assert_eq!(names, ["testsig", "testsig2"]);
     }
+
+    #[test]
+    fn engines_from_components_are_named_with_what_a_name_allows() {
+        let c = Config::from_components(&[PathBuf::from("x/vendor-engine-1.2 (beta).wasm")]);
+        let names: Vec<_> = c.engines.keys().cloned().collect();
+        assert_eq!(names, ["vendor-engine-1_2__beta_"]);
+        assert!(c.validate(Path::new("<command line>")).is_ok());
+    }
 }
 
 mod policy_rules {

@@ -12,19 +12,36 @@
 //! instead of holding it; `init`, `info` and the self-test keep their
 //! synchronous path.
 
+use std::sync::Arc;
 use std::time::Instant;
 
 use wasmtime::component::Instance;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
 use super::generation::{Generation, call_outcome, finish_parts, instantiation_fault, merge_part};
-use super::outcome::{EngineOutcome, check_verdict};
+use super::outcome::{EngineOutcome, Fault, FaultKind, check_verdict, classify};
 use super::state::ScanState;
-use crate::bindings::{Envelope, PartInfo, Verdict};
-use crate::mime::Decomposed;
+use crate::bindings::{Envelope, LearnClass, LearnOutcome, Verdict};
 
-/// The engine interface's name in the component's exports.
-const ENGINE_EXPORT: &str = "cordon:scanner/engine@0.1.0";
+/// Why `learn` gave no outcome.
+#[derive(Debug, Clone)]
+pub enum LearnError {
+    /// The engine faulted (trap, timeout, memory), or no instance could be
+    /// made.
+    Fault(Fault),
+    /// The engine returned an error; its text, escaped and bounded.
+    Refused(String),
+}
+
+impl std::fmt::Display for LearnError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LearnError::Fault(fault) => write!(f, "{}: {}", fault.kind, fault.detail),
+            LearnError::Refused(why) => write!(f, "the engine refused: {why}"),
+        }
+    }
+}
+use crate::mime::Decomposed;
 
 impl Generation {
     /// Scans `message` (and `parts`, when given) on a fresh instance, as an
@@ -58,6 +75,105 @@ impl Generation {
         outcome
     }
 
+    /// Calls the engine's `learn` with `message` as `class` on a fresh
+    /// instance, waiting for a concurrency permit and a pool slot first, as
+    /// a scan does. `reference` is the scan id of an earlier scan of it.
+    pub async fn learn(
+        self: &Arc<Self>,
+        envelope: &Envelope,
+        message: &[u8],
+        class: crate::bindings::LearnClass,
+        reference: Option<&str>,
+    ) -> Result<crate::bindings::LearnOutcome, LearnError> {
+        if message.len() as u64 > self.limits.max_message_bytes {
+            return Err(LearnError::Fault(Fault {
+                kind: FaultKind::MessageTooLarge,
+                detail: format!(
+                    "message is {} bytes, over the engine's max_message_bytes of {}",
+                    message.len(),
+                    self.limits.max_message_bytes
+                ),
+            }));
+        }
+        let shutting_down = || {
+            LearnError::Fault(Fault {
+                kind: FaultKind::Overloaded,
+                detail: "engine is shutting down".into(),
+            })
+        };
+        let _permit = self
+            .concurrency
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| shutting_down())?;
+        let _pool_slot = self
+            .pool
+            .clone()
+            .acquire_owned()
+            .await
+            .map_err(|_| shutting_down())?;
+        self.learn_async(envelope, message, class, reference).await
+    }
+
+    /// Calls the engine's `learn` on a fresh instance, within its timeout.
+    /// An engine built against a contract without `learn` (0.1.0) learns
+    /// nothing: `unsupported`.
+    async fn learn_async(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        class: LearnClass,
+        reference: Option<&str>,
+    ) -> Result<LearnOutcome, LearnError> {
+        if !self.exports.contract.has_learn() {
+            return Ok(LearnOutcome::Unsupported);
+        }
+        let mut store = self.new_store();
+        let deadline = store.data().deadline;
+        store.epoch_deadline_callback(move |_| {
+            if Instant::now() >= deadline {
+                Err(Trap::Interrupt.into())
+            } else {
+                Ok(UpdateDeadline::Yield(1))
+            }
+        });
+        store.set_epoch_deadline(1);
+        let r = match self.pre_async.instantiate_async(&mut store).await {
+            Err(e) => Err(
+                match instantiation_fault(&e, store.data().limiter.memory_denied) {
+                    EngineOutcome::Fault(f) => LearnError::Fault(f),
+                    EngineOutcome::Verdict(_) => unreachable!("an instantiation fault is a fault"),
+                },
+            ),
+            Ok(instance) => {
+                let call = async {
+                    let learn = self
+                        .exports
+                        .learn(&mut store, &instance)?
+                        .ok_or_else(|| wasmtime::format_err!("no learn export"))?;
+                    let (r,) = learn
+                        .call_async(&mut store, (envelope, message, class, reference))
+                        .await?;
+                    wasmtime::Result::Ok(r)
+                };
+                match call.await {
+                    Ok(Ok(outcome)) => Ok(outcome),
+                    Ok(Err(why)) => Err(LearnError::Refused(crate::text::escape(
+                        &why,
+                        super::generation::MAX_REASON_BYTES,
+                    ))),
+                    Err(e) => Err(LearnError::Fault(classify(
+                        &e,
+                        store.data().limiter.memory_denied,
+                    ))),
+                }
+            }
+        };
+        store.data().flush_output();
+        r
+    }
+
     /// `scan`, then `scan-part` for each part, merged and checked against
     /// the verdict limits after every step.
     async fn calls(
@@ -69,17 +185,7 @@ impl Generation {
         parts: Option<&Decomposed>,
     ) -> wasmtime::Result<Result<Verdict, String>> {
         let limits = &self.limits.verdict;
-        let engine = instance
-            .get_export_index(&mut *store, None, ENGINE_EXPORT)
-            .ok_or_else(|| wasmtime::format_err!("no export {ENGINE_EXPORT}"))?;
-        let func = |store: &mut Store<ScanState>, name: &str| {
-            instance
-                .get_export_index(&mut *store, Some(&engine), name)
-                .ok_or_else(|| wasmtime::format_err!("no export {ENGINE_EXPORT}#{name}"))
-        };
-        let scan_index = func(store, "scan")?;
-        let scan =
-            instance.get_typed_func::<(&Envelope, &[u8]), (Verdict,)>(&mut *store, &scan_index)?;
+        let scan = self.exports.scan(store, instance)?;
         let (mut acc,) = scan.call_async(&mut *store, (envelope, message)).await?;
         if let Err(why) = check_verdict(&acc, limits) {
             return Ok(Err(why));
@@ -87,11 +193,7 @@ impl Generation {
         let Some(parts) = parts else {
             return Ok(Ok(acc));
         };
-        let part_index = func(store, "scan-part")?;
-        let scan_part = instance.get_typed_func::<(&Envelope, &PartInfo, &[u8]), (Verdict,)>(
-            &mut *store,
-            &part_index,
-        )?;
+        let scan_part = self.exports.scan_part(store, instance)?;
         for part in &parts.parts {
             let started = Instant::now();
             let (v,) = scan_part

@@ -10,14 +10,13 @@ use wasmtime::Store;
 
 use super::artifacts::{self, SnapshotInputs};
 use super::compiler::CompileBounds;
+use super::exports::EngineExports;
 use super::outcome::{EngineOutcome, FaultKind, check_verdict, classify, merge};
 use super::preinit;
 use super::spec::{EngineLimits, EngineSpec};
 use super::state::ScanState;
 use super::{LoadError, Runtime, deadline_ticks};
-use crate::bindings::{
-    EngineInfo, Envelope, Outcome, Scanner, ScannerPre, UnscannableReason, Verdict,
-};
+use crate::bindings::{Contract, EngineInfo, Envelope, Outcome, UnscannableReason, Verdict};
 use crate::mime::Decomposed;
 
 /// What each scan store may lift out of the guest in one call, besides the
@@ -66,13 +65,15 @@ pub struct Generation {
     /// The peak resident memory of the child process that built the
     /// snapshot, when one did.
     pub build_peak_rss_bytes: Option<u64>,
-    pre: ScannerPre<ScanState>,
+    pre: wasmtime::component::InstancePre<ScanState>,
+    /// The engine interface it exports, and the contract version.
+    pub(super) exports: EngineExports,
     /// The same component linked to WASI's asynchronous bindings: what
     /// scans instantiate (see `async_scan`).
     pub(super) pre_async: wasmtime::component::InstancePre<ScanState>,
     pub(super) wasmtime: wasmtime::Engine,
-    concurrency: Arc<Semaphore>,
-    pool: Arc<Semaphore>,
+    pub(super) concurrency: Arc<Semaphore>,
+    pub(super) pool: Arc<Semaphore>,
 }
 
 /// Where a generation's pre-initialised snapshot came from.
@@ -108,6 +109,9 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         reason,
     };
     let bytes = read_component(spec)?;
+    // Before anything is compiled: a component that imports what cordon
+    // does not provide is refused in milliseconds, not after a compile.
+    super::imports::check(&bytes).map_err(|e| invalid(e.to_string()))?;
     let definitions_digest = || -> Result<Option<[u8; 32]>, LoadError> {
         let Some(dir) = &spec.definitions else {
             return Ok(None);
@@ -199,11 +203,13 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         }
     };
     let sandbox = rt.sandbox_for(image_bytes);
-    let pre = pre_for(&sandbox.linker, &component).map_err(invalid)?;
-    let pre_async = sandbox
-        .linker_async
-        .instantiate_pre(&component)
-        .map_err(|e| invalid(format!("{e:#}")))?;
+    let (pre, exports) = pre_for(&sandbox.linker, &component).map_err(invalid)?;
+    let pre_async = {
+        let mut linker = sandbox.linker_async.clone();
+        super::imports::deny_the_rest(&mut linker, &component)
+            .and_then(|()| linker.instantiate_pre(&component))
+            .map_err(|e| invalid(format!("{e:#}")))?
+    };
 
     let mut generation = Generation {
         name: spec.name.as_str().into(),
@@ -229,6 +235,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         snapshot,
         build_peak_rss_bytes,
         pre,
+        exports,
         pre_async,
         wasmtime: sandbox.wasmtime.clone(),
         concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
@@ -323,16 +330,20 @@ fn read_component(spec: &EngineSpec) -> Result<Vec<u8>, LoadError> {
     Ok(bytes)
 }
 
-/// An `InstancePre` for `component`, or the reason it does not fit the world.
+/// An `InstancePre` for `component` and the engine interface it exports,
+/// or the reason it does not fit the contract.
 pub(super) fn pre_for(
     linker: &wasmtime::component::Linker<ScanState>,
     component: &wasmtime::component::Component,
-) -> Result<ScannerPre<ScanState>, String> {
+) -> Result<(wasmtime::component::InstancePre<ScanState>, EngineExports), String> {
+    let mut linker = linker.clone();
+    super::imports::deny_the_rest(&mut linker, component)
+        .map_err(|e| format!("cannot link what cordon denies: {e:#}"))?;
     let pre = linker.instantiate_pre(component).map_err(|e| {
         format!("imports something cordon does not provide (engines may import only cordon:scanner/host and WASI): {e:#}")
     })?;
-    ScannerPre::new(pre)
-        .map_err(|e| format!("does not implement the world cordon:scanner/scanner@0.1.0: {e:#}"))
+    let exports = EngineExports::of(component)?;
+    Ok((pre, exports))
 }
 
 impl Generation {
@@ -386,10 +397,9 @@ impl Generation {
     /// without waiting for permits or pool slots. For benchmarks and callers that manage
     /// concurrency themselves.
     pub fn scan_blocking(&self, envelope: &Envelope, message: &[u8]) -> EngineOutcome {
-        self.call_verdict(|s, store, limits| {
-            let v = s
-                .cordon_scanner_engine()
-                .call_scan(&mut *store, envelope, message)?;
+        self.call_verdict(|instance, store, limits| {
+            let scan = self.exports.scan(store, instance)?;
+            let (v,) = scan.call(&mut *store, (envelope, message))?;
             Ok(check_verdict(&v, limits).map(|()| v))
         })
     }
@@ -402,15 +412,16 @@ impl Generation {
         message: &[u8],
         parts: &Decomposed,
     ) -> EngineOutcome {
-        self.call_verdict(|s, store, limits| {
-            let engine = s.cordon_scanner_engine();
-            let mut acc = engine.call_scan(&mut *store, envelope, message)?;
+        self.call_verdict(|instance, store, limits| {
+            let scan = self.exports.scan(store, instance)?;
+            let (mut acc,) = scan.call(&mut *store, (envelope, message))?;
             if let Err(why) = check_verdict(&acc, limits) {
                 return Ok(Err(why));
             }
+            let scan_part = self.exports.scan_part(store, instance)?;
             for part in &parts.parts {
                 let started = Instant::now();
-                let v = engine.call_scan_part(&mut *store, envelope, &part.info, &part.content)?;
+                let (v,) = scan_part.call(&mut *store, (envelope, &part.info, &part.content))?;
                 self.stats.record_part(started.elapsed());
                 if let Err(why) = merge_part(&mut acc, v, part.info.index, limits) {
                     return Ok(Err(why));
@@ -420,21 +431,37 @@ impl Generation {
         })
     }
 
+    /// `info` on a fresh instance, after typing every function of the
+    /// engine interface on it.
     fn call_info(&self) -> Result<EngineInfo, String> {
         let mut store = self.new_store();
-        let r = self
-            .pre
-            .instantiate(&mut store)
-            .and_then(|s| s.cordon_scanner_engine().call_info(&mut store));
+        let instance = self.pre.instantiate(&mut store);
+        let r = instance.map(|instance| {
+            self.exports.check(&mut store, &instance)?;
+            Ok(self
+                .exports
+                .info(&mut store, &instance)
+                .and_then(|f| f.call(&mut store, ()).map(|(info,)| info)))
+        });
         store.data().flush_output();
-        r.map_err(|e| {
+        let fault = |e: wasmtime::Error| {
             let f = classify(&e, store.data().limiter.memory_denied);
             format!(
                 "{}: {}",
                 f.kind,
                 crate::text::escape(&f.detail, MAX_REASON_BYTES)
             )
-        })
+        };
+        match r {
+            Err(e) | Ok(Ok(Err(e))) => Err(fault(e)),
+            Ok(Err(signature)) => Err(signature),
+            Ok(Ok(Ok(info))) => Ok(info),
+        }
+    }
+
+    /// The contract version the engine was built against.
+    pub fn contract(&self) -> Contract {
+        self.exports.contract
     }
 
     pub(super) fn new_store(&self) -> Store<ScanState> {
@@ -456,7 +483,7 @@ impl Generation {
     fn call_verdict(
         &self,
         call: impl FnOnce(
-            &Scanner,
+            &wasmtime::component::Instance,
             &mut Store<ScanState>,
             &super::spec::VerdictLimits,
         ) -> wasmtime::Result<Result<Verdict, String>>,

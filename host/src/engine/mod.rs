@@ -12,8 +12,10 @@ mod async_scan;
 pub mod builder;
 pub mod compiler;
 pub mod definitions;
+mod exports;
 mod function_cache;
 mod generation;
+pub mod imports;
 pub mod outcome;
 mod preinit;
 pub mod spec;
@@ -28,6 +30,7 @@ use tokio::sync::Semaphore;
 use wasmtime::component::Linker;
 use wasmtime::{InstanceAllocationStrategy, PoolingAllocationConfig};
 
+pub use async_scan::LearnError;
 pub use generation::{Generation, ScanTiming, SnapshotSource};
 pub use outcome::{EngineOutcome, EngineResult, Fault, FaultKind};
 pub use spec::{
@@ -164,8 +167,8 @@ pub const POOLS: u32 = 2;
 /// that is most of a scan's fixed cost. The resident pool instead asks the
 /// kernel which pages were written (the `PAGEMAP_SCAN` ioctl, Linux 6.7 and
 /// later; elsewhere wasmtime falls back to unmapping) and copies only those
-/// back from the image, up to [`KEEP_RESIDENT_BYTES`]; pages only read stay
-/// mapped. The scan
+/// back from the image, up to 128 KiB (`KEEP_RESIDENT_BYTES`); pages only
+/// read stay mapped. The scan
 /// of the page table costs time in proportion to the pages mapped, so for
 /// a large image (hundreds of thousands of signatures, most of them never
 /// read by one scan) unmapping is cheaper: measured with `cargo bench
@@ -258,6 +261,19 @@ impl Runtime {
     }
 }
 
+/// Links the host interfaces of every contract version (see
+/// [`crate::bindings::Contract`]). The capabilities (`dns`, `store`) are not
+/// linked: an engine importing one is refused when its imports are checked.
+fn link_contracts(linker: &mut Linker<ScanState>) -> wasmtime::Result<()> {
+    use crate::bindings::{cordon::scanner as current, v0_1::cordon::scanner as v0_1};
+    use wasmtime::component::HasSelf;
+    current::types::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    current::host::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v0_1::types::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    v0_1::host::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    Ok(())
+}
+
 /// The pool's settings: `slots` instances, memories of up to `max_memory`
 /// bytes; `resident` keeps what scans only read mapped between instances
 /// (see [`RESIDENT_IMAGE_MAX_BYTES`]).
@@ -292,20 +308,13 @@ impl Sandbox {
         let mut linker = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasmtime_error("link WASI"))?;
         bounded_sleeps(&mut linker).map_err(wasmtime_error("link WASI clocks"))?;
-        crate::bindings::Scanner::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-            &mut linker,
-            |s| s,
-        )
-        .map_err(wasmtime_error("link the cordon host interface"))?;
+        link_contracts(&mut linker).map_err(wasmtime_error("link the cordon host interface"))?;
         let mut linker_async = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker_async)
             .map_err(wasmtime_error("link WASI"))?;
         bounded_sleeps(&mut linker_async).map_err(wasmtime_error("link WASI clocks"))?;
-        crate::bindings::Scanner::add_to_linker::<_, wasmtime::component::HasSelf<_>>(
-            &mut linker_async,
-            |s| s,
-        )
-        .map_err(wasmtime_error("link the cordon host interface"))?;
+        link_contracts(&mut linker_async)
+            .map_err(wasmtime_error("link the cordon host interface"))?;
         Ok(Self {
             wasmtime: engine,
             linker,

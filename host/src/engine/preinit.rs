@@ -17,13 +17,11 @@ use wasmtime_wizer::{ComponentInstanceState, WasmtimeWizerComponent, Wizer};
 use std::time::Duration;
 
 use super::compiler::CompileBounds;
+use super::exports::EngineExports;
 use super::spec::{EngineLimits, EngineSpec};
 use super::state::ScanState;
 use super::{LoadError, Runtime, deadline_ticks};
-use crate::bindings::{Scanner, Setting};
-
-/// The fully qualified `init` export, as wizer names it.
-const INIT_EXPORT: &str = "cordon:scanner/engine.init@0.1.0";
+use crate::bindings::Setting;
 
 /// Why pre-initialisation failed.
 pub(super) enum PreinitError {
@@ -77,7 +75,9 @@ fn snapshot(job: &Job) -> Result<Vec<u8>, PreinitError> {
     let init_timeout = *init_timeout;
     let failed = |what: &str, e: wasmtime::Error| PreinitError::Failed(format!("{what}: {e:#}"));
     let mut wizer = Wizer::new();
-    wizer.init_func(INIT_EXPORT).keep_init_func(true);
+    // cordon calls `init` itself (below) and keeps it exported, so wizer
+    // never looks for an init function by name.
+    wizer.keep_init_func(true);
     let (cx, instrumented) = wizer
         .instrument_component(bytes)
         .map_err(|e| failed("cannot instrument the component", e))?;
@@ -109,6 +109,10 @@ fn snapshot(job: &Job) -> Result<Vec<u8>, PreinitError> {
         let f = super::outcome::classify(e, store.data().limiter.memory_denied);
         PreinitError::Failed(format!("{} ({}): {e:#}", f.kind, f.detail))
     };
+    let mut linker = linker.clone();
+    if let Err(e) = super::imports::deny_the_rest(&mut linker, &component) {
+        return Err(failed("cannot link what cordon denies", e));
+    }
     let instance = match linker.instantiate(&mut store, &component) {
         Ok(i) => i,
         Err(e) => {
@@ -124,8 +128,11 @@ fn snapshot(job: &Job) -> Result<Vec<u8>, PreinitError> {
         })
         .collect();
     let init_started = std::time::Instant::now();
-    let init = Scanner::new(&mut store, &instance)
-        .and_then(|s| s.cordon_scanner_engine().call_init(&mut store, &settings));
+    let init = EngineExports::of(&component)
+        .map_err(|e| wasmtime::format_err!("{e}"))
+        .and_then(|exports| exports.init(&mut store, &instance))
+        .and_then(|init| init.call(&mut store, (&settings,)))
+        .map(|(r,)| r);
     store.data().flush_output();
     let init_ms = init_started.elapsed().as_millis();
     match init {

@@ -69,6 +69,30 @@ impl wasmtime_wasi::p2::Pollable for Sleep {
     }
 }
 
+/// The engine's wall clock: the time its state was made (the start of the
+/// call), in whole seconds, fixed for the call, so that a scan is repeatable given its start
+/// time. Engines need the date (a DKIM signature's expiry, a Date header
+/// in the future), not a second clock to time themselves with.
+struct CallStartClock(std::time::Duration);
+
+impl CallStartClock {
+    fn now() -> Self {
+        let since_epoch = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        CallStartClock(std::time::Duration::from_secs(since_epoch.as_secs()))
+    }
+}
+
+impl wasmtime_wasi::HostWallClock for CallStartClock {
+    fn resolution(&self) -> std::time::Duration {
+        std::time::Duration::from_secs(1)
+    }
+    fn now(&self) -> std::time::Duration {
+        self.0
+    }
+}
+
 /// The engine's monotonic clock: nanoseconds since its state was made.
 struct GuestClock(Instant);
 
@@ -110,6 +134,7 @@ impl ScanState {
         let clock_start = Instant::now();
         let wasi = wasi
             .monotonic_clock(GuestClock(clock_start))
+            .wall_clock(CallStartClock::now())
             .stdout(stdout.clone())
             .stderr(stderr.clone())
             .allow_ip_name_lookup(false)
@@ -222,6 +247,21 @@ impl Host for ScanState {
 }
 
 impl crate::bindings::cordon::scanner::types::Host for ScanState {}
+
+impl crate::bindings::v0_1::cordon::scanner::host::Host for ScanState {
+    fn log(&mut self, level: crate::bindings::v0_1::cordon::scanner::host::Level, text: String) {
+        use crate::bindings::v0_1::cordon::scanner::host::Level as L;
+        let level = match level {
+            L::Debug => Level::Debug,
+            L::Info => Level::Info,
+            L::Warn => Level::Warn,
+            L::Error => Level::Error,
+        };
+        Host::log(self, level, text)
+    }
+}
+
+impl crate::bindings::v0_1::cordon::scanner::types::Host for ScanState {}
 
 /// Caps the linear memories of an instance together (a component may carry
 /// many core modules, each with a memory of its own) and each table, and

@@ -26,6 +26,7 @@ use tokio::sync::watch;
 use crate::bindings::{Envelope, IpAddress, Recipient as EnvRecipient};
 use crate::judge::{Case, Judged, judge};
 use crate::live::{LiveSettings, SessionLimits};
+use crate::policy::bare_address;
 use crate::policy::{Action, Decision, RecipientEdit};
 use crate::registry::Registry;
 use crate::scan::{self, Message};
@@ -194,13 +195,14 @@ impl Session {
             client_address: self.client_address,
             client_name: self.client_name.clone(),
             helo: self.helo.clone(),
-            mail_from: self.tx.mail_from.clone(),
+            // The contract's addresses are bare; the MTA's are SMTP paths.
+            mail_from: bare_address(&self.tx.mail_from).to_string(),
             recipients: self
                 .tx
                 .recipients
                 .iter()
                 .map(|r| EnvRecipient {
-                    address: r.clone(),
+                    address: bare_address(r).to_string(),
                     profiles: live.profiles_of(r),
                 })
                 .collect(),
@@ -247,8 +249,10 @@ fn parse_ip(s: &str) -> Option<IpAddr> {
     s.parse().ok()
 }
 
-/// The milter response for a decision.
-pub fn response(d: &Decision) -> ModificationResponse {
+/// The milter response for a decision. `recipients` are the transaction's
+/// recipients as the MTA gave them: a recipient the decision removes (by
+/// its bare address, as engines see it) is named to the MTA that way.
+pub fn response(d: &Decision, recipients: &[String]) -> ModificationResponse {
     let mut b = ModificationResponse::builder();
     match d.action {
         Action::Reject | Action::Tempfail => {
@@ -276,7 +280,14 @@ pub fn response(d: &Decision) -> ModificationResponse {
             }
             for e in &d.recipients {
                 match e {
-                    RecipientEdit::Delete(a) => b.push(DeleteRecipient::new(a.as_bytes())),
+                    RecipientEdit::Delete(a) => {
+                        let raw = recipients
+                            .iter()
+                            .find(|r| bare_address(r) == a)
+                            .cloned()
+                            .unwrap_or_else(|| format!("<{a}>"));
+                        b.push(DeleteRecipient::new(raw.as_bytes()))
+                    }
                     RecipientEdit::Add(a) => b.push(AddRecipient::new(a.as_bytes())),
                 }
             }
@@ -472,7 +483,7 @@ impl Milter for Session {
         self.pulse.set_scanning(false);
         // The busy flag stays up until the MTA ends the transaction
         // (abort) or the connection, so shutdown never cuts this reply off.
-        Ok(response(&judged.decision))
+        Ok(response(&judged.decision, &tx.recipients))
     }
 
     async fn abort(&mut self) -> Result<(), Self::Error> {

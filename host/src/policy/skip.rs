@@ -99,12 +99,19 @@ pub fn ip_addr(a: &IpAddress) -> IpAddr {
     }
 }
 
-/// An address without angle brackets and surrounding space.
+/// An SMTP path as an address: without surrounding space, angle brackets
+/// and source route (`<@relay.example:user@example.com>` is
+/// `user@example.com`); the null sender `<>` is empty.
 pub fn bare_address(a: &str) -> &str {
     let a = a.trim();
-    a.strip_prefix('<')
+    let a = a
+        .strip_prefix('<')
         .and_then(|a| a.strip_suffix('>'))
-        .unwrap_or(a)
+        .unwrap_or(a);
+    match a.strip_prefix('@') {
+        Some(route) => route.split_once(':').map_or(a, |(_, mailbox)| mailbox),
+        None => a,
+    }
 }
 
 /// The lower-cased domain of an address, if it has one.

@@ -6,7 +6,7 @@
 // each decoded part. Built by `./dev test-engines` (componentize-js, pinned,
 // with the WASI features cordon does not grant disabled).
 
-import { log } from "cordon:scanner/host@0.1.0";
+import { log } from "cordon:scanner/host@0.2.0";
 
 const info = {
   name: "jssig",
@@ -58,5 +58,9 @@ export const engine = {
   },
   scanPart(envelope, part, content) {
     return verdict(content, part.fileName ?? `part ${part.index}`);
+  },
+  learn(envelope, message, class_, reference) {
+    // jssig learns nothing.
+    return "unsupported";
   },
 };

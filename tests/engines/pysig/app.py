@@ -83,3 +83,7 @@ class Engine(exports.Engine):
 
     def scan_part(self, envelope, part, content):
         return verdict(content, part.file_name or f"part {part.index}")
+
+    def learn(self, envelope, message, class_, reference):
+        # pysig learns nothing.
+        return types.LearnOutcome.UNSUPPORTED

@@ -262,3 +262,18 @@ fn replies_substitute_names_and_come_from_the_deciding_engine() {
 }
 
 mod recipients_and_headers;
+
+#[test]
+fn smtp_paths_are_made_bare_addresses() {
+    for (path, bare) in [
+        ("<user@example.com>", "user@example.com"),
+        (" <user@example.com> ", "user@example.com"),
+        ("user@example.com", "user@example.com"),
+        ("<@relay.test:user@example.com>", "user@example.com"),
+        ("<@one.test,@two.test:user@example.com>", "user@example.com"),
+        ("<>", ""),
+        ("<postmaster>", "postmaster"),
+    ] {
+        assert_eq!(bare_address(path), bare, "{path}");
+    }
+}

@@ -180,8 +180,39 @@ mod component {
             format!("mode={}", self.mode)
         }
 
-        fn scan(&self, _envelope: &Envelope, message: &[u8]) -> Verdict {
+        fn scan(&self, envelope: &Envelope, message: &[u8]) -> Verdict {
             match self.mode.as_str() {
+                // Reads the wall clock, computes for a while (by the
+                // monotonic clock), reads it again.
+                "clock" => {
+                    let secs = || {
+                        std::time::SystemTime::now()
+                            .duration_since(std::time::UNIX_EPOCH)
+                            .map(|d| d.as_secs())
+                            .unwrap_or(0)
+                    };
+                    let first = secs();
+                    let start = Instant::now();
+                    while start.elapsed() < Duration::from_millis(1500) {
+                        black_box(());
+                    }
+                    Verdict::detected(vec![Threat::new(
+                        format!("Clock.{first}.{}", secs()),
+                        ThreatKind::Policy,
+                    )])
+                }
+                // Says what envelope it was given, in its threat's name.
+                "envelope" => {
+                    let to: Vec<&str> = envelope
+                        .recipients
+                        .iter()
+                        .map(|r| r.address.as_str())
+                        .collect();
+                    Verdict::detected(vec![Threat::new(
+                        format!("Envelope.from[{}].to[{}]", envelope.mail_from, to.join(",")),
+                        ThreatKind::Policy,
+                    )])
+                }
                 "loop" => {
                     let mut x = 0u64;
                     loop {

@@ -1,0 +1,308 @@
+//! What a component imports, checked before it is compiled.
+//!
+//! Compiling a component takes from a second (a Rust engine) to a minute
+//! (a JavaScript runtime), so its imports are read from the binary first
+//! and a component that imports anything cordon does not provide is
+//! refused at once, naming the import and listing what cordon provides.
+//! What is provided:
+//! - `cordon:scanner/types` and `cordon:scanner/host` of every contract
+//!   version cordon loads (see [`crate::bindings::Contract`]);
+//! - WASI 0.2's standard interfaces: those cordon grants with no authority
+//!   (clocks, random, stdio, the definitions directory during `init`), and
+//!   those it denies (sockets refuse every address; `wasi:http` and the
+//!   rest, which language runtimes link whether the engine uses them or
+//!   not, fail when called: see [`deny_the_rest`]).
+//!
+//! The capabilities of contract 0.2.0 (`cordon:scanner/dns`,
+//! `cordon:scanner/store`) are not served yet: an engine importing one is
+//! refused, naming it.
+
+use wasmparser::{Parser, Payload};
+
+/// The WASI 0.2 packages whose interfaces an engine may import.
+pub const WASI_PACKAGES: [&str; 7] = [
+    "wasi:io",
+    "wasi:clocks",
+    "wasi:random",
+    "wasi:cli",
+    "wasi:filesystem",
+    "wasi:sockets",
+    "wasi:http",
+];
+
+/// The cordon interfaces every engine may import.
+const HOST_INTERFACES: [&str; 2] = ["cordon:scanner/types", "cordon:scanner/host"];
+
+/// The capability interfaces of contract 0.2.0.
+const CAPABILITIES: [(&str, &str); 2] = [
+    ("cordon:scanner/dns", "dns"),
+    ("cordon:scanner/store", "store"),
+];
+
+/// Why a component's imports are refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ImportError {
+    /// The binary could not be read as a component.
+    Malformed(String),
+    /// It imports an interface cordon does not provide.
+    Unknown(String),
+    /// It imports a capability this cordon does not serve.
+    Capability {
+        /// The import's name.
+        import: String,
+        /// The capability's name.
+        capability: &'static str,
+    },
+}
+
+impl std::fmt::Display for ImportError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ImportError::Malformed(e) => write!(f, "not a valid WebAssembly component: {e}"),
+            ImportError::Unknown(name) => write!(
+                f,
+                "imports {}, which cordon does not provide; engines may import {}",
+                crate::text::escape(name, 256),
+                provided()
+            ),
+            ImportError::Capability { import, capability } => write!(
+                f,
+                "imports {import}, the `{capability}` capability, which this cordon does not \
+                 serve yet; engines may import {}",
+                provided()
+            ),
+        }
+    }
+}
+
+/// What cordon provides, for error messages.
+fn provided() -> String {
+    let versions: Vec<_> = crate::bindings::Contract::ALL
+        .iter()
+        .map(|c| c.version())
+        .collect();
+    format!(
+        "{} ({}) and WASI 0.2 ({}; what grants authority fails)",
+        HOST_INTERFACES.join(", "),
+        versions.join(", "),
+        WASI_PACKAGES.join(", ")
+    )
+}
+
+/// The names of the interfaces and functions `bytes` imports (its own
+/// imports, not those of the modules and components nested in it).
+pub fn imports(bytes: &[u8]) -> Result<Vec<String>, ImportError> {
+    let mut depth = 0usize;
+    let mut names = Vec::new();
+    for payload in Parser::new(0).parse_all(bytes) {
+        match payload.map_err(|e| ImportError::Malformed(e.to_string()))? {
+            Payload::Version { encoding, .. } => {
+                if depth == 0 && encoding != wasmparser::Encoding::Component {
+                    return Err(ImportError::Malformed(
+                        "a core module, not a component (build for wasm32-wasip2, or wrap it \
+                         with wasm-tools component new)"
+                            .into(),
+                    ));
+                }
+                depth += 1;
+            }
+            Payload::End(_) => depth = depth.saturating_sub(1),
+            Payload::ComponentImportSection(reader) if depth == 1 => {
+                for import in reader {
+                    let import = import.map_err(|e| ImportError::Malformed(e.to_string()))?;
+                    names.push(import.name.name.to_string());
+                }
+            }
+            _ => {}
+        }
+    }
+    Ok(names)
+}
+
+/// Checks every import of the component `bytes` against what cordon
+/// provides.
+pub fn check(bytes: &[u8]) -> Result<(), ImportError> {
+    for name in imports(bytes)? {
+        check_one(&name)?;
+    }
+    Ok(())
+}
+
+/// Checks one import name (`package:name/interface@version`).
+fn check_one(name: &str) -> Result<(), ImportError> {
+    let (path, version) = name.split_once('@').unwrap_or((name, ""));
+    let package = path.split_once('/').map_or(path, |(p, _)| p);
+    if HOST_INTERFACES.contains(&path)
+        && crate::bindings::Contract::ALL
+            .iter()
+            .any(|c| c.version() == version)
+    {
+        return Ok(());
+    }
+    if let Some((_, capability)) = CAPABILITIES.iter().find(|(i, _)| *i == path) {
+        return Err(ImportError::Capability {
+            import: name.to_string(),
+            capability,
+        });
+    }
+    if WASI_PACKAGES.contains(&package) && version.starts_with("0.2.") {
+        return Ok(());
+    }
+    Err(ImportError::Unknown(name.to_string()))
+}
+
+/// The WASI packages wasmtime-wasi links (granting no authority: see the
+/// engine state); the other [`WASI_PACKAGES`] are denied.
+const LINKED_WASI_PACKAGES: [&str; 6] = [
+    "wasi:io",
+    "wasi:clocks",
+    "wasi:random",
+    "wasi:cli",
+    "wasi:filesystem",
+    "wasi:sockets",
+];
+
+/// A resource of a denied interface: no call can make one.
+struct Denied;
+
+/// Defines, in `linker`, the interfaces `component` imports that the linker
+/// does not provide, with functions that fail when called and resources no
+/// call can make. Run after [`check`] passed: what is left is standard WASI
+/// that cordon does not grant (`wasi:http`, ...), which a language runtime
+/// links whether or not the engine calls it. The interfaces the linker
+/// provides are left to it (a component may ask for an older 0.2 version
+/// than the linker's, which it still satisfies).
+pub fn deny_the_rest<T: 'static>(
+    linker: &mut wasmtime::component::Linker<T>,
+    component: &wasmtime::component::Component,
+) -> wasmtime::Result<()> {
+    use wasmtime::component::ResourceType;
+    use wasmtime::component::types::ComponentItem;
+    let engine = linker.engine().clone();
+    let ty = component.component_type();
+    // The resources of the interfaces the linker provides, which a denied
+    // interface may use (`wasi:http/types` takes wasi:io's streams): those
+    // must be the linker's own types.
+    let mut linked: Vec<(ResourceType, ResourceType)> = Vec::new();
+    for (name, import) in ty.imports(&engine) {
+        let path = name.split_once('@').map_or(name, |(p, _)| p);
+        let ComponentItem::ComponentInstance(instance) = import.ty else {
+            continue;
+        };
+        for (item, export) in instance.exports(&engine) {
+            let ComponentItem::Resource(r) = export.ty else {
+                continue;
+            };
+            let host = match (path, item) {
+                ("wasi:io/poll", "pollable") => {
+                    ResourceType::host::<wasmtime_wasi::p2::DynPollable>()
+                }
+                ("wasi:io/streams", "input-stream") => {
+                    ResourceType::host::<wasmtime_wasi::p2::DynInputStream>()
+                }
+                ("wasi:io/streams", "output-stream") => {
+                    ResourceType::host::<wasmtime_wasi::p2::DynOutputStream>()
+                }
+                ("wasi:io/error", "error") => ResourceType::host::<wasmtime_wasi::p2::IoError>(),
+                _ => continue,
+            };
+            linked.push((r, host));
+        }
+    }
+    for (name, import) in ty.imports(&engine) {
+        let package = name.split_once('/').map_or(name, |(p, _)| p);
+        if package == "cordon:scanner" || LINKED_WASI_PACKAGES.contains(&package) {
+            continue;
+        }
+        let ComponentItem::ComponentInstance(instance) = import.ty else {
+            wasmtime::bail!("import {name} is not an interface");
+        };
+        let mut denied = linker.instance(name)?;
+        for (item, export) in instance.exports(&engine) {
+            match export.ty {
+                ComponentItem::ComponentFunc(_) => {
+                    let what = format!("{name}#{item}");
+                    denied.func_new(item, move |_, _, _, _| {
+                        wasmtime::bail!("{what} is denied to engines")
+                    })?;
+                }
+                ComponentItem::Resource(r) => {
+                    let host = linked
+                        .iter()
+                        .find(|(theirs, _)| *theirs == r)
+                        .map_or_else(ResourceType::host::<Denied>, |(_, host)| *host);
+                    denied.resource(item, host, |_, _| Ok(()))?;
+                }
+                _ => {}
+            }
+        }
+    }
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_contract_and_wasi_0_2_are_provided_and_nothing_else() {
+        for ok in [
+            "cordon:scanner/host@0.1.0",
+            "cordon:scanner/types@0.2.0",
+            "wasi:cli/environment@0.2.6",
+            "wasi:http/types@0.2.3",
+            "wasi:io/streams@0.2.0",
+        ] {
+            assert_eq!(check_one(ok), Ok(()), "{ok}");
+        }
+        for bad in [
+            "cordon:scanner/host@0.3.0",
+            "cordon:scanner/engine@0.2.0",
+            "wasi:cli/environment@0.3.0",
+            "wasi:nn/inference@0.2.0",
+            "evil:net/raw-socket@1.0.0",
+            "wasi:http",
+        ] {
+            assert_eq!(
+                check_one(bad),
+                Err(ImportError::Unknown(bad.into())),
+                "{bad}"
+            );
+        }
+        assert_eq!(
+            check_one("cordon:scanner/dns@0.2.0"),
+            Err(ImportError::Capability {
+                import: "cordon:scanner/dns@0.2.0".into(),
+                capability: "dns",
+            })
+        );
+    }
+
+    #[test]
+    fn the_refusal_names_the_import_and_what_is_provided() {
+        let e = ImportError::Unknown("evil:net/raw-socket@1.0.0".into()).to_string();
+        assert!(e.contains("imports evil:net/raw-socket@1.0.0"), "{e}");
+        assert!(e.contains("cordon:scanner/host"), "{e}");
+        assert!(e.contains("0.1.0") && e.contains("0.2.0"), "{e}");
+        assert!(e.contains("wasi:http"), "{e}");
+    }
+
+    #[test]
+    fn only_the_components_own_imports_are_read() {
+        let outer = wat::parse_str(
+            r#"(component
+                (import "wasi:io/error@0.2.0" (instance))
+                (component
+                  (import "evil:inner/thing@1.0.0" (instance)))
+              )"#,
+        )
+        .unwrap();
+        assert_eq!(imports(&outer).unwrap(), ["wasi:io/error@0.2.0"]);
+        let module = wat::parse_str("(module)").unwrap();
+        assert!(matches!(imports(&module), Err(ImportError::Malformed(_))));
+        assert!(matches!(
+            imports(b"not wasm at all"),
+            Err(ImportError::Malformed(_))
+        ));
+    }
+}

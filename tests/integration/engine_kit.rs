@@ -1,0 +1,119 @@
+//! The vendor kit: `cordon engine test`, the conformance suite.
+
+use crate::common::*;
+
+/// The suite's PASS/FAIL lines, as (passed, check name).
+fn checks(out: &str) -> Vec<(bool, String)> {
+    out.lines()
+        .filter_map(|l| {
+            let l = l.trim_start();
+            let (ok, rest) = if let Some(r) = l.strip_prefix("PASS ") {
+                (true, r)
+            } else {
+                (false, l.strip_prefix("FAIL ")?)
+            };
+            Some((ok, rest.split(':').next().unwrap_or("").to_string()))
+        })
+        .collect()
+}
+
+#[test]
+fn a_good_engine_passes_every_check_and_gets_figures() {
+    for wasm in [
+        component("testsig"),
+        // Built against contract 0.1.0: no `learn`, which is `unsupported`.
+        root().join("tests/fixtures/engines/testsig-0.1.0.wasm"),
+    ] {
+        let o = cordon(&["engine", "test", wasm.to_str().unwrap()]);
+        let out = stdout(&o);
+        assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+        let names: Vec<String> = checks(&out).into_iter().map(|(_, n)| n).collect();
+        for want in [
+            "loads",
+            "loads from the snapshot cache",
+            "info",
+            "within limits",
+            "deterministic and independent",
+            "clean mail is clean",
+            "detects a test file",
+            "learn",
+        ] {
+            assert!(names.iter().any(|n| n == want), "{want} missing: {out}");
+        }
+        assert!(checks(&out).iter().all(|(ok, _)| *ok), "{out}");
+        assert!(out.contains("learn: spam -> unsupported"), "{out}");
+        assert!(out.contains("figures: first load"), "{out}");
+        assert!(out.contains("8 passed, 0 failed"), "{out}");
+    }
+}
+
+#[test]
+fn settings_definitions_and_own_samples_are_used() {
+    let clamsig = component("clamsig");
+    let o = cordon(&[
+        "engine",
+        "test",
+        clamsig.to_str().unwrap(),
+        "--definitions",
+        "engines/clamsig/definitions",
+        "--sample",
+        "samples/eicar.eml=Sample.Eicar.UNOFFICIAL",
+        "--sample",
+        "samples/clean.eml=clean",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("PASS samples: 2 as expected"), "{out}");
+
+    // A wrong expectation fails, naming the sample and what was found.
+    let o = cordon(&[
+        "engine",
+        "test",
+        clamsig.to_str().unwrap(),
+        "--definitions",
+        "engines/clamsig/definitions",
+        "--sample",
+        "samples/clean.eml=detected",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(
+        out.contains("FAIL samples: samples/clean.eml: clean, expected detected"),
+        "{out}"
+    );
+}
+
+#[test]
+fn a_broken_engine_fails_naming_what_went_wrong() {
+    let hostile = component("hostile");
+    // Panics on every scan.
+    let o = cordon(&[
+        "engine",
+        "test",
+        hostile.to_str().unwrap(),
+        "--setting",
+        "mode=panic",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    let failed: Vec<String> = checks(&out)
+        .into_iter()
+        .filter(|(ok, _)| !ok)
+        .map(|(_, n)| n)
+        .collect();
+    assert!(failed.contains(&"within limits".to_string()), "{out}");
+    assert!(failed.contains(&"clean mail is clean".to_string()), "{out}");
+    assert!(out.contains("trap"), "{out}");
+
+    // Refuses to start: the suite stops at the load, naming the reason.
+    let o = cordon(&[
+        "engine",
+        "test",
+        hostile.to_str().unwrap(),
+        "--setting",
+        "mode=bad-init",
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(1), "{out}");
+    assert!(out.contains("FAIL loads:"), "{out}");
+}
