@@ -117,3 +117,72 @@ fn a_broken_engine_fails_naming_what_went_wrong() {
     assert_eq!(o.status.code(), Some(1), "{out}");
     assert!(out.contains("FAIL loads:"), "{out}");
 }
+
+/// `cordon engine new --lang rust` makes a project that builds outside the
+/// repository (the SDK and the WIT package travel in it) and passes the
+/// suite; its config's self-tests pass on load.
+#[test]
+fn the_rust_template_builds_outside_the_repository_and_passes_the_suite() {
+    let dir = tempfile::tempdir().unwrap();
+    let o = cordon(&[
+        "engine",
+        "new",
+        "demo-engine",
+        "--lang",
+        "rust",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let project = dir.path().join("demo-engine");
+    assert!(!project.starts_with(root()));
+    let built = std::process::Command::new("./build.sh")
+        .current_dir(&project)
+        .env_remove("CARGO_TARGET_DIR")
+        .output()
+        .expect("running build.sh");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let wasm = project.join("target/wasm32-wasip2/release/demo_engine.wasm");
+    let o = cordon(&[
+        "engine",
+        "test",
+        wasm.to_str().unwrap(),
+        "--sample",
+        &format!(
+            "{}=Demo-engine.Eicar",
+            project.join("samples/eicar.eml").display()
+        ),
+        "--sample",
+        &format!(
+            "{}=Demo-engine.Gtube",
+            project.join("samples/gtube.eml").display()
+        ),
+        "--sample",
+        &format!("{}=clean", project.join("samples/clean.eml").display()),
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("8 passed, 0 failed"), "{out}");
+
+    // The project's own config, with its self-test samples, loads.
+    let o = cordon_in(&project, &["check-config", "--config", "cordon.toml"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("demo-engine 0.1.0"), "{}", stdout(&o));
+
+    // A name cordon could not use is refused before anything is written.
+    let o = cordon(&[
+        "engine",
+        "new",
+        "Bad Name",
+        "--lang",
+        "rust",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("lower case letters"), "{}", stderr(&o));
+}

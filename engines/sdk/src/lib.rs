@@ -37,7 +37,9 @@ pub mod bindings {
     // The generated export glue contains `unsafe` FFI shims; they are
     // wit-bindgen's, checked against the WIT by the macro.
     wit_bindgen::generate!({
-        path: "../../wit",
+        // The crate's own `wit/` (in cordon's repository, a link to the
+        // top-level `wit/`), so the crate builds on its own.
+        path: "wit",
         // Only the capabilities an engine calls end up imported.
         world: "scanner-with-capabilities",
         pub_export_macro: true,

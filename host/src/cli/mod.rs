@@ -7,6 +7,7 @@
 //! then [`EngineSource::resolve`] turns them into a validated config, so
 //! every later step works with checked values.
 
+mod engine_new;
 mod engine_test;
 mod operator;
 mod scan;
@@ -85,6 +86,10 @@ pub enum Command {
 /// `cordon engine ...`: the vendor kit.
 #[derive(Debug, Subcommand)]
 pub enum EngineCommand {
+    /// Make a working engine project to start from (source, build script,
+    /// config, self-test samples), which builds outside cordon's
+    /// repository.
+    New(engine_new::EngineNewArgs),
     /// Run the conformance suite on a component: it loads, says who it is,
     /// detects EICAR or GTUBE (or the given samples), passes clean mail,
     /// gives the same verdicts every time, stays within its limits, and
@@ -250,6 +255,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Scan(args) => scan::scan_command(args).await,
         Command::Engines(args) => operator::engines_command(args).await,
         Command::CheckConfig(source) => check_config(source).await,
+        Command::Engine(EngineCommand::New(args)) => engine_new::engine_new_command(args),
         Command::Engine(EngineCommand::Test(args)) => engine_test::engine_test_command(args).await,
         Command::Stats(args) => operator::stats_command(args).await,
         Command::Version(args) => operator::version_command(args).await,
