@@ -59,6 +59,11 @@ impl Contract {
         }
     }
 
+    /// Whether this version has the capabilities (`dns`, `store`).
+    pub fn has_capabilities(self) -> bool {
+        self >= Contract::V0_2
+    }
+
     /// Whether engines of this version export `learn`.
     pub fn has_learn(self) -> bool {
         self >= Contract::V0_2

@@ -186,3 +186,89 @@ fn the_rust_template_builds_outside_the_repository_and_passes_the_suite() {
     assert_eq!(o.status.code(), Some(2));
     assert!(stderr(&o).contains("lower case letters"), "{}", stderr(&o));
 }
+
+/// `cordon engine new --lang LANG` for a language whose toolchain turns a
+/// script into a component (`build.sh` honours `env` naming the tool
+/// `./dev test` installed, pinned as `dev` pins it as `pin_var`): the
+/// project builds outside the repository and passes the suite.
+fn template_builds_and_passes(lang: &str, name: &str, env: &str, tool: &str, pin_var: &str) {
+    let tool = root().join(tool);
+    assert!(
+        tool.is_file(),
+        "{} missing: ./dev test installs it",
+        tool.display()
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let o = cordon(&[
+        "engine",
+        "new",
+        name,
+        "--lang",
+        lang,
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let project = dir.path().join(name);
+    // The project installs the toolchain that ./dev pins.
+    let dev = std::fs::read_to_string(root().join("dev")).unwrap();
+    let pin = dev
+        .lines()
+        .find_map(|l| l.strip_prefix(&format!("{pin_var}=")))
+        .unwrap_or_else(|| panic!("dev pins {pin_var}"))
+        .trim_matches(|c| "()\"".contains(c));
+    let build = std::fs::read_to_string(project.join("build.sh")).unwrap();
+    assert!(build.contains(pin), "{pin} not in build.sh:\n{build}");
+
+    let built = std::process::Command::new("./build.sh")
+        .current_dir(&project)
+        .env(env, &tool)
+        .output()
+        .expect("running build.sh");
+    assert!(
+        built.status.success(),
+        "{}",
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let wasm = project.join(format!("{name}.wasm"));
+    let prefix = format!("{}{}", name[..1].to_uppercase(), &name[1..]);
+    let sample = |file: &str, expect: &str| {
+        format!("{}={expect}", project.join("samples").join(file).display())
+    };
+    let o = cordon(&[
+        "engine",
+        "test",
+        wasm.to_str().unwrap(),
+        "--sample",
+        &sample("eicar.eml", &format!("{prefix}.Eicar")),
+        "--sample",
+        &sample("gtube.eml", &format!("{prefix}.Gtube")),
+        "--sample",
+        &sample("clean.eml", "clean"),
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("8 passed, 0 failed"), "{out}");
+}
+
+#[test]
+fn the_python_template_builds_outside_the_repository_and_passes_the_suite() {
+    template_builds_and_passes(
+        "python",
+        "py-demo",
+        "COMPONENTIZE_PY",
+        "target/pyenv/bin/componentize-py",
+        "COMPONENTIZE_PY",
+    );
+}
+
+#[test]
+fn the_javascript_template_builds_outside_the_repository_and_passes_the_suite() {
+    template_builds_and_passes(
+        "js",
+        "js-demo",
+        "COMPONENTIZE_JS",
+        "target/jsenv/node_modules/.bin/componentize-js",
+        "COMPONENTIZE_JS",
+    );
+}

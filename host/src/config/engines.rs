@@ -113,6 +113,24 @@ pub(super) fn engine_specs(
                 reason: format!("{} is not a directory", d.display()),
             });
         }
+        let mut capabilities = Vec::new();
+        for c in &e.capabilities {
+            match crate::engine::Capability::from_name(c) {
+                Some(c) if !capabilities.contains(&c) => capabilities.push(c),
+                Some(_) => {}
+                None => {
+                    return Err(ConfigError::Invalid {
+                        path: path.to_path_buf(),
+                        key: format!("engines.{name}.capabilities"),
+                        reason: format!(
+                            "unknown capability {:?} (there are: {})",
+                            crate::text::escape(c, 64),
+                            crate::engine::Capability::ALL.map(|c| c.name()).join(", ")
+                        ),
+                    });
+                }
+            }
+        }
         engine_rules.push((
             name.clone(),
             RulesConfig {
@@ -156,6 +174,7 @@ pub(super) fn engine_specs(
             definitions,
             enabled: e.enabled,
             settings: e.settings,
+            capabilities,
             limits,
             self_test,
             cache: e.cache,

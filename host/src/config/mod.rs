@@ -143,6 +143,7 @@ impl Config {
                     enabled: true,
                     definitions: None,
                     settings: BTreeMap::new(),
+                    capabilities: Vec::new(),
                     limits: LimitsConfig::default(),
                     on_detect: None,
                     on_error: None,

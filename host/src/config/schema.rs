@@ -405,6 +405,10 @@ pub struct EngineConfig {
     /// Settings handed to the engine's `init`, as strings.
     #[serde(default)]
     pub settings: BTreeMap<String, String>,
+    /// The capabilities granted to the engine (`"dns"`, `"store"`); an
+    /// engine that imports one not granted is refused at load.
+    #[serde(default)]
+    pub capabilities: Vec<String>,
     /// Resource limits.
     #[serde(default)]
     pub limits: LimitsConfig,

@@ -24,6 +24,29 @@ mod basics {
     }
 
     #[test]
+    fn capabilities_are_granted_by_name_and_unknown_ones_refused() {
+        use crate::engine::Capability;
+        let c = parse(
+            "[engines.t]\ncomponent = \"t.wasm\"\ncapabilities = [\"store\", \"dns\", \"dns\"]\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.registry.engines[0].capabilities,
+            [Capability::Store, Capability::Dns]
+        );
+        let c = parse("[engines.t]\ncomponent = \"t.wasm\"\n").unwrap();
+        assert!(c.registry.engines[0].capabilities.is_empty());
+        let err = parse("[engines.t]\ncomponent = \"t.wasm\"\ncapabilities = [\"network\"]\n")
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("engines.t.capabilities"), "{err}");
+        assert!(
+            err.contains("unknown capability \"network\" (there are: dns, store)"),
+            "{err}"
+        );
+    }
+
+    #[test]
     fn unknown_key_names_key_and_file() {
         let err = parse("[engines.t]\ncomponent = \"t.wasm\"\ntimeout = 5\n").unwrap_err();
         let msg = err.to_string();

@@ -18,10 +18,13 @@ use std::time::Instant;
 use wasmtime::component::Instance;
 use wasmtime::{Store, Trap, UpdateDeadline};
 
-use super::generation::{Generation, call_outcome, finish_parts, instantiation_fault, merge_part};
+use super::generation::{
+    Generation, call_outcome, finish_parts, instantiation_fault, instantiation_fault_of, merge_part,
+};
 use super::outcome::{EngineOutcome, Fault, FaultKind, check_verdict, classify};
 use super::state::ScanState;
 use crate::bindings::{Envelope, LearnClass, LearnOutcome, Verdict};
+use crate::mime::Decomposed;
 
 /// Why `learn` gave no outcome.
 #[derive(Debug, Clone)]
@@ -41,17 +44,12 @@ impl std::fmt::Display for LearnError {
         }
     }
 }
-use crate::mime::Decomposed;
 
 impl Generation {
-    /// Scans `message` (and `parts`, when given) on a fresh instance, as an
-    /// async call within the engine's timeout.
-    pub(super) async fn scan_async(
-        &self,
-        envelope: &Envelope,
-        message: &[u8],
-        parts: Option<&Decomposed>,
-    ) -> EngineOutcome {
+    /// A store for an async call on a fresh instance: the epoch makes a
+    /// running guest yield every tick until the call's deadline, where it
+    /// traps.
+    fn async_store(&self) -> Store<ScanState> {
         let mut store = self.new_store();
         let deadline = store.data().deadline;
         store.epoch_deadline_callback(move |_| {
@@ -62,6 +60,18 @@ impl Generation {
             }
         });
         store.set_epoch_deadline(1);
+        store
+    }
+
+    /// Scans `message` (and `parts`, when given) on a fresh instance, as an
+    /// async call within the engine's timeout.
+    pub(super) async fn scan_async(
+        &self,
+        envelope: &Envelope,
+        message: &[u8],
+        parts: Option<&Decomposed>,
+    ) -> EngineOutcome {
+        let mut store = self.async_store();
         let outcome = match self.pre_async.instantiate_async(&mut store).await {
             Err(e) => instantiation_fault(&e, store.data().limiter.memory_denied),
             Ok(instance) => {
@@ -129,23 +139,12 @@ impl Generation {
         if !self.exports.contract.has_learn() {
             return Ok(LearnOutcome::Unsupported);
         }
-        let mut store = self.new_store();
-        let deadline = store.data().deadline;
-        store.epoch_deadline_callback(move |_| {
-            if Instant::now() >= deadline {
-                Err(Trap::Interrupt.into())
-            } else {
-                Ok(UpdateDeadline::Yield(1))
-            }
-        });
-        store.set_epoch_deadline(1);
+        let mut store = self.async_store();
         let r = match self.pre_async.instantiate_async(&mut store).await {
-            Err(e) => Err(
-                match instantiation_fault(&e, store.data().limiter.memory_denied) {
-                    EngineOutcome::Fault(f) => LearnError::Fault(f),
-                    EngineOutcome::Verdict(_) => unreachable!("an instantiation fault is a fault"),
-                },
-            ),
+            Err(e) => Err(LearnError::Fault(instantiation_fault_of(
+                &e,
+                store.data().limiter.memory_denied,
+            ))),
             Ok(instance) => {
                 let call = async {
                     let learn = self

@@ -267,6 +267,9 @@ fn build() -> Result<Reply, Reply> {
         enabled: true,
         definitions: req.definitions,
         settings: req.settings,
+        // The parent checked the imports against the grants; `init` is
+        // given no capability.
+        capabilities: Vec::new(),
         limits: req.limits,
         self_test: Vec::new(),
         cache: false,

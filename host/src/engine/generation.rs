@@ -11,7 +11,7 @@ use wasmtime::Store;
 use super::artifacts::{self, SnapshotInputs};
 use super::compiler::CompileBounds;
 use super::exports::EngineExports;
-use super::outcome::{EngineOutcome, FaultKind, check_verdict, classify, merge};
+use super::outcome::{EngineOutcome, Fault, FaultKind, check_verdict, classify, merge};
 use super::preinit;
 use super::spec::{EngineLimits, EngineSpec};
 use super::state::ScanState;
@@ -111,7 +111,8 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
     let bytes = read_component(spec)?;
     // Before anything is compiled: a component that imports what cordon
     // does not provide is refused in milliseconds, not after a compile.
-    super::imports::check(&bytes).map_err(|e| invalid(e.to_string()))?;
+    super::imports::check(&bytes, &spec.name, &spec.capabilities)
+        .map_err(|e| invalid(e.to_string()))?;
     let definitions_digest = || -> Result<Option<[u8; 32]>, LoadError> {
         let Some(dir) = &spec.definitions else {
             return Ok(None);
@@ -552,13 +553,21 @@ pub(super) fn finish_parts(
 
 /// The outcome of a fresh instance that could not be made.
 pub(super) fn instantiation_fault(e: &wasmtime::Error, memory_denied: bool) -> EngineOutcome {
+    EngineOutcome::Fault(instantiation_fault_of(e, memory_denied))
+}
+
+/// Why a fresh instance could not be made.
+pub(super) fn instantiation_fault_of(e: &wasmtime::Error, memory_denied: bool) -> Fault {
     if memory_denied {
-        EngineOutcome::fault(
-            FaultKind::OutOfMemory,
-            format!("instantiation needs more memory than the limit: {e:#}"),
-        )
+        Fault {
+            kind: FaultKind::OutOfMemory,
+            detail: format!("instantiation needs more memory than the limit: {e:#}"),
+        }
     } else {
-        EngineOutcome::fault(FaultKind::Overloaded, format!("cannot instantiate: {e:#}"))
+        Fault {
+            kind: FaultKind::Overloaded,
+            detail: format!("cannot instantiate: {e:#}"),
+        }
     }
 }
 

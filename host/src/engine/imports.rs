@@ -14,30 +14,31 @@
 //!   not, fail when called: see [`deny_the_rest`]).
 //!
 //! The capabilities of contract 0.2.0 (`cordon:scanner/dns`,
-//! `cordon:scanner/store`) are not served yet: an engine importing one is
-//! refused, naming it.
+//! `cordon:scanner/store`) need the operator's grant (`[engines.NAME]
+//! capabilities`): an engine importing one not granted is refused, naming
+//! the capability and the config key. They are not served yet: an engine
+//! importing a granted one is refused too, saying so.
 
 use wasmparser::{Parser, Payload};
 
-/// The WASI 0.2 packages whose interfaces an engine may import.
-pub const WASI_PACKAGES: [&str; 7] = [
+use super::spec::Capability;
+
+/// The WASI 0.2 packages wasmtime-wasi links (granting no authority: see
+/// the engine state).
+const LINKED_WASI_PACKAGES: [&str; 6] = [
     "wasi:io",
     "wasi:clocks",
     "wasi:random",
     "wasi:cli",
     "wasi:filesystem",
     "wasi:sockets",
-    "wasi:http",
 ];
+
+/// The WASI 0.2 packages linked to functions that fail.
+const DENIED_WASI_PACKAGES: [&str; 1] = ["wasi:http"];
 
 /// The cordon interfaces every engine may import.
 const HOST_INTERFACES: [&str; 2] = ["cordon:scanner/types", "cordon:scanner/host"];
-
-/// The capability interfaces of contract 0.2.0.
-const CAPABILITIES: [(&str, &str); 2] = [
-    ("cordon:scanner/dns", "dns"),
-    ("cordon:scanner/store", "store"),
-];
 
 /// Why a component's imports are refused.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,12 +47,21 @@ pub enum ImportError {
     Malformed(String),
     /// It imports an interface cordon does not provide.
     Unknown(String),
-    /// It imports a capability this cordon does not serve.
-    Capability {
+    /// It imports a capability the operator did not grant.
+    NotGranted {
         /// The import's name.
         import: String,
-        /// The capability's name.
-        capability: &'static str,
+        /// The capability.
+        capability: Capability,
+        /// The engine's name in config.
+        engine: String,
+    },
+    /// It imports a granted capability this cordon does not serve yet.
+    NotServed {
+        /// The import's name.
+        import: String,
+        /// The capability.
+        capability: Capability,
     },
 }
 
@@ -65,11 +75,20 @@ impl std::fmt::Display for ImportError {
                 crate::text::escape(name, 256),
                 provided()
             ),
-            ImportError::Capability { import, capability } => write!(
+            ImportError::NotGranted {
+                import,
+                capability,
+                engine,
+            } => write!(
                 f,
-                "imports {import}, the `{capability}` capability, which this cordon does not \
-                 serve yet; engines may import {}",
-                provided()
+                "imports {import}, the `{c}` capability, which is not granted: grant it with \
+                 capabilities = [\"{c}\"] in [engines.{engine}] (engines.{engine}.capabilities)",
+                c = capability.name()
+            ),
+            ImportError::NotServed { import, capability } => write!(
+                f,
+                "imports {import}, the `{}` capability, which this cordon does not serve yet",
+                capability.name()
             ),
         }
     }
@@ -85,7 +104,12 @@ fn provided() -> String {
         "{} ({}) and WASI 0.2 ({}; what grants authority fails)",
         HOST_INTERFACES.join(", "),
         versions.join(", "),
-        WASI_PACKAGES.join(", ")
+        LINKED_WASI_PACKAGES
+            .iter()
+            .chain(&DENIED_WASI_PACKAGES)
+            .copied()
+            .collect::<Vec<_>>()
+            .join(", ")
     )
 }
 
@@ -120,16 +144,33 @@ pub fn imports(bytes: &[u8]) -> Result<Vec<String>, ImportError> {
 }
 
 /// Checks every import of the component `bytes` against what cordon
-/// provides.
-pub fn check(bytes: &[u8]) -> Result<(), ImportError> {
+/// provides and the capabilities `granted` to the engine named `engine`
+/// in config.
+pub fn check(bytes: &[u8], engine: &str, granted: &[Capability]) -> Result<(), ImportError> {
     for name in imports(bytes)? {
-        check_one(&name)?;
+        match check_one(&name)? {
+            None => {}
+            Some(capability) if !granted.contains(&capability) => {
+                return Err(ImportError::NotGranted {
+                    import: name,
+                    capability,
+                    engine: engine.to_string(),
+                });
+            }
+            Some(capability) => {
+                return Err(ImportError::NotServed {
+                    import: name,
+                    capability,
+                });
+            }
+        }
     }
     Ok(())
 }
 
-/// Checks one import name (`package:name/interface@version`).
-fn check_one(name: &str) -> Result<(), ImportError> {
+/// Checks one import name (`package:name/interface@version`): provided,
+/// the capability it is, or refused.
+fn check_one(name: &str) -> Result<Option<Capability>, ImportError> {
     let (path, version) = name.split_once('@').unwrap_or((name, ""));
     let package = path.split_once('/').map_or(path, |(p, _)| p);
     if HOST_INTERFACES.contains(&path)
@@ -137,30 +178,21 @@ fn check_one(name: &str) -> Result<(), ImportError> {
             .iter()
             .any(|c| c.version() == version)
     {
-        return Ok(());
+        return Ok(None);
     }
-    if let Some((_, capability)) = CAPABILITIES.iter().find(|(i, _)| *i == path) {
-        return Err(ImportError::Capability {
-            import: name.to_string(),
-            capability,
-        });
+    if let Some(c) = Capability::ALL.into_iter().find(|c| c.interface() == path)
+        && crate::bindings::Contract::ALL
+            .iter()
+            .any(|v| v.has_capabilities() && v.version() == version)
+    {
+        return Ok(Some(c));
     }
-    if WASI_PACKAGES.contains(&package) && version.starts_with("0.2.") {
-        return Ok(());
+    let wasi = LINKED_WASI_PACKAGES.contains(&package) || DENIED_WASI_PACKAGES.contains(&package);
+    if wasi && version.starts_with("0.2.") {
+        return Ok(None);
     }
     Err(ImportError::Unknown(name.to_string()))
 }
-
-/// The WASI packages wasmtime-wasi links (granting no authority: see the
-/// engine state); the other [`WASI_PACKAGES`] are denied.
-const LINKED_WASI_PACKAGES: [&str; 6] = [
-    "wasi:io",
-    "wasi:clocks",
-    "wasi:random",
-    "wasi:cli",
-    "wasi:filesystem",
-    "wasi:sockets",
-];
 
 /// A resource of a denied interface: no call can make one.
 struct Denied;
@@ -253,7 +285,7 @@ mod tests {
             "wasi:http/types@0.2.3",
             "wasi:io/streams@0.2.0",
         ] {
-            assert_eq!(check_one(ok), Ok(()), "{ok}");
+            assert_eq!(check_one(ok), Ok(None), "{ok}");
         }
         for bad in [
             "cordon:scanner/host@0.3.0",
@@ -271,11 +303,14 @@ mod tests {
         }
         assert_eq!(
             check_one("cordon:scanner/dns@0.2.0"),
-            Err(ImportError::Capability {
-                import: "cordon:scanner/dns@0.2.0".into(),
-                capability: "dns",
-            })
+            Ok(Some(Capability::Dns))
         );
+        assert_eq!(
+            check_one("cordon:scanner/store@0.2.0"),
+            Ok(Some(Capability::Store))
+        );
+        // 0.1.0 had no capabilities.
+        assert!(check_one("cordon:scanner/store@0.1.0").is_err());
     }
 
     #[test]

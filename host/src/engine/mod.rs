@@ -34,8 +34,8 @@ pub use async_scan::LearnError;
 pub use generation::{Generation, ScanTiming, SnapshotSource};
 pub use outcome::{EngineOutcome, EngineResult, Fault, FaultKind};
 pub use spec::{
-    EngineLimits, EngineSpec, Expect, Fingerprint, SelfTest, VERDICT_ITEM_BYTES, VerdictLimits,
-    fingerprint,
+    Capability, EngineLimits, EngineSpec, Expect, Fingerprint, SelfTest, VERDICT_ITEM_BYTES,
+    VerdictLimits, fingerprint,
 };
 use state::ScanState;
 

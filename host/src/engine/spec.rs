@@ -118,12 +118,50 @@ pub struct EngineSpec {
     pub definitions: Option<PathBuf>,
     /// Settings for `init`.
     pub settings: BTreeMap<String, String>,
+    /// The capabilities the operator granted.
+    pub capabilities: Vec<Capability>,
     /// Limits.
     pub limits: EngineLimits,
     /// Samples a new generation must pass.
     pub self_test: Vec<SelfTest>,
     /// Whether its verdicts are cached.
     pub cache: bool,
+}
+
+/// A capability an operator may grant an engine (`[engines.NAME]
+/// capabilities`): an interface of the contract the host mediates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Capability {
+    /// DNS lookups (`cordon:scanner/dns`).
+    Dns,
+    /// The key-value store for learned state (`cordon:scanner/store`).
+    Store,
+}
+
+impl Capability {
+    /// Every capability.
+    pub const ALL: [Capability; 2] = [Capability::Dns, Capability::Store];
+
+    /// Its name in config.
+    pub fn name(self) -> &'static str {
+        match self {
+            Capability::Dns => "dns",
+            Capability::Store => "store",
+        }
+    }
+
+    /// The capability named `name` in config.
+    pub fn from_name(name: &str) -> Option<Capability> {
+        Capability::ALL.into_iter().find(|c| c.name() == name)
+    }
+
+    /// The interface (without version) an engine imports to use it.
+    pub fn interface(self) -> &'static str {
+        match self {
+            Capability::Dns => "cordon:scanner/dns",
+            Capability::Store => "cordon:scanner/store",
+        }
+    }
 }
 
 /// What the files of one engine look like: (path, size, mtime in ns,
@@ -179,6 +217,7 @@ mod tests {
             enabled: true,
             definitions: Some(dir.path().to_path_buf()),
             settings: Default::default(),
+            capabilities: Vec::new(),
             limits: Default::default(),
             self_test: vec![],
             cache: true,

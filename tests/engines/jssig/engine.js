@@ -4,7 +4,8 @@
 // scan and are cached like any other. It finds one marker string, the
 // setting `marker` (default "JSSIG-MARKER"), in the raw message and in
 // each decoded part. Built by `./dev test-engines` (componentize-js, pinned,
-// with the WASI features cordon does not grant disabled).
+// with its default flags: the component imports wasi:http, which cordon
+// links to functions that fail).
 
 import { log } from "cordon:scanner/host@0.2.0";
 
