@@ -272,3 +272,104 @@ fn the_javascript_template_builds_outside_the_repository_and_passes_the_suite() 
         "COMPONENTIZE_JS",
     );
 }
+
+/// `cordon learn` hands each message to the engines' `learn` and prints
+/// what each answered; an engine's refusal or fault is an error line and
+/// exit 2.
+#[test]
+fn learn_reports_each_engines_answer() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = |mode: &str| {
+        write_config(
+            dir.path(),
+            &format!(
+                "cache_dir = {}\n[engines.testsig]\ncomponent = {}\n\
+                 [engines.old]\ncomponent = {}\n\
+                 [engines.hostile]\ncomponent = {}\nsettings.mode = \"{mode}\"\n",
+                toml_path(&cache_dir()),
+                toml_path(&component("testsig")),
+                toml_path(&root().join("tests/fixtures/engines/testsig-0.1.0.wasm")),
+                toml_path(&component("hostile")),
+            ),
+        )
+    };
+    let cfg = config("learn");
+    let cfg = cfg.to_str().unwrap();
+    let o = cordon(&[
+        "learn",
+        "--config",
+        cfg,
+        "--class",
+        "spam",
+        "samples/gtube.eml",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    for line in [
+        "samples/gtube.eml: hostile learned",
+        "samples/gtube.eml: old unsupported",
+        "samples/gtube.eml: testsig unsupported",
+    ] {
+        assert!(out.lines().any(|l| l == line), "{line}: {out}");
+    }
+    // Only the engine asked for; an mbox is each of its messages.
+    let o = cordon(&[
+        "learn",
+        "--config",
+        cfg,
+        "--engine",
+        "hostile",
+        "--class",
+        "ham",
+        "samples/inbox.mbox",
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let out = stdout(&o);
+    assert!(
+        out.lines().all(|l| l.contains(": hostile learned")),
+        "{out}"
+    );
+    assert!(
+        out.contains("samples/inbox.mbox[2]: hostile learned"),
+        "{out}"
+    );
+
+    let o = cordon(&[
+        "learn",
+        "--config",
+        cfg,
+        "--engine",
+        "nosuch",
+        "--class",
+        "ham",
+        "samples/clean.eml",
+    ]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(
+        stderr(&o).contains("\"nosuch\": no enabled engine of that name"),
+        "{}",
+        stderr(&o)
+    );
+
+    for (mode, want) in [
+        (
+            "learn-refuses",
+            "hostile ERROR the engine refused: hostile refuses to learn\\x1b[2J",
+        ),
+        ("panic", "hostile ERROR trap"),
+    ] {
+        let cfg = config(mode);
+        let o = cordon(&[
+            "learn",
+            "--config",
+            cfg.to_str().unwrap(),
+            "--engine",
+            "hostile",
+            "--class",
+            "virus",
+            "samples/eicar.eml",
+        ]);
+        assert_eq!(o.status.code(), Some(2), "{mode}");
+        assert!(stdout(&o).contains(want), "{mode}: {}", stdout(&o));
+    }
+}

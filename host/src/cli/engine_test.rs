@@ -329,7 +329,7 @@ pub async fn engine_test_command(args: EngineTestArgs) -> anyhow::Result<i32> {
         (LearnClass::Ham, "ham", CLEAN_MAIL[0].1),
     ] {
         match g.learn(&envelope, bytes.as_bytes(), class, None).await {
-            Ok(outcome) => learned.push(format!("{label} -> {}", learn_word(outcome))),
+            Ok(outcome) => learned.push(format!("{label} -> {}", super::learn::word(outcome))),
             Err(e) => {
                 learn_ok = false;
                 learned.push(format!("{label} -> {e}"));
@@ -440,14 +440,4 @@ fn describe(o: &EngineOutcome) -> String {
         ));
     }
     out
-}
-
-/// `learn`'s outcome as the contract spells it.
-fn learn_word(o: crate::bindings::LearnOutcome) -> &'static str {
-    use crate::bindings::LearnOutcome;
-    match o {
-        LearnOutcome::Learned => "learned",
-        LearnOutcome::AlreadyLearned => "already-learned",
-        LearnOutcome::Unsupported => "unsupported",
-    }
 }

@@ -9,6 +9,7 @@
 
 mod engine_new;
 mod engine_test;
+mod learn;
 mod operator;
 mod scan;
 
@@ -58,6 +59,9 @@ pub enum Command {
     Engines(EnginesArgs),
     /// Validate a config file and load every engine in it.
     CheckConfig(EngineSource),
+    /// Tell engines what messages are (spam, ham, virus, clean): each
+    /// message goes to the engines' `learn`.
+    Learn(learn::LearnArgs),
     /// For engine vendors: test a component.
     #[command(subcommand)]
     Engine(EngineCommand),
@@ -255,6 +259,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Scan(args) => scan::scan_command(args).await,
         Command::Engines(args) => operator::engines_command(args).await,
         Command::CheckConfig(source) => check_config(source).await,
+        Command::Learn(args) => learn::learn_command(args).await,
         Command::Engine(EngineCommand::New(args)) => engine_new::engine_new_command(args),
         Command::Engine(EngineCommand::Test(args)) => engine_test::engine_test_command(args).await,
         Command::Stats(args) => operator::stats_command(args).await,

@@ -170,6 +170,25 @@ mod component {
             })
         }
 
+        fn learn(
+            &self,
+            _envelope: &Envelope,
+            message: &[u8],
+            _class: cordon_engine_sdk::LearnClass,
+            _reference: Option<&str>,
+        ) -> Result<cordon_engine_sdk::LearnOutcome, String> {
+            match self.mode.as_str() {
+                "panic" => panic!("hostile engine panics on purpose"),
+                "learn-refuses" => Err("hostile refuses to learn\u{1b}[2J".into()),
+                "learn" => Ok(if message.is_empty() {
+                    cordon_engine_sdk::LearnOutcome::AlreadyLearned
+                } else {
+                    cordon_engine_sdk::LearnOutcome::Learned
+                }),
+                _ => Ok(cordon_engine_sdk::LearnOutcome::Unsupported),
+            }
+        }
+
         fn definitions_version(&self) -> String {
             if matches!(self.mode.as_str(), "definitions" | "init-read") {
                 return self.definitions.clone();
