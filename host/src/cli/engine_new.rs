@@ -14,6 +14,7 @@ use anyhow::Context;
 use clap::{Args, ValueEnum};
 
 use super::EXIT_CLEAN;
+use super::engine_test::{CLEAN_MAIL, EICAR_MAIL, GTUBE_MAIL};
 
 /// `cordon engine new`.
 #[derive(Debug, Args)]
@@ -99,11 +100,6 @@ fn make_executable(path: &Path) -> anyhow::Result<()> {
     std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o755))
         .with_context(|| format!("cannot make {} executable", path.display()))
 }
-
-/// A message carrying EICAR, and a clean one.
-const EICAR_EML: &str = "From: sender@example.org\r\nTo: rcpt@example.com\r\nSubject: eicar\r\n\r\nX5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*\r\n";
-const GTUBE_EML: &str = "From: sender@example.org\r\nTo: rcpt@example.com\r\nSubject: gtube\r\n\r\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n";
-const CLEAN_EML: &str = "From: alice@example.org\r\nTo: bob@example.com\r\nSubject: lunch\r\n\r\nShall we meet at noon?\r\n";
 
 /// The Rust project's files.
 fn rust(name: &str) -> Vec<(PathBuf, String)> {
@@ -223,9 +219,9 @@ self_test = [
 "#
             ),
         ),
-        ("samples/eicar.eml", EICAR_EML.to_string()),
-        ("samples/gtube.eml", GTUBE_EML.to_string()),
-        ("samples/clean.eml", CLEAN_EML.to_string()),
+        ("samples/eicar.eml", EICAR_MAIL.to_string()),
+        ("samples/gtube.eml", GTUBE_MAIL.to_string()),
+        ("samples/clean.eml", CLEAN_MAIL[0].1.to_string()),
         (
             "README.md",
             format!(
@@ -544,9 +540,9 @@ self_test = [
 "#
             ),
         ),
-        ("samples/eicar.eml", EICAR_EML.to_string()),
-        ("samples/gtube.eml", GTUBE_EML.to_string()),
-        ("samples/clean.eml", CLEAN_EML.to_string()),
+        ("samples/eicar.eml", EICAR_MAIL.to_string()),
+        ("samples/gtube.eml", GTUBE_MAIL.to_string()),
+        ("samples/clean.eml", CLEAN_MAIL[0].1.to_string()),
         ("wit/scanner.wit", WIT.to_string()),
     ]
 }

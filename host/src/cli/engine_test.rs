@@ -17,7 +17,6 @@ use clap::Args;
 
 use super::{EXIT_CLEAN, EXIT_FOUND};
 use crate::bindings::{LearnClass, Outcome};
-use crate::config::Config;
 use crate::engine::{EngineOutcome, SnapshotSource};
 use crate::mime::MimeLimits;
 use crate::registry::Registry;
@@ -43,11 +42,11 @@ pub struct EngineTestArgs {
 }
 
 /// The EICAR test file in a message.
-const EICAR_MAIL: &str = "From: sender@example.org\r\nTo: rcpt@example.com\r\nSubject: eicar\r\n\r\nX5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*\r\n";
+pub(super) const EICAR_MAIL: &str = "From: sender@example.org\r\nTo: rcpt@example.com\r\nSubject: eicar\r\n\r\nX5O!P%@AP[4\\PZX54(P^)7CC)7}$EICAR-STANDARD-ANTIVIRUS-TEST-FILE!$H+H*\r\n";
 /// The GTUBE anti-spam test string in a message.
-const GTUBE_MAIL: &str = "From: sender@example.org\r\nTo: rcpt@example.com\r\nSubject: gtube\r\n\r\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n";
+pub(super) const GTUBE_MAIL: &str = "From: sender@example.org\r\nTo: rcpt@example.com\r\nSubject: gtube\r\n\r\nXJS*C4JDBQADN1.NSBN3*2IDNEN*GTUBE-STANDARD-ANTI-UBE-TEST-EMAIL*C.34X\r\n";
 /// Clean mail of the usual shapes: plain text, HTML, an attachment.
-const CLEAN_MAIL: [(&str, &str); 3] = [
+pub(super) const CLEAN_MAIL: [(&str, &str); 3] = [
     (
         "clean text",
         "From: alice@example.org\r\nTo: bob@example.com\r\nSubject: lunch\r\nDate: Mon, 30 Nov 2026 12:00:00 +0000\r\nMessage-ID: <lunch@example.org>\r\n\r\nShall we meet at noon?\r\n",
@@ -112,17 +111,12 @@ impl Report {
 pub async fn engine_test_command(args: EngineTestArgs) -> anyhow::Result<i32> {
     let samples = samples(&args)?;
     let cache = tempfile::tempdir().context("cannot make a cache directory for the test")?;
-    let mut config = Config::from_components(std::slice::from_ref(&args.component));
+    let mut config = super::components_config(
+        std::slice::from_ref(&args.component),
+        &args.setting,
+        &args.definitions,
+    )?;
     config.cache_dir = Some(cache.path().to_path_buf());
-    for engine in config.engines.values_mut() {
-        for s in &args.setting {
-            let Some((key, value)) = s.split_once('=') else {
-                anyhow::bail!("--setting {s:?}: expected KEY=VALUE");
-            };
-            engine.settings.insert(key.to_string(), value.to_string());
-        }
-        engine.definitions.clone_from(&args.definitions);
-    }
     let config = config.validate(std::path::Path::new("<command line>"))?;
 
     println!(

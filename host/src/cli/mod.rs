@@ -209,16 +209,7 @@ impl EngineSource {
     pub fn resolve(&self) -> anyhow::Result<ValidConfig> {
         if !self.engine.is_empty() {
             let cli = Path::new("<command line>");
-            let mut config = Config::from_components(&self.engine);
-            for engine in config.engines.values_mut() {
-                for s in &self.setting {
-                    let Some((key, value)) = s.split_once('=') else {
-                        anyhow::bail!("--setting {s:?}: expected KEY=VALUE");
-                    };
-                    engine.settings.insert(key.to_string(), value.to_string());
-                }
-                engine.definitions.clone_from(&self.definitions);
-            }
+            let config = components_config(&self.engine, &self.setting, &self.definitions)?;
             return Ok(config.validate(cli)?);
         }
         let path = match &self.config {
@@ -227,6 +218,26 @@ impl EngineSource {
         };
         Ok(Config::load(&path)?)
     }
+}
+
+/// A config with one engine per component file, each given `settings`
+/// (`KEY=VALUE`, as `--setting`) and `definitions` (as `--definitions`).
+fn components_config(
+    components: &[PathBuf],
+    settings: &[String],
+    definitions: &Option<PathBuf>,
+) -> anyhow::Result<Config> {
+    let mut config = Config::from_components(components);
+    for engine in config.engines.values_mut() {
+        for s in settings {
+            let Some((key, value)) = s.split_once('=') else {
+                anyhow::bail!("--setting {s:?}: expected KEY=VALUE");
+            };
+            engine.settings.insert(key.to_string(), value.to_string());
+        }
+        engine.definitions.clone_from(definitions);
+    }
+    Ok(config)
 }
 
 fn find_config() -> anyhow::Result<PathBuf> {
