@@ -16,7 +16,15 @@
 
 wasmtime::component::bindgen!({
     path: "../wit",
-    world: "scanner",
+    world: "scanner-with-capabilities",
+    // The capabilities wait on the network or a backend: served as async
+    // host functions, so that a guest waiting on one holds no thread (the
+    // fiber it runs on is suspended), and may trap a call the host cannot
+    // serve at all.
+    imports: {
+        "cordon:scanner/dns": async | trappable,
+        "cordon:scanner/store": async | trappable,
+    },
 });
 
 /// The first version of the contract, `cordon:scanner@0.1.0`: its host

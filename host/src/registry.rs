@@ -24,6 +24,9 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::watch;
 
 use crate::bindings::{Outcome, empty_envelope};
+use crate::engine::Capability;
+use crate::engine::capabilities::Services;
+use crate::engine::capabilities::dns::Dns;
 use crate::engine::stats::EngineStats;
 use crate::engine::{
     EngineOutcome, EngineSpec, Expect, Fingerprint, Generation, LoadError, Runtime, RuntimeError,
@@ -45,6 +48,8 @@ pub struct Setup {
     pub pool_instances: u32,
     /// The engines, in name order.
     pub engines: Vec<EngineSpec>,
+    /// The resolver's settings, for engines granted `dns`.
+    pub dns: crate::engine::capabilities::dns::DnsSettings,
     /// The verdict cache's bounds (no cache when `max_entries` is 0).
     pub verdict_cache: VerdictCacheLimits,
     /// The settings a reload replaces.
@@ -60,6 +65,9 @@ pub enum RegistryError {
     /// Engines failed to load.
     #[error(transparent)]
     Load(#[from] LoadErrors),
+    /// The resolver for the `dns` capability could not be set up.
+    #[error(transparent)]
+    Dns(#[from] crate::engine::capabilities::dns::DnsSetupError),
 }
 
 /// What reloads have done since the registry was built: the last
@@ -239,17 +247,32 @@ fn self_test(g: &Generation, spec: &EngineSpec, mime: &MimeLimits) -> Result<(),
     Ok(())
 }
 
+/// The services behind the capabilities the engines are granted: a
+/// resolver only when an engine is granted `dns`.
+fn services(setup: &Setup) -> Result<Services, RegistryError> {
+    let mut services = Services::default();
+    if setup
+        .engines
+        .iter()
+        .any(|e| e.capabilities.contains(&Capability::Dns))
+    {
+        services.dns = Some(Arc::new(Dns::new(setup.dns.clone())?));
+    }
+    Ok(services)
+}
+
 impl Registry {
     /// Builds the runtime and loads every engine in the config, enabled or
     /// not, so that a broken disabled engine is reported too; each passes
     /// its self-test. Blocking.
     pub fn load(setup: &Setup) -> Result<Self, RegistryError> {
-        let runtime = Runtime::new(
+        let mut runtime = Runtime::new(
             &setup.engines,
             setup.pool_instances,
             setup.cache_dir.clone(),
             setup.max_cache_bytes,
         )?;
+        runtime.set_services(services(setup)?);
         let mut engines = Vec::new();
         let mut errors = Vec::new();
         for spec in &setup.engines {

@@ -70,8 +70,10 @@ fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
 }
 
 /// A capability needs the operator's grant: without it the engine is
-/// refused, naming the capability and the config key; granted, it is
-/// refused as not served yet (the capabilities land with issue 12).
+/// refused, naming the capability and the config key. Granted, `dns` is
+/// served (this fixture goes on to fail for what it lacks: an engine
+/// export; the `dns` tests load a real engine granted it), and `store` is
+/// refused as not served.
 #[test]
 fn a_component_importing_a_capability_needs_the_grant() {
     let dir = tempfile::tempdir().unwrap();
@@ -102,11 +104,13 @@ fn a_component_importing_a_capability_needs_the_grant() {
         let granted = config(&format!("capabilities = [\"{capability}\"]\n"));
         let o = cordon(&["check-config", "--config", granted.to_str().unwrap()]);
         assert_eq!(o.status.code(), Some(2));
-        assert!(
-            stderr(&o).contains("which this cordon does not serve yet"),
-            "{}",
-            stderr(&o)
-        );
+        let err = stderr(&o);
+        assert!(!err.contains("is not granted"), "{err}");
+        if capability == "dns" {
+            assert!(!err.contains("does not serve"), "{err}");
+        } else {
+            assert!(err.contains("which this cordon does not serve"), "{err}");
+        }
     }
 }
 

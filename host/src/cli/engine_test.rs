@@ -34,6 +34,14 @@ pub struct EngineTestArgs {
     /// The definitions directory.
     #[arg(long, value_name = "DIR")]
     pub definitions: Option<PathBuf>,
+    /// A capability to grant (`dns`, `store`), as `[engines.NAME]
+    /// capabilities` (repeatable).
+    #[arg(long, value_name = "CAPABILITY")]
+    pub grant: Vec<String>,
+    /// A DNS server for the `dns` capability, as `[dns] servers`
+    /// (repeatable; default: /etc/resolv.conf's).
+    #[arg(long, value_name = "ADDRESS")]
+    pub dns_server: Vec<String>,
     /// A message file and what the engine must make of it: `clean`,
     /// `detected`, or a threat name that must be among those found
     /// (repeatable). Without any, the engine must detect EICAR or GTUBE.
@@ -113,8 +121,12 @@ pub async fn engine_test_command(args: EngineTestArgs) -> anyhow::Result<i32> {
     let cache = tempfile::tempdir().context("cannot make a cache directory for the test")?;
     let mut config = super::components_config(
         std::slice::from_ref(&args.component),
-        &args.setting,
-        &args.definitions,
+        &super::ComponentFlags {
+            settings: &args.setting,
+            definitions: &args.definitions,
+            grants: &args.grant,
+            dns_servers: &args.dns_server,
+        },
     )?;
     config.cache_dir = Some(cache.path().to_path_buf());
     let config = config.validate(std::path::Path::new("<command line>"))?;

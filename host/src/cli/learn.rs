@@ -67,6 +67,8 @@ pub(super) async fn learn_command(args: LearnArgs) -> anyhow::Result<i32> {
         engine: Vec::new(),
         setting: Vec::new(),
         definitions: None,
+        grant: Vec::new(),
+        dns_server: Vec::new(),
     }
     .resolve()?;
     let registry = load_registry(config).await?;

@@ -118,6 +118,14 @@ pub struct EngineSource {
     /// The definitions directory of the engines given with --engine.
     #[arg(long, value_name = "DIR", requires = "engine")]
     pub definitions: Option<PathBuf>,
+    /// A capability to grant the engines given with --engine (`dns`,
+    /// `store`), as `[engines.NAME] capabilities` (repeatable).
+    #[arg(long, value_name = "CAPABILITY", requires = "engine")]
+    pub grant: Vec<String>,
+    /// A DNS server for the `dns` capability, as `[dns] servers`
+    /// (repeatable; default: /etc/resolv.conf's).
+    #[arg(long, value_name = "ADDRESS", requires = "engine")]
+    pub dns_server: Vec<String>,
 }
 
 /// `cordon scan`.
@@ -209,7 +217,15 @@ impl EngineSource {
     pub fn resolve(&self) -> anyhow::Result<ValidConfig> {
         if !self.engine.is_empty() {
             let cli = Path::new("<command line>");
-            let config = components_config(&self.engine, &self.setting, &self.definitions)?;
+            let config = components_config(
+                &self.engine,
+                &ComponentFlags {
+                    settings: &self.setting,
+                    definitions: &self.definitions,
+                    grants: &self.grant,
+                    dns_servers: &self.dns_server,
+                },
+            )?;
             return Ok(config.validate(cli)?);
         }
         let path = match &self.config {
@@ -222,22 +238,32 @@ impl EngineSource {
 
 /// A config with one engine per component file, each given `settings`
 /// (`KEY=VALUE`, as `--setting`) and `definitions` (as `--definitions`).
-fn components_config(
-    components: &[PathBuf],
-    settings: &[String],
-    definitions: &Option<PathBuf>,
-) -> anyhow::Result<Config> {
+fn components_config(components: &[PathBuf], flags: &ComponentFlags) -> anyhow::Result<Config> {
     let mut config = Config::from_components(components);
     for engine in config.engines.values_mut() {
-        for s in settings {
+        for s in flags.settings {
             let Some((key, value)) = s.split_once('=') else {
                 anyhow::bail!("--setting {s:?}: expected KEY=VALUE");
             };
             engine.settings.insert(key.to_string(), value.to_string());
         }
-        engine.definitions.clone_from(definitions);
+        engine.definitions.clone_from(flags.definitions);
+        engine.capabilities = flags.grants.to_vec();
     }
+    config.dns.servers = flags.dns_servers.to_vec();
     Ok(config)
+}
+
+/// The flags that configure engines given as component files.
+struct ComponentFlags<'a> {
+    /// `--setting KEY=VALUE`.
+    settings: &'a [String],
+    /// `--definitions DIR`.
+    definitions: &'a Option<PathBuf>,
+    /// `--grant CAPABILITY`.
+    grants: &'a [String],
+    /// `--dns-server ADDRESS`.
+    dns_servers: &'a [String],
 }
 
 fn find_config() -> anyhow::Result<PathBuf> {

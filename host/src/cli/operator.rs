@@ -104,6 +104,15 @@ pub(super) async fn stats_command(args: ControlArgs) -> anyhow::Result<i32> {
             s.reloads_ok,
             s.reloads_failed
         );
+        let calls: Vec<String> = s
+            .capability_calls
+            .iter()
+            .filter(|(_, n)| **n != 0)
+            .map(|(k, n)| format!("{} {n}", crate::text::escape(k, 64)))
+            .collect();
+        if !calls.is_empty() {
+            println!("  capability calls: {}", calls.join(", "));
+        }
         if let Some(err) = &e.last_reload_error {
             println!("  last reload failed: {}", crate::text::escape(err, 4096));
         }

@@ -1,12 +1,12 @@
-//! `[milter]`, `[control]` and `[reload]` validated into the daemon's
-//! listener, control and watcher settings.
+//! `[milter]`, `[control]`, `[reload]` and `[dns]` validated into the
+//! daemon's listener, control, watcher and resolver settings.
 
 use std::path::Path;
 use std::time::Duration;
 
 use super::ConfigError;
 use super::engines::range;
-use super::schema::{ControlConfig, MilterConfig, ReloadConfig};
+use super::schema::{ControlConfig, DnsConfig, MilterConfig, ReloadConfig};
 use crate::listen::ListenAddr;
 use crate::live::SessionLimits;
 
@@ -128,5 +128,57 @@ pub(super) fn reload_settings(
     Ok(crate::watch::Settings {
         enabled: c.watch,
         interval: Duration::from_millis(c.interval_ms),
+    })
+}
+
+/// `[dns]` validated: each server an address with an optional port (53).
+pub(super) fn dns_settings(
+    path: &Path,
+    c: &DnsConfig,
+) -> Result<crate::engine::capabilities::dns::DnsSettings, ConfigError> {
+    let bad = |key: &str, reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: format!("dns.{key}"),
+        reason,
+    };
+    range(c.timeout_ms, 1, super::MAX_TIMEOUT_MS).map_err(|r| bad("timeout_ms", r))?;
+    range(c.max_queries_per_scan, 0, 10_000).map_err(|r| bad("max_queries_per_scan", r))?;
+    range(c.cache_entries, 0, 10_000_000).map_err(|r| bad("cache_entries", r))?;
+    if c.servers.len() > 16 {
+        return Err(bad(
+            "servers",
+            format!("{} servers; at most 16", c.servers.len()),
+        ));
+    }
+    let servers = c
+        .servers
+        .iter()
+        .map(|text| {
+            let addr = text
+                .parse::<std::net::SocketAddr>()
+                .or_else(|_| {
+                    text.parse::<std::net::IpAddr>()
+                        .map(|ip| std::net::SocketAddr::new(ip, 53))
+                })
+                .map_err(|_| {
+                    bad(
+                        "servers",
+                        format!(
+                            "{:?} is not an address (`127.0.0.1`, `127.0.0.1:53`, `[::1]:53`)",
+                            crate::text::escape(text, 128)
+                        ),
+                    )
+                })?;
+            if addr.port() == 0 {
+                return Err(bad("servers", format!("{addr}: port 0")));
+            }
+            Ok(addr)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    Ok(crate::engine::capabilities::dns::DnsSettings {
+        servers,
+        query_timeout: Duration::from_millis(c.timeout_ms),
+        max_queries_per_scan: c.max_queries_per_scan,
+        cache_entries: c.cache_entries,
     })
 }

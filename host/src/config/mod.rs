@@ -26,7 +26,7 @@ use crate::verdict_cache::VerdictCacheLimits;
 use engines::{MAX_TIMEOUT_MS, MIB, range};
 pub use schema::Config;
 use schema::{
-    CacheConfig, ControlConfig, EngineConfig, HeadersConfig, LimitsConfig, MilterConfig,
+    CacheConfig, ControlConfig, DnsConfig, EngineConfig, HeadersConfig, LimitsConfig, MilterConfig,
     PoolConfig, ReloadConfig, RulesConfig,
 };
 
@@ -168,6 +168,7 @@ impl Config {
             cache: CacheConfig::default(),
             control: ControlConfig::default(),
             reload: ReloadConfig::default(),
+            dns: DnsConfig::default(),
         }
     }
 
@@ -203,6 +204,7 @@ impl Config {
         let (milter, host_name, session) = daemon::milter_settings(path, &self.milter)?;
         let control = daemon::control_settings(path, &self.control)?;
         let reload = daemon::reload_settings(path, &self.reload)?;
+        let dns = daemon::dns_settings(path, &self.dns)?;
         let profiles = rules::profiles(path, &self.profiles)?;
         let cache_dir = match self.cache_dir {
             Some(d) if d.is_absolute() => d,
@@ -222,6 +224,7 @@ impl Config {
                 max_cache_bytes: self.cache_dir_max_mib * MIB,
                 pool_instances,
                 engines,
+                dns,
                 verdict_cache: VerdictCacheLimits {
                     max_entries: self.cache.max_entries,
                     max_bytes: self.cache.max_bytes,

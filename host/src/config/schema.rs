@@ -57,6 +57,36 @@ pub struct Config {
     /// Reloading engines when their files change.
     #[serde(default)]
     pub reload: ReloadConfig,
+    /// The resolver behind the `dns` capability.
+    #[serde(default)]
+    pub dns: DnsConfig,
+}
+
+/// `[dns]`: the resolver engines granted `dns` ask through.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DnsConfig {
+    /// Servers, `address` or `address:port` (`127.0.0.1:53`, `[::1]:53`);
+    /// empty: those of `/etc/resolv.conf`.
+    pub servers: Vec<String>,
+    /// How long one query may wait (never past the scan's own timeout).
+    pub timeout_ms: u64,
+    /// Queries one scan may make.
+    pub max_queries_per_scan: u32,
+    /// Answers the cache keeps (each for its TTL).
+    pub cache_entries: u64,
+}
+
+impl Default for DnsConfig {
+    fn default() -> Self {
+        let d = crate::engine::capabilities::dns::DnsSettings::default();
+        Self {
+            servers: Vec::new(),
+            timeout_ms: d.query_timeout.as_millis() as u64,
+            max_queries_per_scan: d.max_queries_per_scan,
+            cache_entries: d.cache_entries,
+        }
+    }
 }
 
 /// `[cache]`: verdicts by content digest, engine and generation.

@@ -47,6 +47,36 @@ mod basics {
     }
 
     #[test]
+    fn dns_servers_take_an_optional_port_and_bad_ones_name_the_key() {
+        let c = parse(
+            "[dns]\nservers = [\"127.0.0.1\", \"127.0.0.1:5353\", \"[::1]:53\"]\n\
+             timeout_ms = 500\nmax_queries_per_scan = 5\n\
+             [engines.t]\ncomponent = \"t.wasm\"\n",
+        )
+        .unwrap();
+        let d = &c.registry.dns;
+        let servers: Vec<String> = d.servers.iter().map(|s| s.to_string()).collect();
+        assert_eq!(servers, ["127.0.0.1:53", "127.0.0.1:5353", "[::1]:53"]);
+        assert_eq!(d.query_timeout, std::time::Duration::from_millis(500));
+        assert_eq!(d.max_queries_per_scan, 5);
+        let c = parse("[engines.t]\ncomponent = \"t.wasm\"\n").unwrap();
+        assert!(c.registry.dns.servers.is_empty(), "resolv.conf's");
+        for (bad, key) in [
+            ("servers = [\"dns.example\"]", "dns.servers"),
+            ("servers = [\"127.0.0.1:0\"]", "dns.servers"),
+            ("timeout_ms = 0", "dns.timeout_ms"),
+            ("max_queries_per_scan = 100000", "dns.max_queries_per_scan"),
+        ] {
+            let err = parse(&format!(
+                "[dns]\n{bad}\n[engines.t]\ncomponent = \"t.wasm\"\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_key_names_key_and_file() {
         let err = parse("[engines.t]\ncomponent = \"t.wasm\"\ntimeout = 5\n").unwrap_err();
         let msg = err.to_string();

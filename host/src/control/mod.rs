@@ -349,6 +349,27 @@ impl Control {
             "Reloads, by result.",
             reloads,
         );
+        let mut calls = Vec::new();
+        for s in &entries {
+            for ((capability, result), n) in crate::engine::stats::CAPABILITY_RESULTS
+                .iter()
+                .zip(&s.stats.capability_calls)
+            {
+                calls.push((
+                    format!(
+                        "{{engine=\"{}\",capability=\"{capability}\",result=\"{result}\"}}",
+                        s.name()
+                    ),
+                    n.load(Relaxed) as f64,
+                ));
+            }
+        }
+        family(
+            "cordon_capability_calls_total",
+            "counter",
+            "Capability calls (dns lookups), by capability and result.",
+            calls,
+        );
         if let Some(c) = &self.registry.cache {
             let st = c.stats();
             family(

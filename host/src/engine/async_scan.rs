@@ -48,9 +48,15 @@ impl std::fmt::Display for LearnError {
 impl Generation {
     /// A store for an async call on a fresh instance: the epoch makes a
     /// running guest yield every tick until the call's deadline, where it
-    /// traps.
+    /// traps; the granted capabilities are served.
     fn async_store(&self) -> Store<ScanState> {
         let mut store = self.new_store();
+        if let Some(dns) = &self.dns {
+            store.data_mut().dns = Some(super::capabilities::dns::DnsCall::new(
+                dns.clone(),
+                self.stats.clone(),
+            ));
+        }
         let deadline = store.data().deadline;
         store.epoch_deadline_callback(move |_| {
             if Instant::now() >= deadline {

@@ -74,6 +74,8 @@ pub struct Generation {
     pub(super) wasmtime: wasmtime::Engine,
     pub(super) concurrency: Arc<Semaphore>,
     pub(super) pool: Arc<Semaphore>,
+    /// The resolver, when the engine is granted `dns`.
+    pub(super) dns: Option<Arc<super::capabilities::dns::Dns>>,
 }
 
 /// Where a generation's pre-initialised snapshot came from.
@@ -111,7 +113,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
     let bytes = read_component(spec)?;
     // Before anything is compiled: a component that imports what cordon
     // does not provide is refused in milliseconds, not after a compile.
-    super::imports::check(&bytes, &spec.name, &spec.capabilities)
+    super::imports::check(&bytes, &spec.name, &spec.capabilities, &rt.services)
         .map_err(|e| invalid(e.to_string()))?;
     let definitions_digest = || -> Result<Option<[u8; 32]>, LoadError> {
         let Some(dir) = &spec.definitions else {
@@ -241,6 +243,11 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         wasmtime: sandbox.wasmtime.clone(),
         concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
         pool: rt.pool.clone(),
+        dns: rt
+            .services
+            .dns
+            .clone()
+            .filter(|_| spec.capabilities.contains(&super::Capability::Dns)),
     };
     // `info` on a fresh instance of the snapshot both reads the identity and
     // proves that instances start initialised.

@@ -21,6 +21,7 @@
 
 use wasmparser::{Parser, Payload};
 
+use super::capabilities::Services;
 use super::spec::Capability;
 
 /// The WASI 0.2 packages wasmtime-wasi links (granting no authority: see
@@ -56,7 +57,8 @@ pub enum ImportError {
         /// The engine's name in config.
         engine: String,
     },
-    /// It imports a granted capability this cordon does not serve yet.
+    /// It imports a granted capability this runtime does not serve (the
+    /// store, for now; DNS when the runtime was built without a resolver).
     NotServed {
         /// The import's name.
         import: String,
@@ -87,7 +89,7 @@ impl std::fmt::Display for ImportError {
             ),
             ImportError::NotServed { import, capability } => write!(
                 f,
-                "imports {import}, the `{}` capability, which this cordon does not serve yet",
+                "imports {import}, the `{}` capability, which this cordon does not serve",
                 capability.name()
             ),
         }
@@ -145,8 +147,13 @@ pub fn imports(bytes: &[u8]) -> Result<Vec<String>, ImportError> {
 
 /// Checks every import of the component `bytes` against what cordon
 /// provides and the capabilities `granted` to the engine named `engine`
-/// in config.
-pub fn check(bytes: &[u8], engine: &str, granted: &[Capability]) -> Result<(), ImportError> {
+/// in config, which `services` must serve.
+pub fn check(
+    bytes: &[u8],
+    engine: &str,
+    granted: &[Capability],
+    services: &Services,
+) -> Result<(), ImportError> {
     for name in imports(bytes)? {
         match check_one(&name)? {
             None => {}
@@ -157,6 +164,7 @@ pub fn check(bytes: &[u8], engine: &str, granted: &[Capability]) -> Result<(), I
                     engine: engine.to_string(),
                 });
             }
+            Some(capability) if services.serves(capability) => {}
             Some(capability) => {
                 return Err(ImportError::NotServed {
                     import: name,

@@ -10,6 +10,7 @@
 pub mod artifacts;
 mod async_scan;
 pub mod builder;
+pub mod capabilities;
 pub mod compiler;
 pub mod definitions;
 mod exports;
@@ -122,6 +123,8 @@ pub struct Runtime {
     /// [`RESIDENT_IMAGE_MAX_BYTES`].
     resident: Sandbox,
     compiler: compiler::Compiler,
+    /// What serves the capabilities engines are granted.
+    services: capabilities::Services,
     cache_dir: PathBuf,
     max_cache_bytes: u64,
     pool: Arc<Semaphore>,
@@ -231,12 +234,19 @@ impl Runtime {
             mapped,
             resident,
             compiler: compiler::Compiler::detect(),
+            services: capabilities::Services::default(),
             cache_dir,
             max_cache_bytes,
             pool: Arc::new(Semaphore::new(pool_instances as usize)),
             pool_instances,
             _ticker: ticker,
         })
+    }
+
+    /// Serves the capabilities with `services` for the generations loaded
+    /// from now on; a capability without a service is refused at load.
+    pub fn set_services(&mut self, services: capabilities::Services) {
+        self.services = services;
     }
 
     /// Instances that may be alive at once.
@@ -262,8 +272,8 @@ impl Runtime {
 }
 
 /// Links the host interfaces of every contract version (see
-/// [`crate::bindings::Contract`]). The capabilities (`dns`, `store`) are not
-/// linked: an engine importing one is refused when its imports are checked.
+/// [`crate::bindings::Contract`]). The capabilities are linked apart (see
+/// [`capabilities`]).
 fn link_contracts(linker: &mut Linker<ScanState>) -> wasmtime::Result<()> {
     use crate::bindings::{cordon::scanner as current, v0_1::cordon::scanner as v0_1};
     use wasmtime::component::HasSelf;
@@ -309,12 +319,16 @@ impl Sandbox {
         wasmtime_wasi::p2::add_to_linker_sync(&mut linker).map_err(wasmtime_error("link WASI"))?;
         bounded_sleeps(&mut linker).map_err(wasmtime_error("link WASI clocks"))?;
         link_contracts(&mut linker).map_err(wasmtime_error("link the cordon host interface"))?;
+        capabilities::link_unavailable(&mut linker)
+            .map_err(wasmtime_error("link the capabilities"))?;
         let mut linker_async = Linker::new(&engine);
         wasmtime_wasi::p2::add_to_linker_async(&mut linker_async)
             .map_err(wasmtime_error("link WASI"))?;
         bounded_sleeps(&mut linker_async).map_err(wasmtime_error("link WASI clocks"))?;
         link_contracts(&mut linker_async)
             .map_err(wasmtime_error("link the cordon host interface"))?;
+        capabilities::link_async(&mut linker_async)
+            .map_err(wasmtime_error("link the capabilities"))?;
         Ok(Self {
             wasmtime: engine,
             linker,

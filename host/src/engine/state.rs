@@ -10,6 +10,9 @@
 //! the call; nothing reaches the terminal. Everything an engine logs counts
 //! against one cap per call and is escaped before it reaches the log.
 //!
+//! A scan or `learn` call of an engine granted a capability carries its
+//! share of it (its query budget); other calls carry none.
+//!
 //! Each state knows its call's wall-clock deadline: the clock functions an
 //! engine could sleep on are served so that no wait outlasts it (see
 //! [`ScanState::sleep_until`]).
@@ -57,6 +60,9 @@ pub struct ScanState {
     pub deadline: Instant,
     /// Enforces the memory limit and remembers whether it was hit.
     pub limiter: MemoryLimiter,
+    /// The call's share of the `dns` capability, when granted and the call
+    /// is one that capabilities serve (see `capabilities`).
+    pub(crate) dns: Option<super::capabilities::dns::DnsCall>,
 }
 
 /// A guest sleep that ends at a fixed time (see [`ScanState::sleep_until`]).
@@ -156,6 +162,7 @@ impl ScanState {
             // Until the store sets it: no call runs without a deadline.
             deadline: clock_start,
             limiter: MemoryLimiter::new(memory_bytes),
+            dns: None,
         }
     }
 

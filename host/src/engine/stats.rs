@@ -65,6 +65,18 @@ impl Histogram {
     }
 }
 
+/// The results of capability calls that are counted, as (capability,
+/// result): every `dns` error the contract has, and success.
+pub const CAPABILITY_RESULTS: [(&str, &str); 7] = [
+    ("dns", "ok"),
+    ("dns", "nxdomain"),
+    ("dns", "no-data"),
+    ("dns", "timeout"),
+    ("dns", "server-failure"),
+    ("dns", "budget-exhausted"),
+    ("dns", "invalid-name"),
+];
+
 /// One engine's counters.
 #[derive(Default)]
 pub struct EngineStats {
@@ -88,6 +100,9 @@ pub struct EngineStats {
     pub reloads_ok: AtomicU64,
     /// Candidate generations rejected.
     pub reloads_failed: AtomicU64,
+    /// Capability calls, by (capability, result) in
+    /// [`CAPABILITY_RESULTS`] order.
+    pub capability_calls: [AtomicU64; CAPABILITY_RESULTS.len()],
 }
 
 impl EngineStats {
@@ -121,6 +136,17 @@ impl EngineStats {
         self.part_time.record(time);
     }
 
+    /// Counts one call of `capability` that ended in `result` (a name in
+    /// [`CAPABILITY_RESULTS`]; another is a bug, counted nowhere).
+    pub fn record_capability(&self, capability: &str, result: &str) {
+        if let Some(i) = CAPABILITY_RESULTS
+            .iter()
+            .position(|&(c, r)| c == capability && r == result)
+        {
+            self.capability_calls[i].fetch_add(1, Relaxed);
+        }
+    }
+
     /// A copy of the figures.
     pub fn snapshot(&self) -> StatsSnapshot {
         let ms = |d: Duration| d.as_secs_f64() * 1000.0;
@@ -142,6 +168,11 @@ impl EngineStats {
             part_p99_ms: ms(self.part_time.quantile(0.99)),
             reloads_ok: self.reloads_ok.load(Relaxed),
             reloads_failed: self.reloads_failed.load(Relaxed),
+            capability_calls: CAPABILITY_RESULTS
+                .iter()
+                .zip(&self.capability_calls)
+                .map(|((c, r), n)| (format!("{c}.{r}"), n.load(Relaxed)))
+                .collect(),
         }
     }
 }
@@ -175,6 +206,9 @@ pub struct StatsSnapshot {
     pub reloads_ok: u64,
     /// Candidates rejected.
     pub reloads_failed: u64,
+    /// Capability calls by `capability.result` (`dns.ok`, `dns.timeout`).
+    #[serde(default)]
+    pub capability_calls: std::collections::BTreeMap<String, u64>,
 }
 
 #[cfg(test)]
@@ -216,5 +250,19 @@ mod tests {
         assert_eq!(snap.timeouts, 1);
         assert_eq!(snap.faults["trap"], 1);
         assert_eq!(snap.faults["out-of-memory"], 0);
+    }
+
+    #[test]
+    fn capability_calls_are_counted_by_result() {
+        let s = EngineStats::default();
+        s.record_capability("dns", "ok");
+        s.record_capability("dns", "ok");
+        s.record_capability("dns", "timeout");
+        s.record_capability("dns", "no-such-result");
+        let snap = s.snapshot();
+        assert_eq!(snap.capability_calls["dns.ok"], 2);
+        assert_eq!(snap.capability_calls["dns.timeout"], 1);
+        assert_eq!(snap.capability_calls["dns.nxdomain"], 0);
+        assert_eq!(snap.capability_calls.values().sum::<u64>(), 3);
     }
 }
