@@ -31,6 +31,9 @@ pub enum DaemonError {
     /// The config names no milter listener.
     #[error("{}: nowhere to listen: set milter.listen or pass --listen unix:/path", .0.display())]
     NoListener(PathBuf),
+    /// The store engines are granted cannot be used.
+    #[error(transparent)]
+    Store(#[from] crate::engine::capabilities::store::StoreSetupError),
     /// Loading was abandoned (the loading thread panicked).
     #[error("loading the engines failed: {0}")]
     Task(String),
@@ -63,6 +66,11 @@ impl Daemon {
             .await
             .map_err(|e| DaemonError::Task(e.to_string()))??;
         let registry = Arc::new(registry);
+        // The daemon holds the embedded store from the start: one it
+        // cannot open (another daemon has it) stops it here.
+        if let Some(store) = &registry.runtime().services().store {
+            store.open_now()?;
+        }
         for s in registry.engines().iter().filter(|s| s.enabled()) {
             let g = s.current();
             tracing::info!(

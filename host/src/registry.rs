@@ -27,6 +27,7 @@ use crate::bindings::{Outcome, empty_envelope};
 use crate::engine::Capability;
 use crate::engine::capabilities::Services;
 use crate::engine::capabilities::dns::Dns;
+use crate::engine::capabilities::store::Store;
 use crate::engine::stats::EngineStats;
 use crate::engine::{
     EngineOutcome, EngineSpec, Expect, Fingerprint, Generation, LoadError, Runtime, RuntimeError,
@@ -50,6 +51,8 @@ pub struct Setup {
     pub engines: Vec<EngineSpec>,
     /// The resolver's settings, for engines granted `dns`.
     pub dns: crate::engine::capabilities::dns::DnsSettings,
+    /// The store's settings, for engines granted `store`.
+    pub store: crate::engine::capabilities::store::StoreSettings,
     /// The verdict cache's bounds (no cache when `max_entries` is 0).
     pub verdict_cache: VerdictCacheLimits,
     /// The settings a reload replaces.
@@ -68,6 +71,9 @@ pub enum RegistryError {
     /// The resolver for the `dns` capability could not be set up.
     #[error(transparent)]
     Dns(#[from] crate::engine::capabilities::dns::DnsSetupError),
+    /// The store for the `store` capability could not be opened.
+    #[error(transparent)]
+    Store(#[from] crate::engine::capabilities::store::StoreSetupError),
 }
 
 /// What reloads have done since the registry was built: the last
@@ -257,6 +263,13 @@ fn services(setup: &Setup) -> Result<Services, RegistryError> {
         .any(|e| e.capabilities.contains(&Capability::Dns))
     {
         services.dns = Some(Arc::new(Dns::new(setup.dns.clone())?));
+    }
+    if setup
+        .engines
+        .iter()
+        .any(|e| e.capabilities.contains(&Capability::Store))
+    {
+        services.store = Some(Arc::new(Store::open(setup.store.clone())?));
     }
     Ok(services)
 }

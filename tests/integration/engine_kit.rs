@@ -273,6 +273,116 @@ fn the_javascript_template_builds_outside_the_repository_and_passes_the_suite() 
     );
 }
 
+/// The C template: Debian's clang and wasi-libc build the core module with
+/// the bindings cordon generated, `cordon engine componentize` makes the
+/// component, and it passes the suite and its own config's self-test.
+#[test]
+fn the_c_template_builds_outside_the_repository_and_passes_the_suite() {
+    let clang = std::process::Command::new("clang")
+        .arg("--version")
+        .output()
+        .map(|o| o.status.success())
+        .unwrap_or(false);
+    assert!(
+        clang && std::path::Path::new("/usr/lib/wasm32-wasi/libc.a").is_file(),
+        "clang or wasi-libc is missing: ./dev test installs clang lld wasi-libc libclang-rt-14-dev-wasm32"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let o = cordon(&[
+        "engine",
+        "new",
+        "c-demo",
+        "--lang",
+        "c",
+        "--dir",
+        dir.path().to_str().unwrap(),
+    ]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let project = dir.path().join("c-demo");
+    for f in [
+        "engine.c",
+        "bindings/scanner.h",
+        "bindings/scanner.c",
+        "bindings/scanner_component_type.o",
+        "wit/scanner.wit",
+    ] {
+        assert!(project.join(f).is_file(), "{f} missing");
+    }
+    let built = std::process::Command::new("./build.sh")
+        .current_dir(&project)
+        .env("CORDON", env!("CARGO_BIN_EXE_cordon"))
+        .output()
+        .expect("running build.sh");
+    assert!(
+        built.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&built.stdout),
+        String::from_utf8_lossy(&built.stderr)
+    );
+    let wasm = project.join("c-demo.wasm");
+    let sample = |file: &str, expect: &str| {
+        format!("{}={expect}", project.join("samples").join(file).display())
+    };
+    let o = cordon(&[
+        "engine",
+        "test",
+        wasm.to_str().unwrap(),
+        "--sample",
+        &sample("eicar.eml", "C-demo.Eicar"),
+        "--sample",
+        &sample("gtube.eml", "C-demo.Gtube"),
+        "--sample",
+        &sample("clean.eml", "clean"),
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}{}", stderr(&o));
+    assert!(out.contains("8 passed, 0 failed"), "{out}");
+    // Its own config loads it, self-tests and all.
+    let o = cordon_in(&project, &["check-config", "--config", "cordon.toml"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+}
+
+/// `cordon engine componentize` refuses what it cannot make a component
+/// of, saying why.
+#[test]
+fn componentize_refuses_what_is_not_a_core_module_with_a_world() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases: [(&str, Vec<u8>, &str); 3] = [
+        (
+            "text.wasm",
+            b"not wasm at all".to_vec(),
+            "not a WebAssembly module",
+        ),
+        (
+            "component.wasm",
+            std::fs::read(component("testsig")).unwrap(),
+            "already a component",
+        ),
+        (
+            "bare.wasm",
+            wat::parse_str("(module (func (export \"f\")))").unwrap(),
+            "link the bindings' *_component_type.o",
+        ),
+    ];
+    for (file, bytes, want) in cases {
+        let input = dir.path().join(file);
+        std::fs::write(&input, bytes).unwrap();
+        let out = dir.path().join("out.wasm");
+        let o = cordon(&[
+            "engine",
+            "componentize",
+            input.to_str().unwrap(),
+            "-o",
+            out.to_str().unwrap(),
+        ]);
+        assert_ne!(o.status.code(), Some(0), "{file}");
+        let err = stderr(&o);
+        assert!(err.contains(want), "{file}: {err}");
+        assert!(err.contains(file), "{file}: {err}");
+        assert!(!out.exists(), "{file}: nothing written");
+    }
+}
+
 /// `cordon learn` hands each message to the engines' `learn` and prints
 /// what each answered; an engine's refusal or fault is an error line and
 /// exit 2.

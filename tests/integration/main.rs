@@ -20,5 +20,6 @@ mod milter_protocol;
 mod pf;
 mod postfix;
 mod snapshots;
+mod store;
 mod swap;
 mod world;

@@ -285,7 +285,7 @@ async fn the_watcher_reloads_on_file_rename_and_directory_flip() {
 }
 
 /// Sends an HTTP GET to `addr` and returns the response.
-async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
+pub async fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
     s.write_all(format!("GET {path} HTTP/1.1\r\nHost: x\r\n\r\n").as_bytes())

@@ -4,7 +4,9 @@
 //! SDK (its source and the WIT package, the same files this cordon was
 //! built from) under `vendor/`, so nothing but crates.io is needed; for
 //! Python and JavaScript, the WIT package and a build script that installs
-//! componentize-py from PyPI or componentize-js from npm. It is
+//! componentize-py from PyPI or componentize-js from npm; for C, the
+//! contract's C bindings and a build script for Debian's clang and
+//! wasi-libc that ends with `cordon engine componentize`. It is
 //! an EICAR and GTUBE engine with a config whose self-test samples are the
 //! ones `cordon engine test` checks.
 
@@ -39,6 +41,9 @@ pub enum Lang {
     Python,
     /// JavaScript, with componentize-js.
     Js,
+    /// C, with Debian's clang and wasi-libc, the contract's C bindings
+    /// (wit-bindgen c) and `cordon engine componentize`.
+    C,
 }
 
 /// The SDK's source and the WIT package, as this cordon was built.
@@ -72,10 +77,26 @@ pub fn engine_new_command(args: EngineNewArgs) -> anyhow::Result<i32> {
     if root.exists() {
         anyhow::bail!("{} already exists", root.display());
     }
+    let text = |files: Vec<(PathBuf, String)>| -> Vec<(PathBuf, Vec<u8>)> {
+        files
+            .into_iter()
+            .map(|(p, t)| (p, t.into_bytes()))
+            .collect()
+    };
     let files = match args.lang {
-        Lang::Rust => rust(name),
-        Lang::Python => python(name),
-        Lang::Js => javascript(name),
+        Lang::Rust => text(rust(name)),
+        Lang::Python => text(python(name)),
+        Lang::Js => text(javascript(name)),
+        Lang::C => {
+            let threat = threat_prefix(name);
+            let mut files = super::engine_c::c(name, WIT, &threat)?;
+            files.extend(
+                script_files(name, &threat)
+                    .into_iter()
+                    .map(|(p, t)| (PathBuf::from(p), t.into_bytes())),
+            );
+            files
+        }
     };
     for (path, text) in &files {
         let path = root.join(path);

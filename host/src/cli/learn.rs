@@ -2,10 +2,12 @@
 //! clean), from files, directories, mbox files, Maildir folders or stdin.
 //!
 //! Each message goes to the engine's `learn` on a fresh instance, in this
-//! process; what an engine learns it keeps through the `store` capability
-//! (engines that do not learn answer `unsupported`). One line a message
-//! and engine: `LABEL: ENGINE learned|already-learned|unsupported`, or
-//! `ERROR` with the reason.
+//! process, or with `--daemon` in the running daemon (through its control
+//! socket), whose store is the one its scans use: an embedded store is
+//! open in one process only. What an engine learns it keeps through the
+//! `store` capability (engines that do not learn answer `unsupported`).
+//! One line a message and engine: `LABEL: ENGINE
+//! learned|already-learned|unsupported`, or `ERROR` with the reason.
 
 use std::io::Write;
 use std::path::PathBuf;
@@ -33,6 +35,13 @@ pub struct LearnArgs {
     /// Files, directories, mbox files, Maildir folders, or `-` for stdin.
     #[arg(required = true, value_name = "PATH")]
     pub inputs: Vec<PathBuf>,
+    /// Learn in the running daemon, through its control socket (the
+    /// config's `control.socket`, or `--socket`).
+    #[arg(long)]
+    pub daemon: bool,
+    /// The daemon's control socket (implies `--daemon`).
+    #[arg(long, value_name = "PATH")]
+    pub socket: Option<PathBuf>,
 }
 
 /// `--class`.
@@ -62,6 +71,9 @@ impl From<Class> for LearnClass {
 /// Runs `cordon learn`; the exit code (2 when any message could not be
 /// read or learned).
 pub(super) async fn learn_command(args: LearnArgs) -> anyhow::Result<i32> {
+    if args.daemon || args.socket.is_some() {
+        return learn_in_daemon(args).await;
+    }
     let config = EngineSource {
         config: args.config.clone(),
         engine: Vec::new(),
@@ -111,6 +123,89 @@ pub(super) async fn learn_command(args: LearnArgs) -> anyhow::Result<i32> {
                     Err(e) => {
                         errors += 1;
                         writeln!(out, "{label}: {} ERROR {e}", g.name)?;
+                    }
+                }
+            }
+        }
+    }
+    out.flush()?;
+    Ok(if errors > 0 { EXIT_ERROR } else { EXIT_CLEAN })
+}
+
+/// `cordon learn --daemon`: each message to the daemon's `learn`.
+async fn learn_in_daemon(args: LearnArgs) -> anyhow::Result<i32> {
+    use crate::control::client::request_with_body;
+    use crate::control::protocol::{LearnReply, MAX_LEARN_BYTES, Request};
+    let socket = match &args.socket {
+        Some(s) => s.clone(),
+        None => {
+            let config = EngineSource {
+                config: args.config.clone(),
+                engine: Vec::new(),
+                setting: Vec::new(),
+                definitions: None,
+                grant: Vec::new(),
+                dns_server: Vec::new(),
+            }
+            .resolve()?;
+            config.control.socket.ok_or_else(|| {
+                anyhow::anyhow!(
+                    "{}: no control.socket configured; pass --socket PATH",
+                    config.source.display()
+                )
+            })?
+        }
+    };
+    let class = match args.class {
+        Class::Spam => "spam",
+        Class::Ham => "ham",
+        Class::Virus => "virus",
+        Class::Clean => "clean",
+    };
+    let mut errors = 0usize;
+    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
+    for op in inputs::expand(&args.inputs) {
+        let read = tokio::task::spawn_blocking(move || inputs::read(&op)).await?;
+        for input in read {
+            let label = crate::text::escape(&input.label, 1024);
+            let bytes = match input.bytes {
+                Ok(b) if b.len() as u64 <= MAX_LEARN_BYTES => b,
+                Ok(b) => {
+                    errors += 1;
+                    writeln!(
+                        out,
+                        "{label}: ERROR {} bytes, over the {MAX_LEARN_BYTES} the daemon takes",
+                        b.len()
+                    )?;
+                    continue;
+                }
+                Err(e) => {
+                    errors += 1;
+                    writeln!(out, "{label}: ERROR {}", crate::text::escape(&e, 1024))?;
+                    continue;
+                }
+            };
+            let request = Request::Learn {
+                class: class.into(),
+                bytes: bytes.len() as u64,
+                engines: args.engine.clone(),
+            };
+            // The daemon refusing (an unknown engine, no daemon) stops the
+            // run: every later message would be refused the same way.
+            let reply: LearnReply = request_with_body(&socket, &request, &bytes).await?;
+            for r in reply.results {
+                let engine = crate::text::escape(&r.engine, 64);
+                match (r.outcome, r.error) {
+                    (Some(o), _) => {
+                        writeln!(out, "{label}: {engine} {}", crate::text::escape(&o, 32))?
+                    }
+                    (None, e) => {
+                        errors += 1;
+                        writeln!(
+                            out,
+                            "{label}: {engine} ERROR {}",
+                            crate::text::escape(&e.unwrap_or_default(), 1024)
+                        )?;
                     }
                 }
             }

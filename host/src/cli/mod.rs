@@ -7,6 +7,7 @@
 //! then [`EngineSource::resolve`] turns them into a validated config, so
 //! every later step works with checked values.
 
+mod engine_c;
 mod engine_new;
 mod engine_test;
 mod learn;
@@ -99,6 +100,11 @@ pub enum EngineCommand {
     /// gives the same verdicts every time, stays within its limits, and
     /// answers `learn`; with load and scan figures. Exit 0 when all pass.
     Test(engine_test::EngineTestArgs),
+    /// Make a component of a core module built for wasm32-wasi as a
+    /// reactor with the contract's bindings linked in (a C engine: see
+    /// `cordon engine new --lang c`), with the preview1 adapter of the
+    /// wasmtime cordon runs on.
+    Componentize(engine_c::ComponentizeArgs),
 }
 
 /// Where engines come from: a config file, or component files.
@@ -299,6 +305,7 @@ pub async fn run(cli: Cli) -> anyhow::Result<i32> {
         Command::Learn(args) => learn::learn_command(args).await,
         Command::Engine(EngineCommand::New(args)) => engine_new::engine_new_command(args),
         Command::Engine(EngineCommand::Test(args)) => engine_test::engine_test_command(args).await,
+        Command::Engine(EngineCommand::Componentize(args)) => engine_c::componentize_command(args),
         Command::Stats(args) => operator::stats_command(args).await,
         Command::Version(args) => operator::version_command(args).await,
         Command::Reload(args) => operator::reload_command(args).await,

@@ -1,12 +1,13 @@
-//! `[milter]`, `[control]`, `[reload]` and `[dns]` validated into the
-//! daemon's listener, control, watcher and resolver settings.
+//! `[milter]`, `[control]`, `[reload]`, `[dns]` and `[store]` validated
+//! into the daemon's listener, control, watcher, resolver and store
+//! settings.
 
 use std::path::Path;
 use std::time::Duration;
 
 use super::ConfigError;
 use super::engines::range;
-use super::schema::{ControlConfig, DnsConfig, MilterConfig, ReloadConfig};
+use super::schema::{ControlConfig, DnsConfig, MilterConfig, ReloadConfig, StoreConfig};
 use crate::listen::ListenAddr;
 use crate::live::SessionLimits;
 
@@ -180,5 +181,84 @@ pub(super) fn dns_settings(
         query_timeout: Duration::from_millis(c.timeout_ms),
         max_queries_per_scan: c.max_queries_per_scan,
         cache_entries: c.cache_entries,
+    })
+}
+
+/// `[store]` validated: the backend and what it needs, and the quotas.
+pub(super) fn store_settings(
+    path: &Path,
+    c: &StoreConfig,
+) -> Result<crate::engine::capabilities::store::StoreSettings, ConfigError> {
+    use crate::engine::capabilities::store::{Backend, StoreSettings};
+    let bad = |key: &str, reason: String| ConfigError::Invalid {
+        path: path.to_path_buf(),
+        key: format!("store.{key}"),
+        reason,
+    };
+    range(c.max_ops_per_scan, 0, 1_000_000).map_err(|r| bad("max_ops_per_scan", r))?;
+    range(c.max_bytes_per_scan, 0, 1 << 30).map_err(|r| bad("max_bytes_per_scan", r))?;
+    range(c.max_key_bytes, 1, 64 << 10).map_err(|r| bad("max_key_bytes", r))?;
+    range(c.max_value_bytes, 1, 64 << 20).map_err(|r| bad("max_value_bytes", r))?;
+    range(c.timeout_ms, 1, super::MAX_TIMEOUT_MS).map_err(|r| bad("timeout_ms", r))?;
+    let backend = match c.backend.as_str() {
+        "embedded" => {
+            if c.url.is_some() {
+                return Err(bad("url", "is for backend = \"redis\"".into()));
+            }
+            let base = path.parent().unwrap_or(Path::new(""));
+            let file = match &c.path {
+                Some(p) if p.is_absolute() => p.clone(),
+                Some(p) => base.join(p),
+                None => super::default_state_dir()
+                    .ok_or_else(|| {
+                        bad(
+                            "path",
+                            "not set, and none of STATE_DIRECTORY, XDG_STATE_HOME and HOME is"
+                                .into(),
+                        )
+                    })?
+                    .join("store.redb"),
+            };
+            Backend::Embedded { path: file }
+        }
+        "redis" => {
+            if c.path.is_some() {
+                return Err(bad("path", "is for backend = \"embedded\"".into()));
+            }
+            let url = c
+                .url
+                .clone()
+                .ok_or_else(|| bad("url", "backend = \"redis\" needs a url".into()))?;
+            if !["redis://", "rediss://", "unix://", "redis+unix://"]
+                .iter()
+                .any(|p| url.starts_with(p))
+            {
+                return Err(bad(
+                    "url",
+                    format!(
+                        "{:?} is not a Redis URL (redis://host:port/db, unix:///path)",
+                        crate::text::escape(&url, 128)
+                    ),
+                ));
+            }
+            Backend::Redis { url }
+        }
+        other => {
+            return Err(bad(
+                "backend",
+                format!(
+                    "{:?}: \"embedded\" or \"redis\"",
+                    crate::text::escape(other, 64)
+                ),
+            ));
+        }
+    };
+    Ok(StoreSettings {
+        max_ops_per_scan: c.max_ops_per_scan,
+        max_bytes_per_scan: c.max_bytes_per_scan,
+        max_key_bytes: c.max_key_bytes,
+        max_value_bytes: c.max_value_bytes,
+        timeout: Duration::from_millis(c.timeout_ms),
+        ..StoreSettings::with_backend(backend)
     })
 }

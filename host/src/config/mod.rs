@@ -27,7 +27,7 @@ use engines::{MAX_TIMEOUT_MS, MIB, range};
 pub use schema::Config;
 use schema::{
     CacheConfig, ControlConfig, DnsConfig, EngineConfig, HeadersConfig, LimitsConfig, MilterConfig,
-    PoolConfig, ReloadConfig, RulesConfig,
+    PoolConfig, ReloadConfig, RulesConfig, StoreConfig,
 };
 
 /// A config file that could not be used.
@@ -72,6 +72,27 @@ pub fn default_cache_dir() -> Option<PathBuf> {
         return Some(PathBuf::from(h).join(".cache").join("cordon"));
     }
     None
+}
+
+/// The default directory for state cordon keeps (the embedded store):
+/// `$STATE_DIRECTORY` (systemd's `StateDirectory=`), else
+/// `$XDG_STATE_HOME/cordon`, else `~/.local/state/cordon`.
+pub fn default_state_dir() -> Option<PathBuf> {
+    let var = |name: &str| std::env::var_os(name).filter(|v| !v.is_empty());
+    if let Some(d) = var("STATE_DIRECTORY") {
+        // systemd may list several, separated by colons: the first.
+        let first = d
+            .to_string_lossy()
+            .split(':')
+            .next()
+            .unwrap_or("")
+            .to_string();
+        return Some(PathBuf::from(first));
+    }
+    if let Some(x) = var("XDG_STATE_HOME") {
+        return Some(PathBuf::from(x).join("cordon"));
+    }
+    var("HOME").map(|h| PathBuf::from(h).join(".local/state/cordon"))
 }
 
 /// A config after validation: each layer's typed values.
@@ -169,6 +190,7 @@ impl Config {
             control: ControlConfig::default(),
             reload: ReloadConfig::default(),
             dns: DnsConfig::default(),
+            store: StoreConfig::default(),
         }
     }
 
@@ -205,6 +227,7 @@ impl Config {
         let control = daemon::control_settings(path, &self.control)?;
         let reload = daemon::reload_settings(path, &self.reload)?;
         let dns = daemon::dns_settings(path, &self.dns)?;
+        let store = daemon::store_settings(path, &self.store)?;
         let profiles = rules::profiles(path, &self.profiles)?;
         let cache_dir = match self.cache_dir {
             Some(d) if d.is_absolute() => d,
@@ -225,6 +248,7 @@ impl Config {
                 pool_instances,
                 engines,
                 dns,
+                store,
                 verdict_cache: VerdictCacheLimits {
                     max_entries: self.cache.max_entries,
                     max_bytes: self.cache.max_bytes,

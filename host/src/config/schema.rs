@@ -60,6 +60,50 @@ pub struct Config {
     /// The resolver behind the `dns` capability.
     #[serde(default)]
     pub dns: DnsConfig,
+    /// The key-value store behind the `store` capability.
+    #[serde(default)]
+    pub store: StoreConfig,
+}
+
+/// `[store]`: where engines granted `store` keep what they learn.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StoreConfig {
+    /// `"embedded"` (a file on this host) or `"redis"` (shared).
+    pub backend: String,
+    /// The embedded database file. Default: `store.redb` in
+    /// `$STATE_DIRECTORY`, `$XDG_STATE_HOME/cordon` or
+    /// `~/.local/state/cordon`.
+    pub path: Option<PathBuf>,
+    /// The Redis or Valkey server (`redis://127.0.0.1:6379/0`).
+    pub url: Option<String>,
+    /// Keys one scan may read, write or delete.
+    pub max_ops_per_scan: u32,
+    /// Bytes of keys and values one scan may move.
+    pub max_bytes_per_scan: u64,
+    /// The largest key.
+    pub max_key_bytes: u32,
+    /// The largest value.
+    pub max_value_bytes: u32,
+    /// How long one Redis call may wait (never past the scan's timeout).
+    pub timeout_ms: u64,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        use crate::engine::capabilities::store::{Backend, StoreSettings};
+        let d = StoreSettings::with_backend(Backend::Redis { url: String::new() });
+        Self {
+            backend: "embedded".into(),
+            path: None,
+            url: None,
+            max_ops_per_scan: d.max_ops_per_scan,
+            max_bytes_per_scan: d.max_bytes_per_scan,
+            max_key_bytes: d.max_key_bytes,
+            max_value_bytes: d.max_value_bytes,
+            timeout_ms: d.timeout.as_millis() as u64,
+        }
+    }
 }
 
 /// `[dns]`: the resolver engines granted `dns` ask through.

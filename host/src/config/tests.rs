@@ -77,6 +77,52 @@ mod basics {
     }
 
     #[test]
+    fn the_store_is_embedded_or_redis_and_bad_settings_name_the_key() {
+        use crate::engine::capabilities::store::Backend;
+        let c = parse(
+            "[store]\npath = \"state/store.redb\"\nmax_ops_per_scan = 7\n\
+             [engines.t]\ncomponent = \"t.wasm\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.registry.store.backend,
+            Backend::Embedded {
+                path: "/etc/cordon/state/store.redb".into()
+            }
+        );
+        assert_eq!(c.registry.store.max_ops_per_scan, 7);
+        let c = parse(
+            "[store]\nbackend = \"redis\"\nurl = \"redis://127.0.0.1:6379/0\"\n\
+             [engines.t]\ncomponent = \"t.wasm\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.registry.store.backend,
+            Backend::Redis {
+                url: "redis://127.0.0.1:6379/0".into()
+            }
+        );
+        for (bad, key) in [
+            ("backend = \"memcached\"", "store.backend"),
+            ("backend = \"redis\"", "store.url"),
+            ("backend = \"redis\"\nurl = \"http://x\"", "store.url"),
+            (
+                "backend = \"redis\"\nurl = \"redis://x\"\npath = \"a\"",
+                "store.path",
+            ),
+            ("url = \"redis://x\"", "store.url"),
+            ("max_value_bytes = 0", "store.max_value_bytes"),
+        ] {
+            let err = parse(&format!(
+                "[store]\n{bad}\n[engines.t]\ncomponent = \"t.wasm\"\n"
+            ))
+            .unwrap_err()
+            .to_string();
+            assert!(err.contains(key), "{bad}: {err}");
+        }
+    }
+
+    #[test]
     fn unknown_key_names_key_and_file() {
         let err = parse("[engines.t]\ncomponent = \"t.wasm\"\ntimeout = 5\n").unwrap_err();
         let msg = err.to_string();

@@ -60,9 +60,29 @@ pub async fn request<T: DeserializeOwned>(
     })
 }
 
+/// Sends `request` and then `body` (what the request says follows it, as
+/// a `learn` message) and reads the reply as `T`.
+pub async fn request_with_body<T: DeserializeOwned>(
+    socket: &Path,
+    request: &Request,
+    body: &[u8],
+) -> Result<T, ControlError> {
+    let value = send(socket, &request.to_string(), body).await?;
+    serde_json::from_value(value.clone()).map_err(|e| ControlError::BadReply {
+        socket: socket.to_path_buf(),
+        reason: e.to_string(),
+        reply: crate::text::escape(&value.to_string(), 512),
+    })
+}
+
 /// Sends one raw command line and returns the JSON reply; an `error`
 /// reply is [`ControlError::Refused`].
 pub async fn send_line(socket: &Path, line: &str) -> Result<serde_json::Value, ControlError> {
+    send(socket, line, &[]).await
+}
+
+/// Sends a line and `body`, and reads the JSON reply.
+async fn send(socket: &Path, line: &str, body: &[u8]) -> Result<serde_json::Value, ControlError> {
     let io = |source| ControlError::Io {
         socket: socket.to_path_buf(),
         source,
@@ -76,6 +96,7 @@ pub async fn send_line(socket: &Path, line: &str) -> Result<serde_json::Value, C
     s.write_all(format!("{line}\n").as_bytes())
         .await
         .map_err(io)?;
+    s.write_all(body).await.map_err(io)?;
     let mut answer = String::new();
     s.take(MAX_REPLY_BYTES)
         .read_to_string(&mut answer)

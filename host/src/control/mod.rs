@@ -22,7 +22,8 @@ use crate::process::{Pid, peak_rss_bytes, rss_bytes};
 use crate::registry::Registry;
 use protocol::{
     ConfigReloadReply, EngineEntry, EngineStatsReply, EngineVersion, EntryLimits, ErrorReply,
-    ReloadFailed, ReloadReply, Reloaded, Request, StatsReply, VersionReply,
+    LearnReply, LearnResult, ReloadFailed, ReloadReply, Reloaded, Request, StatsReply,
+    VersionReply,
 };
 
 /// Re-reads the config file and applies it (the daemon supplies it; the
@@ -213,7 +214,51 @@ impl Control {
                 Ok(r) => json(&r),
                 Err(e) => error(e),
             },
+            Ok(Request::Learn { .. }) => {
+                error("learn: the message must follow the line (on the control socket)".into())
+            }
         }
+    }
+
+    /// Teaches the enabled engines named in `engines` (all when empty)
+    /// that `message` is of `class`, each on a fresh instance, as `cordon
+    /// learn` does in process: what they learn reaches the daemon's store.
+    pub async fn learn(
+        &self,
+        class: &str,
+        engines: &[String],
+        message: &[u8],
+    ) -> Result<LearnReply, String> {
+        use crate::bindings::LearnClass;
+        let class = match class {
+            "spam" => LearnClass::Spam,
+            "ham" => LearnClass::Ham,
+            "virus" => LearnClass::Virus,
+            _ => LearnClass::Clean,
+        };
+        let enabled = self.registry.enabled();
+        for name in engines {
+            if !enabled.iter().any(|g| &*g.name == name.as_str()) {
+                return Err(format!(
+                    "learn: no enabled engine {:?}",
+                    crate::text::escape(name, 64)
+                ));
+            }
+        }
+        let envelope = crate::bindings::empty_envelope();
+        let mut results = Vec::new();
+        for g in enabled
+            .iter()
+            .filter(|g| engines.is_empty() || engines.iter().any(|n| n.as_str() == &*g.name))
+        {
+            let r = g.learn(&envelope, message, class, None).await;
+            results.push(LearnResult {
+                engine: g.name.to_string(),
+                outcome: r.as_ref().ok().map(|o| learn_word(*o).to_string()),
+                error: r.err().map(|e| e.to_string()),
+            });
+        }
+        Ok(LearnReply { results })
     }
 
     /// The Prometheus text exposition of [`Control::stats`].
@@ -395,6 +440,19 @@ impl Control {
     }
 }
 
+/// How long a `learn` client may take to send its message.
+const LEARN_READ_TIME: std::time::Duration = std::time::Duration::from_secs(60);
+
+/// `learn`'s outcome as the contract spells it.
+fn learn_word(o: crate::bindings::LearnOutcome) -> &'static str {
+    use crate::bindings::LearnOutcome;
+    match o {
+        LearnOutcome::Learned => "learned",
+        LearnOutcome::AlreadyLearned => "already-learned",
+        LearnOutcome::Unsupported => "unsupported",
+    }
+}
+
 /// Serves the control socket until `stop` turns true.
 pub async fn serve_socket(
     listener: Listener,
@@ -407,11 +465,32 @@ pub async fn serve_socket(
             let (r, mut w) = tokio::io::split(stream);
             let mut line = String::new();
             // One short line; a client that sends more is cut off.
-            let mut r = BufReader::new(r.take(4096));
-            if r.read_line(&mut line).await.is_err() {
+            let mut r = BufReader::new(r);
+            if (&mut r).take(4096).read_line(&mut line).await.is_err() {
                 return;
             }
-            let answer = c.command(line.trim()).await;
+            let answer = match line.trim().parse::<Request>() {
+                Ok(Request::Learn {
+                    class,
+                    bytes,
+                    engines,
+                }) => {
+                    // The message follows, in full and in time, or the
+                    // client is dropped.
+                    let mut message = vec![0u8; bytes as usize];
+                    let read = tokio::time::timeout(LEARN_READ_TIME, r.read_exact(&mut message));
+                    if !matches!(read.await, Ok(Ok(_))) {
+                        return;
+                    }
+                    match c.learn(&class, &engines, &message).await {
+                        Ok(reply) => serde_json::to_string(&reply).unwrap_or_default(),
+                        Err(error) => {
+                            serde_json::to_string(&ErrorReply { error }).unwrap_or_default()
+                        }
+                    }
+                }
+                _ => c.command(line.trim()).await,
+            };
             let _ = w.write_all(format!("{answer}\n").as_bytes()).await;
         });
     }

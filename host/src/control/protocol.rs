@@ -24,14 +24,52 @@ pub enum Request {
     Reload(Option<String>),
     /// Re-read the config file: [`ConfigReloadReply`].
     ReloadConfig,
+    /// Teach the engines a message, whose `bytes` follow the line:
+    /// [`LearnReply`].
+    Learn {
+        /// `spam`, `ham`, `virus` or `clean`.
+        class: String,
+        /// The message's size.
+        bytes: u64,
+        /// The engines that learn; every enabled engine when empty.
+        engines: Vec<String>,
+    },
 }
 
 /// What the daemon says to a line it does not know.
-pub const KNOWN: &str = "stats, version, engines, reload [ENGINE], reload-config";
+pub const KNOWN: &str =
+    "stats, version, engines, reload [ENGINE], reload-config, learn CLASS BYTES [ENGINE...]";
+
+/// The largest message `learn` takes through the socket.
+pub const MAX_LEARN_BYTES: u64 = 256 << 20;
+
+/// The classes `learn` knows.
+pub const LEARN_CLASSES: [&str; 4] = ["spam", "ham", "virus", "clean"];
 
 impl std::str::FromStr for Request {
     type Err = String;
     fn from_str(line: &str) -> Result<Self, String> {
+        if let Some(rest) = line.strip_prefix("learn ") {
+            let mut words = rest.split_whitespace();
+            let class = words.next().unwrap_or("");
+            if !LEARN_CLASSES.contains(&class) {
+                return Err(format!(
+                    "learn: class {:?}: one of {}",
+                    crate::text::escape(class, 32),
+                    LEARN_CLASSES.join(", ")
+                ));
+            }
+            let bytes = words
+                .next()
+                .and_then(|b| b.parse::<u64>().ok())
+                .filter(|b| *b <= MAX_LEARN_BYTES)
+                .ok_or_else(|| format!("learn: BYTES must be a size up to {MAX_LEARN_BYTES}"))?;
+            return Ok(Request::Learn {
+                class: class.to_string(),
+                bytes,
+                engines: words.map(str::to_string).collect(),
+            });
+        }
         let mut words = line.split_whitespace();
         match (words.next(), words.next(), words.next()) {
             (Some("stats"), None, _) => Ok(Request::Stats),
@@ -53,8 +91,37 @@ impl std::fmt::Display for Request {
             Request::Reload(None) => f.write_str("reload"),
             Request::Reload(Some(name)) => write!(f, "reload {name}"),
             Request::ReloadConfig => f.write_str("reload-config"),
+            Request::Learn {
+                class,
+                bytes,
+                engines,
+            } => {
+                write!(f, "learn {class} {bytes}")?;
+                for e in engines {
+                    write!(f, " {e}")?;
+                }
+                Ok(())
+            }
         }
     }
+}
+
+/// The reply to [`Request::Learn`]: one result per engine.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LearnReply {
+    /// In engine order.
+    pub results: Vec<LearnResult>,
+}
+
+/// One engine's answer to `learn`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct LearnResult {
+    /// The engine.
+    pub engine: String,
+    /// `learned`, `already-learned` or `unsupported`.
+    pub outcome: Option<String>,
+    /// Why it gave no outcome.
+    pub error: Option<String>,
 }
 
 /// The reply to a request the daemon refused or could not carry out.

@@ -51,9 +51,16 @@ impl Generation {
     /// traps; the granted capabilities are served.
     fn async_store(&self) -> Store<ScanState> {
         let mut store = self.new_store();
-        if let Some(dns) = &self.dns {
+        if let Some(dns) = &self.services.dns {
             store.data_mut().dns = Some(super::capabilities::dns::DnsCall::new(
                 dns.clone(),
+                self.stats.clone(),
+            ));
+        }
+        if let Some(kv) = &self.services.store {
+            store.data_mut().store = Some(super::capabilities::store::StoreCall::new(
+                kv.clone(),
+                self.name.clone(),
                 self.stats.clone(),
             ));
         }

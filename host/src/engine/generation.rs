@@ -74,8 +74,8 @@ pub struct Generation {
     pub(super) wasmtime: wasmtime::Engine,
     pub(super) concurrency: Arc<Semaphore>,
     pub(super) pool: Arc<Semaphore>,
-    /// The resolver, when the engine is granted `dns`.
-    pub(super) dns: Option<Arc<super::capabilities::dns::Dns>>,
+    /// The services of the capabilities the engine is granted.
+    pub(super) services: super::capabilities::Services,
 }
 
 /// Where a generation's pre-initialised snapshot came from.
@@ -243,11 +243,18 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         wasmtime: sandbox.wasmtime.clone(),
         concurrency: Arc::new(Semaphore::new(spec.limits.max_concurrency as usize)),
         pool: rt.pool.clone(),
-        dns: rt
-            .services
-            .dns
-            .clone()
-            .filter(|_| spec.capabilities.contains(&super::Capability::Dns)),
+        services: super::capabilities::Services {
+            dns: rt
+                .services
+                .dns
+                .clone()
+                .filter(|_| spec.capabilities.contains(&super::Capability::Dns)),
+            store: rt
+                .services
+                .store
+                .clone()
+                .filter(|_| spec.capabilities.contains(&super::Capability::Store)),
+        },
     };
     // `info` on a fresh instance of the snapshot both reads the identity and
     // proves that instances start initialised.

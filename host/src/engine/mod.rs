@@ -249,6 +249,11 @@ impl Runtime {
         self.services = services;
     }
 
+    /// What serves the capabilities.
+    pub fn services(&self) -> &capabilities::Services {
+        &self.services
+    }
+
     /// Instances that may be alive at once.
     pub fn pool_instances(&self) -> u32 {
         self.pool_instances

@@ -63,6 +63,8 @@ pub struct ScanState {
     /// The call's share of the `dns` capability, when granted and the call
     /// is one that capabilities serve (see `capabilities`).
     pub(crate) dns: Option<super::capabilities::dns::DnsCall>,
+    /// The call's share of the `store` capability, likewise.
+    pub(crate) store: Option<super::capabilities::store::StoreCall>,
 }
 
 /// A guest sleep that ends at a fixed time (see [`ScanState::sleep_until`]).
@@ -163,6 +165,7 @@ impl ScanState {
             deadline: clock_start,
             limiter: MemoryLimiter::new(memory_bytes),
             dns: None,
+            store: None,
         }
     }
 

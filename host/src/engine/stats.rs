@@ -66,8 +66,8 @@ impl Histogram {
 }
 
 /// The results of capability calls that are counted, as (capability,
-/// result): every `dns` error the contract has, and success.
-pub const CAPABILITY_RESULTS: [(&str, &str); 7] = [
+/// result): every error the contract has, and success.
+pub const CAPABILITY_RESULTS: [(&str, &str); 11] = [
     ("dns", "ok"),
     ("dns", "nxdomain"),
     ("dns", "no-data"),
@@ -75,6 +75,10 @@ pub const CAPABILITY_RESULTS: [(&str, &str); 7] = [
     ("dns", "server-failure"),
     ("dns", "budget-exhausted"),
     ("dns", "invalid-name"),
+    ("store", "ok"),
+    ("store", "quota-exhausted"),
+    ("store", "too-large"),
+    ("store", "unavailable"),
 ];
 
 /// One engine's counters.

@@ -11,6 +11,9 @@
 //! self-test must not depend on the network or write learned state.
 
 pub mod dns;
+mod kv_embedded;
+mod kv_redis;
+pub mod store;
 
 use std::sync::Arc;
 
@@ -20,11 +23,14 @@ use super::spec::Capability;
 use super::state::ScanState;
 
 /// The services behind the capabilities, shared by every engine of a
-/// runtime. A capability without a service is refused at load.
+/// runtime (each engine's store keys under a prefix of its own). A
+/// capability without a service is refused at load.
 #[derive(Clone, Default)]
 pub struct Services {
     /// DNS lookups, when configured (`[dns]`, or the system's resolver).
     pub dns: Option<Arc<dns::Dns>>,
+    /// The key-value store (`[store]`).
+    pub store: Option<Arc<store::Store>>,
 }
 
 impl Services {
@@ -32,7 +38,7 @@ impl Services {
     pub fn serves(&self, capability: Capability) -> bool {
         match capability {
             Capability::Dns => self.dns.is_some(),
-            Capability::Store => false,
+            Capability::Store => self.store.is_some(),
         }
     }
 }
@@ -41,11 +47,13 @@ impl Services {
 pub(super) fn link_async(linker: &mut Linker<ScanState>) -> wasmtime::Result<()> {
     use wasmtime::component::HasSelf;
     crate::bindings::cordon::scanner::dns::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
+    crate::bindings::cordon::scanner::store::add_to_linker::<_, HasSelf<_>>(linker, |s| s)?;
     Ok(())
 }
 
 /// Links the capabilities for synchronous calls: each answers that the
 /// service is not available (see the module documentation).
 pub(super) fn link_unavailable(linker: &mut Linker<ScanState>) -> wasmtime::Result<()> {
-    dns::link_unavailable(linker)
+    dns::link_unavailable(linker)?;
+    store::link_unavailable(linker)
 }
