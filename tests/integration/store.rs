@@ -376,6 +376,19 @@ async fn learning_through_the_daemon_reaches_its_store() {
     let (code, out, _) = learn(&["--daemon"]);
     assert_eq!(code, Some(0));
     assert!(out.ends_with("spam.eml: tally already-learned\n"), "{out}");
+    // A client that announces more than it sends, and hangs up, is
+    // dropped; nothing is learned from it, and the daemon serves on.
+    {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut s = tokio::net::UnixStream::connect(&sock).await.unwrap();
+        s.write_all(b"learn spam 100000 tally\nFrom: a@b\r\n")
+            .await
+            .unwrap();
+        s.shutdown().await.unwrap();
+        let mut reply = String::new();
+        s.read_to_string(&mut reply).await.unwrap();
+        assert_eq!(reply, "", "no answer to a message cut short");
+    }
     // The daemon's scans see what it learned.
     let msg = Message::from_bytes(spam.clone());
     let report = scan_message(&reg.enabled(), &msg, &Default::default()).await;

@@ -68,13 +68,22 @@ impl From<Class> for LearnClass {
     }
 }
 
-/// Runs `cordon learn`; the exit code (2 when any message could not be
-/// read or learned).
-pub(super) async fn learn_command(args: LearnArgs) -> anyhow::Result<i32> {
-    if args.daemon || args.socket.is_some() {
-        return learn_in_daemon(args).await;
+impl Class {
+    /// The class as the control protocol spells it.
+    fn word(self) -> &'static str {
+        match self {
+            Class::Spam => "spam",
+            Class::Ham => "ham",
+            Class::Virus => "virus",
+            Class::Clean => "clean",
+        }
     }
-    let config = EngineSource {
+}
+
+/// The config `--config` names (or the default one), engines as it has
+/// them.
+fn config_source(args: &LearnArgs) -> EngineSource {
+    EngineSource {
         config: args.config.clone(),
         engine: Vec::new(),
         setting: Vec::new(),
@@ -82,8 +91,15 @@ pub(super) async fn learn_command(args: LearnArgs) -> anyhow::Result<i32> {
         grant: Vec::new(),
         dns_server: Vec::new(),
     }
-    .resolve()?;
-    let registry = load_registry(config).await?;
+}
+
+/// Runs `cordon learn`; the exit code (2 when any message could not be
+/// read or learned).
+pub(super) async fn learn_command(args: LearnArgs) -> anyhow::Result<i32> {
+    if args.daemon || args.socket.is_some() {
+        return learn_in_daemon(args).await;
+    }
+    let registry = load_registry(config_source(&args).resolve()?).await?;
     let mut engines = registry.enabled();
     for name in &args.engine {
         if !engines.iter().any(|g| &*g.name == name.as_str()) {
@@ -103,27 +119,40 @@ pub(super) async fn learn_command(args: LearnArgs) -> anyhow::Result<i32> {
     }
     let class = LearnClass::from(args.class);
     let envelope = empty_envelope();
+    each_message(&args.inputs, async |label, bytes, out| {
+        let mut errors = 0;
+        for g in &engines {
+            match g.learn(&envelope, &bytes, class, None).await {
+                Ok(o) => writeln!(out, "{label}: {} {}", g.name, word(o))?,
+                Err(e) => {
+                    errors += 1;
+                    writeln!(out, "{label}: {} ERROR {e}", g.name)?;
+                }
+            }
+        }
+        Ok(errors)
+    })
+    .await
+}
+
+/// Reads every message of `inputs` and hands it to `learn` with its label
+/// (escaped) and the output, which says how many of its lines were
+/// errors; a message that cannot be read is an error line. The exit code.
+async fn each_message(
+    inputs: &[PathBuf],
+    mut learn: impl AsyncFnMut(&str, Vec<u8>, &mut dyn Write) -> anyhow::Result<usize>,
+) -> anyhow::Result<i32> {
     let mut errors = 0usize;
     let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for op in inputs::expand(&args.inputs) {
+    for op in inputs::expand(inputs) {
         let read = tokio::task::spawn_blocking(move || inputs::read(&op)).await?;
         for input in read {
             let label = crate::text::escape(&input.label, 1024);
-            let bytes = match input.bytes {
-                Ok(b) => b,
+            match input.bytes {
+                Ok(bytes) => errors += learn(&label, bytes, &mut out).await?,
                 Err(e) => {
                     errors += 1;
                     writeln!(out, "{label}: ERROR {}", crate::text::escape(&e, 1024))?;
-                    continue;
-                }
-            };
-            for g in &engines {
-                match g.learn(&envelope, &bytes, class, None).await {
-                    Ok(o) => writeln!(out, "{label}: {} {}", g.name, word(o))?,
-                    Err(e) => {
-                        errors += 1;
-                        writeln!(out, "{label}: {} ERROR {e}", g.name)?;
-                    }
                 }
             }
         }
@@ -136,83 +165,42 @@ pub(super) async fn learn_command(args: LearnArgs) -> anyhow::Result<i32> {
 async fn learn_in_daemon(args: LearnArgs) -> anyhow::Result<i32> {
     use crate::control::client::request_with_body;
     use crate::control::protocol::{LearnReply, MAX_LEARN_BYTES, Request};
-    let socket = match &args.socket {
-        Some(s) => s.clone(),
-        None => {
-            let config = EngineSource {
-                config: args.config.clone(),
-                engine: Vec::new(),
-                setting: Vec::new(),
-                definitions: None,
-                grant: Vec::new(),
-                dns_server: Vec::new(),
-            }
-            .resolve()?;
-            config.control.socket.ok_or_else(|| {
-                anyhow::anyhow!(
-                    "{}: no control.socket configured; pass --socket PATH",
-                    config.source.display()
-                )
-            })?
+    let socket = super::operator::control_socket(&args.socket, &config_source(&args))?;
+    each_message(&args.inputs, async |label, bytes, out| {
+        if bytes.len() as u64 > MAX_LEARN_BYTES {
+            writeln!(
+                out,
+                "{label}: ERROR {} bytes, over the {MAX_LEARN_BYTES} the daemon takes",
+                bytes.len()
+            )?;
+            return Ok(1);
         }
-    };
-    let class = match args.class {
-        Class::Spam => "spam",
-        Class::Ham => "ham",
-        Class::Virus => "virus",
-        Class::Clean => "clean",
-    };
-    let mut errors = 0usize;
-    let mut out = std::io::BufWriter::new(std::io::stdout().lock());
-    for op in inputs::expand(&args.inputs) {
-        let read = tokio::task::spawn_blocking(move || inputs::read(&op)).await?;
-        for input in read {
-            let label = crate::text::escape(&input.label, 1024);
-            let bytes = match input.bytes {
-                Ok(b) if b.len() as u64 <= MAX_LEARN_BYTES => b,
-                Ok(b) => {
+        let request = Request::Learn {
+            class: args.class.word().into(),
+            bytes: bytes.len() as u64,
+            engines: args.engine.clone(),
+        };
+        // The daemon refusing (an unknown engine, no daemon) stops the
+        // run: every later message would be refused the same way.
+        let reply: LearnReply = request_with_body(&socket, &request, &bytes).await?;
+        let mut errors = 0;
+        for r in reply.results {
+            let engine = crate::text::escape(&r.engine, 64);
+            match (r.outcome, r.error) {
+                (Some(o), _) => writeln!(out, "{label}: {engine} {}", crate::text::escape(&o, 32))?,
+                (None, e) => {
                     errors += 1;
                     writeln!(
                         out,
-                        "{label}: ERROR {} bytes, over the {MAX_LEARN_BYTES} the daemon takes",
-                        b.len()
+                        "{label}: {engine} ERROR {}",
+                        crate::text::escape(&e.unwrap_or_default(), 1024)
                     )?;
-                    continue;
-                }
-                Err(e) => {
-                    errors += 1;
-                    writeln!(out, "{label}: ERROR {}", crate::text::escape(&e, 1024))?;
-                    continue;
-                }
-            };
-            let request = Request::Learn {
-                class: class.into(),
-                bytes: bytes.len() as u64,
-                engines: args.engine.clone(),
-            };
-            // The daemon refusing (an unknown engine, no daemon) stops the
-            // run: every later message would be refused the same way.
-            let reply: LearnReply = request_with_body(&socket, &request, &bytes).await?;
-            for r in reply.results {
-                let engine = crate::text::escape(&r.engine, 64);
-                match (r.outcome, r.error) {
-                    (Some(o), _) => {
-                        writeln!(out, "{label}: {engine} {}", crate::text::escape(&o, 32))?
-                    }
-                    (None, e) => {
-                        errors += 1;
-                        writeln!(
-                            out,
-                            "{label}: {engine} ERROR {}",
-                            crate::text::escape(&e.unwrap_or_default(), 1024)
-                        )?;
-                    }
                 }
             }
         }
-    }
-    out.flush()?;
-    Ok(if errors > 0 { EXIT_ERROR } else { EXIT_CLEAN })
+        Ok(errors)
+    })
+    .await
 }
 
 /// `learn`'s outcome as the contract spells it.

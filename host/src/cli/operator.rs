@@ -15,7 +15,10 @@ use crate::control::protocol::{
 };
 
 /// The control socket: `--socket`, else the config's `control.socket`.
-fn control_socket(socket: &Option<PathBuf>, source: &EngineSource) -> anyhow::Result<PathBuf> {
+pub(super) fn control_socket(
+    socket: &Option<PathBuf>,
+    source: &EngineSource,
+) -> anyhow::Result<PathBuf> {
     if let Some(s) = socket {
         return Ok(s.clone());
     }

@@ -476,10 +476,13 @@ pub async fn serve_socket(
                     engines,
                 }) => {
                     // The message follows, in full and in time, or the
-                    // client is dropped.
-                    let mut message = vec![0u8; bytes as usize];
-                    let read = tokio::time::timeout(LEARN_READ_TIME, r.read_exact(&mut message));
-                    if !matches!(read.await, Ok(Ok(_))) {
+                    // client is dropped; memory grows with what arrives,
+                    // not with what the line announced.
+                    let mut message = Vec::new();
+                    let mut body = (&mut r).take(bytes);
+                    let read =
+                        tokio::time::timeout(LEARN_READ_TIME, body.read_to_end(&mut message));
+                    if !matches!(read.await, Ok(Ok(n)) if n as u64 == bytes) {
                         return;
                     }
                     match c.learn(&class, &engines, &message).await {
