@@ -484,3 +484,35 @@ fn engine_test_grants_dns_from_the_command_line() {
     let o = cordon(&granted);
     assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
 }
+
+/// The verdict cache keys on content, so it must not hold the verdicts of
+/// an engine granted a capability: they depend on the envelope (here the
+/// client address) and on what the network says. The same message from a
+/// listed client and then from a clean one gets two fresh verdicts.
+#[test]
+fn verdicts_of_an_engine_with_capabilities_are_never_cached() {
+    let server = DnsServer::start();
+    let reg = dnsbl_registry(&server, "settings.zones = \"bl.test\"", "");
+    assert!(reg.cache.is_some(), "the verdict cache is on by default");
+    let rt = runtime();
+    let bytes: Arc<[u8]> = message("same", "same content").into();
+    let mut seen = Vec::new();
+    for client in [[127, 0, 0, 2], [192, 0, 2, 1], [127, 0, 0, 2]] {
+        let msg = Message {
+            envelope: Arc::new(envelope(client, "")),
+            bytes: bytes.clone(),
+        };
+        let report = rt.block_on(cordon::scan::scan_with_cache(
+            &reg.enabled(),
+            &msg,
+            &Default::default(),
+            reg.cache.as_ref(),
+        ));
+        let r = &report.results[0];
+        assert!(!r.cached, "{client:?}: served from the cache");
+        seen.push(threats(verdict(&r.outcome)));
+    }
+    assert_eq!(seen[0], ["DNSBL.bl.test"]);
+    assert!(seen[1].is_empty(), "{seen:?}");
+    assert_eq!(seen[2], ["DNSBL.bl.test"]);
+}

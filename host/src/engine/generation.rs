@@ -58,7 +58,8 @@ pub struct Generation {
     pub code_bytes: usize,
     /// The engine's counters, shared by its generations.
     pub stats: Arc<crate::engine::stats::EngineStats>,
-    /// Its verdicts may be cached.
+    /// Its verdicts may be cached: the config allows it and the engine is
+    /// granted no capability.
     pub cacheable: bool,
     /// Whether its snapshot was built by this load or mapped from the cache.
     pub snapshot: SnapshotSource,
@@ -234,7 +235,10 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
             (r.end as usize).saturating_sub(r.start as usize)
         },
         stats: Arc::default(),
-        cacheable: spec.cache,
+        // The verdict cache keys on content; what an engine granted a
+        // capability says depends on the envelope, the network and what it
+        // learned, so its verdicts are never cached.
+        cacheable: spec.cache && spec.capabilities.is_empty(),
         snapshot,
         build_peak_rss_bytes,
         pre,
