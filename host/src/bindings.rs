@@ -96,6 +96,24 @@ pub fn verdict_of(outcome: Outcome) -> Verdict {
     }
 }
 
+/// An IP address as the contract gives it; an IPv4-mapped IPv6 address
+/// is given as the IPv4 address it maps.
+pub fn ip_address(ip: std::net::IpAddr) -> IpAddress {
+    match ip {
+        std::net::IpAddr::V4(v4) => {
+            let [a, b, c, d] = v4.octets();
+            IpAddress::Ipv4((a, b, c, d))
+        }
+        std::net::IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => ip_address(std::net::IpAddr::V4(v4)),
+            None => {
+                let [a, b, c, d, e, f, g, h] = v6.segments();
+                IpAddress::Ipv6((a, b, c, d, e, f, g, h))
+            }
+        },
+    }
+}
+
 /// An envelope with nothing known.
 pub fn empty_envelope() -> Envelope {
     Envelope {

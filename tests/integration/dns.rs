@@ -516,3 +516,54 @@ fn verdicts_of_an_engine_with_capabilities_are_never_cached() {
     assert!(seen[1].is_empty(), "{seen:?}");
     assert_eq!(seen[2], ["DNSBL.bl.test"]);
 }
+
+/// `cordon scan` hands the engines the envelope its flags describe, so an
+/// operator can try a DNS block list from the command line.
+#[test]
+fn cordon_scan_takes_the_envelope_from_its_flags() {
+    let server = DnsServer::start();
+    let wasm = component("dnsbl");
+    let addr = server.addr.to_string();
+    let scan = |extra: &[&str]| {
+        let mut args = vec![
+            "scan",
+            "--no-summary",
+            "--engine",
+            wasm.to_str().unwrap(),
+            "--grant",
+            "dns",
+            "--dns-server",
+            &addr,
+            "--setting",
+            "zones=bl.test",
+            "--setting",
+            "domain_zones=dbl.test",
+        ];
+        args.extend_from_slice(extra);
+        args.push("samples/clean.eml");
+        cordon(&args)
+    };
+    let o = scan(&["--client", "127.0.0.2"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(stdout(&o).contains("DNSBL.bl.test FOUND"), "{}", stdout(&o));
+    let o = scan(&["--client", "192.0.2.1", "--from", "<a@listed.example>"]);
+    assert_eq!(o.status.code(), Some(1), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("DNSBL.dbl.test FOUND"),
+        "{}",
+        stdout(&o)
+    );
+    let o = scan(&["--client", "192.0.2.1", "--helo", "clean.example"]);
+    assert_eq!(o.status.code(), Some(0), "{}{}", stdout(&o), stderr(&o));
+    assert!(
+        stdout(&o).contains("samples/clean.eml: OK"),
+        "{}",
+        stdout(&o)
+    );
+    let o = scan(&["--from", "a@b\r\nX-Injected: 1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--from"), "{}", stderr(&o));
+    let o = scan(&["--client", "not-an-address"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("--client"), "{}", stderr(&o));
+}

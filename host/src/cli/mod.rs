@@ -154,9 +154,30 @@ pub struct ScanArgs {
     /// holds, divided among the engines).
     #[arg(long, short = 'j')]
     pub jobs: Option<usize>,
+    /// The envelope every message is scanned with, as an MTA would give
+    /// it (engines such as DNS block lists judge it).
+    #[command(flatten)]
+    pub envelope: EnvelopeArgs,
     /// Files, directories, mbox files, Maildir folders; `-` for stdin.
     #[arg(required = true, value_name = "PATH")]
     pub inputs: Vec<PathBuf>,
+}
+
+/// The envelope `cordon scan` hands the engines.
+#[derive(Debug, Args)]
+pub struct EnvelopeArgs {
+    /// The connecting client's address.
+    #[arg(long, value_name = "IP")]
+    pub client: Option<std::net::IpAddr>,
+    /// The client's HELO name.
+    #[arg(long, value_name = "NAME", default_value = "")]
+    pub helo: String,
+    /// MAIL FROM (angle brackets optional).
+    #[arg(long, value_name = "ADDRESS", default_value = "")]
+    pub from: String,
+    /// RCPT TO (repeatable).
+    #[arg(long, value_name = "ADDRESS")]
+    pub rcpt: Vec<String>,
 }
 
 /// `cordon serve`.

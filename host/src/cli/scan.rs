@@ -33,6 +33,7 @@ pub(super) async fn scan_command(args: ScanArgs) -> anyhow::Result<i32> {
     let started = Instant::now();
     let config = args.source.resolve()?;
     let rules = Arc::new(config.registry.live.rules.clone());
+    let envelope = Arc::new(envelope_of(&args.envelope, &config.registry.live)?);
     let registry = load_registry(config).await?;
     let engines = registry.enabled();
     let jobs = args
@@ -58,7 +59,8 @@ pub(super) async fn scan_command(args: ScanArgs) -> anyhow::Result<i32> {
         .map(|op| {
             let engines = engines.clone();
             let rules = rules.clone();
-            async move { scan_operand(op, &engines, &rules).await }
+            let envelope = envelope.clone();
+            async move { scan_operand(op, &engines, &rules, &envelope).await }
         })
         .buffered(jobs);
 
@@ -126,10 +128,46 @@ pub(super) async fn scan_command(args: ScanArgs) -> anyhow::Result<i32> {
     })
 }
 
+/// The envelope the flags describe: addresses bare, each recipient with
+/// the profiles the config gives it.
+fn envelope_of(
+    args: &super::EnvelopeArgs,
+    live: &crate::live::LiveSettings,
+) -> anyhow::Result<crate::bindings::Envelope> {
+    use crate::bindings::Recipient;
+    use crate::policy::bare_address;
+    for (flag, value) in [("--helo", &args.helo), ("--from", &args.from)]
+        .into_iter()
+        .chain(args.rcpt.iter().map(|r| ("--rcpt", r)))
+    {
+        if value.len() > 1024 || value.chars().any(char::is_control) {
+            anyhow::bail!(
+                "{flag} {:?}: at most 1024 characters, none of them control characters",
+                crate::text::escape(value, 64)
+            );
+        }
+    }
+    Ok(crate::bindings::Envelope {
+        client_address: args.client.map(crate::bindings::ip_address),
+        helo: args.helo.clone(),
+        mail_from: bare_address(&args.from).to_string(),
+        recipients: args
+            .rcpt
+            .iter()
+            .map(|r| Recipient {
+                address: bare_address(r).to_string(),
+                profiles: live.profiles_of(r),
+            })
+            .collect(),
+        ..crate::bindings::empty_envelope()
+    })
+}
+
 async fn scan_operand(
     op: Operand,
     engines: &[Arc<crate::engine::Generation>],
     rules: &Rules,
+    envelope: &Arc<crate::bindings::Envelope>,
 ) -> Vec<Scanned> {
     let read = match tokio::task::spawn_blocking(move || inputs::read(&op)).await {
         Ok(i) => i,
@@ -145,7 +183,10 @@ async fn scan_operand(
         let result = match input.bytes {
             Err(e) => Err(e),
             Ok(bytes) => {
-                let message = Message::from_bytes(bytes);
+                let message = Message {
+                    envelope: envelope.clone(),
+                    bytes: bytes.into(),
+                };
                 let names = inputs::header_names(&message.bytes);
                 let id = scan::scan_id();
                 let j = judge(

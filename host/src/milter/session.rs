@@ -223,22 +223,6 @@ fn raw_fields(w: &impl Writable) -> Vec<Vec<u8>> {
     fields
 }
 
-fn wit_address(ip: IpAddr) -> IpAddress {
-    match ip {
-        IpAddr::V4(v4) => {
-            let [a, b, c, d] = v4.octets();
-            IpAddress::Ipv4((a, b, c, d))
-        }
-        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
-            Some(v4) => wit_address(IpAddr::V4(v4)),
-            None => {
-                let [a, b, c, d, e, f, g, h] = v6.segments();
-                IpAddress::Ipv6((a, b, c, d, e, f, g, h))
-            }
-        },
-    }
-}
-
 /// Postfix sends `ipv6:` before IPv6 addresses in some places; brackets too.
 fn parse_ip(s: &str) -> Option<IpAddr> {
     let s = s.trim().trim_start_matches('[').trim_end_matches(']');
@@ -332,7 +316,7 @@ impl Milter for Session {
     async fn connect(&mut self, c: Connect) -> Result<MilterAction, Self::Error> {
         self.pulse.beat();
         self.client_name = c.hostname().into_owned();
-        self.client_address = parse_ip(&c.address()).map(wit_address);
+        self.client_address = parse_ip(&c.address()).map(crate::bindings::ip_address);
         Ok(self.carry_on(Protocol::NR_CONNECT))
     }
 
