@@ -8,6 +8,7 @@ mod async_scans;
 mod clamscan;
 mod cli;
 mod common;
+mod containers;
 mod dns;
 mod engine_kit;
 mod fuzz;

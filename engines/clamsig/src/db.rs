@@ -651,7 +651,7 @@ impl Db {
         };
         let mut budget = crate::archive::Budget::new(limits);
         let mut tar = if body.starts_with(&[0x1f, 0x8b]) {
-            crate::archive::members(body, &mut budget)
+            crate::archive::members_whole(body, &mut budget)
                 .map_err(|e| format!("{file}: cannot decompress: {e}"))?
                 .into_iter()
                 .next()
@@ -660,7 +660,7 @@ impl Db {
         } else {
             body.to_vec()
         };
-        let members = crate::archive::members(&tar, &mut budget)
+        let members = crate::archive::members_whole(&tar, &mut budget)
             .map_err(|e| format!("{file}: cannot unpack: {e}"))?;
         zero(&mut tar);
         if members.is_empty() {

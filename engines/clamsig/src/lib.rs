@@ -10,6 +10,7 @@
 
 pub mod archive;
 pub mod db;
+pub mod formats;
 pub mod logical;
 pub mod pattern;
 pub mod scanner;
@@ -71,14 +72,22 @@ pub fn scan_decoded(m: &Matcher, content_type: &str, content: &[u8], limits: Lim
         return result;
     }
     let mut names = m.hash_matches(&hashed);
-    let html = content_type == "text/html" || looks_like_html(content);
-    let text = mime_text || html || looks_textual(content);
-    if !html {
-        names.extend(m.body_matches(content, Targets::of(&[0])));
+    // Mail in a part (declared so, or by content) is opened by the host,
+    // which walks its parts; here it gets the mail target, as clamscan
+    // gives embedded messages.
+    let mail =
+        content_type == "message/rfc822" || archive::kind(content) == Some(archive::Kind::Mail);
+    let kind = archive::kind(content).filter(|k| *k != archive::Kind::Mail);
+    let html = !mail && (content_type == "text/html" || looks_like_html(content));
+    let text = !mail && (mime_text || html || looks_textual(content));
+    if mail {
+        names.extend(m.body_matches(content, targets_of(Some(archive::Kind::Mail))));
+    } else if !html {
+        names.extend(m.body_matches(content, targets_of(kind)));
     }
     if text {
-        let kind = if html { 3 } else { 7 };
-        names.extend(m.body_matches(&normalise_text(content), Targets::of(&[0, kind])));
+        let class = if html { 3 } else { 7 };
+        names.extend(m.body_matches(&normalise_text(content), Targets::of(&[0, class])));
     }
     let mut found: Vec<Found> = names
         .into_iter()
@@ -87,9 +96,10 @@ pub fn scan_decoded(m: &Matcher, content_type: &str, content: &[u8], limits: Lim
             path: String::new(),
         })
         .collect();
-    if archive::kind(content).is_some() {
+    if html || kind.is_some() {
         let mut budget = Budget::new(limits);
-        result.stop = scan_archive(m, content, "", 1, &mut budget, &mut found).err();
+        let html = html && kind.is_none();
+        result.stop = scan_members(m, content, html, "", 1, &mut budget, &mut found).err();
     }
     let kept = m.finish(found.iter().map(|f| f.name.clone()).collect());
     for name in kept {
@@ -100,35 +110,91 @@ pub fn scan_decoded(m: &Matcher, content_type: &str, content: &[u8], limits: Lim
     result
 }
 
-/// Scans the members of the archive `data`, recursively.
-fn scan_archive(
+/// The targets that apply to an object's bytes as they are: executables
+/// and mail have their own, besides "any file" (0).
+fn targets_of(kind: Option<archive::Kind>) -> Targets {
+    match kind {
+        Some(archive::Kind::Pe) => Targets::of(&[0, 1]),
+        Some(archive::Kind::Mail) => Targets::of(&[0, 4]),
+        _ => Targets::of(&[0]),
+    }
+}
+
+/// Scans the members of `data` (a container, or HTML with embedded data),
+/// recursively; every member is scanned even when one stops early, and the
+/// first stop is returned.
+fn scan_members(
     m: &Matcher,
     data: &[u8],
+    html: bool,
     prefix: &str,
     depth: u32,
     budget: &mut Budget,
     found: &mut Vec<Found>,
 ) -> Result<(), Stop> {
+    let (members, mut stop) = if html {
+        (formats::html::data_uris(data, budget), None)
+    } else {
+        archive::members(data, budget)
+    };
+    if members.is_empty() {
+        return stop.map_or(Ok(()), Err);
+    }
     if depth > budget.limits().max_depth {
         return Err(Stop::Limits(format!(
-            "archives nested deeper than {} at {prefix}",
+            "containers nested deeper than {} at {prefix}",
             budget.limits().max_depth
         )));
     }
-    for (name, content) in archive::members(data, budget)? {
+    for (name, content) in members {
         let path = format!("{prefix}{name}");
-        if m.allowed(&content) {
-            continue;
+        if let Err(s) = scan_member(m, &path, &content, depth, budget, found) {
+            stop.get_or_insert(s);
         }
-        let mut names = m.hash_matches(&content);
-        names.extend(m.body_matches(&content, Targets::of(&[0])));
-        found.extend(names.into_iter().map(|n| Found {
-            name: n,
-            path: path.clone(),
-        }));
-        if archive::kind(&content).is_some() {
-            scan_archive(m, &content, &format!("{path} > "), depth + 1, budget, found)?;
-        }
+    }
+    stop.map_or(Ok(()), Err)
+}
+
+/// Scans one member, typed by its content as clamscan types files: text is
+/// also matched normalised, HTML only normalised (and its embedded data
+/// opened), executables with the executable target too; containers are
+/// opened.
+fn scan_member(
+    m: &Matcher,
+    path: &str,
+    content: &[u8],
+    depth: u32,
+    budget: &mut Budget,
+    found: &mut Vec<Found>,
+) -> Result<(), Stop> {
+    if m.allowed(content) {
+        return Ok(());
+    }
+    let mut names = m.hash_matches(content);
+    let kind = archive::kind(content);
+    let text = kind.is_none() && looks_textual(content);
+    let html = text && looks_like_html(content);
+    if !html {
+        names.extend(m.body_matches(content, targets_of(kind)));
+    }
+    if text {
+        let class = if html { 3 } else { 7 };
+        names.extend(m.body_matches(&normalise_text(content), Targets::of(&[0, class])));
+    }
+    found.extend(names.into_iter().map(|n| Found {
+        name: n,
+        path: path.to_string(),
+    }));
+    if html || kind.is_some() {
+        scan_members(
+            m,
+            content,
+            html,
+            &format!("{path} > "),
+            depth + 1,
+            budget,
+            found,
+        )?;
     }
     Ok(())
 }

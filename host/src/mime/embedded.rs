@@ -138,3 +138,119 @@ pub fn uudecode_blocks(text: &[u8]) -> Vec<(String, Vec<u8>)> {
     }
     out
 }
+
+/// The messages in a part that is itself mail, typed by its content as
+/// ClamAV types files: an RFC 5322 message (header lines, at least one of
+/// them a header only mail has, then a blank line) or an mbox (messages
+/// after `From ` separator lines). `None` for anything else. At most
+/// `max` messages come back.
+pub fn as_messages(content: &[u8], max: usize) -> Option<Vec<&[u8]>> {
+    let head = &content[..content.len().min(64 * 1024)];
+    if head.starts_with(b"From ") {
+        let mut out = Vec::new();
+        let mut rest = content;
+        while out.len() < max {
+            // Drop the separator line; the message runs to the next one
+            // that follows a blank line.
+            let Some(nl) = rest.iter().position(|&b| b == b'\n') else {
+                break;
+            };
+            let body = &rest[nl + 1..];
+            let end = find_separator(body).unwrap_or(body.len());
+            if is_message(&body[..end]) {
+                out.push(&body[..end]);
+            }
+            rest = &body[end..];
+            if rest.is_empty() {
+                break;
+            }
+        }
+        return (!out.is_empty()).then_some(out);
+    }
+    is_message(content).then(|| vec![content])
+}
+
+/// Where the next mbox separator (`\n\nFrom `, or with CRLF) starts.
+fn find_separator(data: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while let Some(p) = data[at..].windows(6).position(|w| w == b"\nFrom ") {
+        let i = at + p;
+        let before = &data[..i];
+        if before.ends_with(b"\n") || before.ends_with(b"\n\r") {
+            return Some(i + 1);
+        }
+        at = i + 1;
+    }
+    None
+}
+
+/// Whether `data` starts with a mail header: only header lines (or their
+/// continuations) up to a blank line, at least two of them, one naming a
+/// header only mail carries.
+fn is_message(data: &[u8]) -> bool {
+    const MAIL_ONLY: [&[u8]; 8] = [
+        b"from",
+        b"received",
+        b"return-path",
+        b"message-id",
+        b"mime-version",
+        b"subject",
+        b"date",
+        b"delivered-to",
+    ];
+    let head = &data[..data.len().min(64 * 1024)];
+    let (mut headers, mut mail_only) = (0, false);
+    for line in head.split_inclusive(|&b| b == b'\n') {
+        let Some(line) = line.strip_suffix(b"\n") else {
+            // The header ran to the end of what was looked at.
+            return false;
+        };
+        let line = line.strip_suffix(b"\r").unwrap_or(line);
+        if line.is_empty() {
+            return headers >= 2 && mail_only;
+        }
+        if line[0] == b' ' || line[0] == b'\t' {
+            if headers == 0 {
+                return false;
+            }
+            continue;
+        }
+        let Some(colon) = line.iter().position(|&b| b == b':') else {
+            return false;
+        };
+        let name = &line[..colon];
+        if name.is_empty() || !name.iter().all(|&b| b.is_ascii_alphanumeric() || b == b'-') {
+            return false;
+        }
+        headers += 1;
+        mail_only |= MAIL_ONLY.iter().any(|m| name.eq_ignore_ascii_case(m));
+    }
+    false
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn messages_and_mboxes_are_typed_by_content() {
+        let msg = b"From: a@example.com\r\nSubject: hi\r\n\r\nbody\r\n";
+        assert_eq!(as_messages(msg, 10), Some(vec![&msg[..]]));
+        let mbox = b"From a@example.com Thu Jul 31 13:49:50 2008\nFrom: a\nSubject: one\n\nbody one\n\nFrom b@example.com Thu Jul 31 13:49:51 2008\nFrom: b\nSubject: two\n\nbody two\n";
+        let got = as_messages(mbox, 10).unwrap();
+        assert_eq!(got.len(), 2);
+        assert!(got[0].starts_with(b"From: a\n") && got[0].ends_with(b"body one\n\n"));
+        assert!(got[1].starts_with(b"From: b\n"));
+        assert_eq!(as_messages(mbox, 1).unwrap().len(), 1);
+        // Text that is not mail: no header, one header, headers only mail
+        // does not carry, or no blank line.
+        assert_eq!(as_messages(b"hello: world\nthere\n\n", 10), None);
+        assert_eq!(as_messages(b"Subject: x\n\nbody", 10), None);
+        assert_eq!(
+            as_messages(b"Content-Type: text/plain\nX-A: b\n\nbody", 10),
+            None
+        );
+        assert_eq!(as_messages(b"From: a\nSubject: b\n", 10), None);
+        assert_eq!(as_messages(b"\x00\x01binary", 10), None);
+    }
+}

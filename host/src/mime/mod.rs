@@ -225,8 +225,7 @@ impl Walker<'_> {
                 // An embedded message sent encoded: decoded here, parsed
                 // and walked one level down (see `prepare`).
                 PartType::Message(_) if marked_encoding(part).is_some() => {
-                    let decoded = decode_marked(msg, part);
-                    self.walk_bytes(&decoded, depth + 1)
+                    self.encoded_message(msg, part, depth)
                 }
                 PartType::Message(inner) => {
                     stack.push(Work::Part(inner, 0, depth + 1, false));
@@ -235,8 +234,7 @@ impl Walker<'_> {
                 // Marked, but mail-parser found no message in the encoded
                 // text (it usually does not): still an embedded message.
                 _ if marked_encoding(part).is_some() && is_message_part(part, in_digest) => {
-                    let decoded = decode_marked(msg, part);
-                    self.walk_bytes(&decoded, depth + 1)
+                    self.encoded_message(msg, part, depth)
                 }
                 _ => self.leaf(msg, part, depth),
             };
@@ -280,7 +278,7 @@ impl Walker<'_> {
                 if !self.push(depth, content_type, name, bytes) {
                     return false;
                 }
-                self.embedded(depth, bytes)
+                self.embedded(depth, bytes) && self.messages(depth, bytes)
             }
             PartType::Binary(data) | PartType::InlineBinary(data) => {
                 // A part sent with Content-Transfer-Encoding: x-uuencode
@@ -304,6 +302,9 @@ impl Walker<'_> {
                 if !self.push(depth, content_type.clone(), name, bytes) {
                     return false;
                 }
+                if !self.messages(depth, bytes) {
+                    return false;
+                }
                 // A multipart whose boundary is missing or empty comes out
                 // as one opaque body: what mail clients would still find in
                 // it (pasted base64, uuencode) is searched for, as in text.
@@ -314,6 +315,35 @@ impl Walker<'_> {
             }
             PartType::Multipart(_) | PartType::Message(_) => true,
         }
+    }
+
+    /// An embedded message sent encoded: decoded, handed to engines whole
+    /// (a `message/rfc822` part: its bytes appear nowhere else decoded, and
+    /// scanners match mail signatures on embedded messages), then walked
+    /// one level down.
+    fn encoded_message(
+        &mut self,
+        msg: &mail_parser::Message<'_>,
+        part: &mail_parser::MessagePart<'_>,
+        depth: u32,
+    ) -> bool {
+        let decoded = decode_marked(msg, part);
+        let name = part.attachment_name().map(str::to_string);
+        self.push(depth, "message/rfc822".into(), name, &decoded)
+            && self.walk_bytes(&decoded, depth + 1)
+    }
+
+    /// Walks a part that is mail whatever its declared type (a message or
+    /// an mbox attached as a file), one level down, as ClamAV types files
+    /// by content.
+    fn messages(&mut self, depth: u32, content: &[u8]) -> bool {
+        let max = self.limits.max_parts as usize;
+        for message in embedded::as_messages(content, max).unwrap_or_default() {
+            if !self.walk_bytes(message, depth + 1) {
+                return false;
+            }
+        }
+        true
     }
 
     /// Adds the uuencoded and pasted base64 blocks found in `text`.
