@@ -45,7 +45,7 @@ pub(crate) fn md5_hex(data: &[u8]) -> String {
     out.split_whitespace().next().unwrap().to_string()
 }
 
-fn sha_hex(tool: &str, data: &[u8]) -> String {
+pub(crate) fn sha_hex(tool: &str, data: &[u8]) -> String {
     let out = Command::new(tool).arg("-").stdin_bytes(data);
     out.split_whitespace().next().unwrap().to_string()
 }
@@ -571,7 +571,11 @@ pub(crate) fn clamscan(defs: &Path, dirs: &[&Path]) -> BTreeMap<String, BTreeSet
     found
 }
 
-fn cordon_scan(defs: &Path, dirs: &[&Path], dir: &Path) -> BTreeMap<String, BTreeSet<String>> {
+pub(crate) fn cordon_scan(
+    defs: &Path,
+    dirs: &[&Path],
+    dir: &Path,
+) -> BTreeMap<String, BTreeSet<String>> {
     let cfg = clamsig_config(dir, defs);
     let mut args = vec![
         "scan".to_string(),

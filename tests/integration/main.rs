@@ -11,6 +11,7 @@ mod common;
 mod containers;
 mod dns;
 mod engine_kit;
+mod executables;
 mod fuzz;
 mod golden;
 mod hardening;

@@ -28,59 +28,7 @@ pub enum HashKind {
     Sha256,
 }
 
-/// Where a body pattern may start.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Offset {
-    /// Anywhere (`*`).
-    Any,
-    /// At `n` to `n + span` from the start.
-    Start(u32, u32),
-    /// At `len - n` to `len - n + span`.
-    Eof(u32, u32),
-}
-
-impl Offset {
-    fn parse(s: &str) -> Result<Offset, String> {
-        if s == "*" {
-            return Ok(Offset::Any);
-        }
-        let (base, span) = match s.split_once(',') {
-            Some((b, sp)) => (
-                b,
-                sp.parse::<u32>()
-                    .map_err(|_| format!("bad offset span {sp:?}"))?,
-            ),
-            None => (s, 0),
-        };
-        if let Some(n) = base.strip_prefix("EOF-") {
-            let n = n.parse().map_err(|_| format!("bad offset {s:?}"))?;
-            return Ok(Offset::Eof(n, span));
-        }
-        if base.starts_with("EP") || base.starts_with('S') || base.starts_with("VI") {
-            return Err(format!(
-                "unsupported offset {s:?} (executable sections do not occur in mail)"
-            ));
-        }
-        base.parse()
-            .map(|n| Offset::Start(n, span))
-            .map_err(|_| format!("bad offset {s:?}"))
-    }
-
-    /// Whether a match may start at `start` in data of `len` bytes.
-    pub fn allows(self, start: usize, len: usize) -> bool {
-        match self {
-            Offset::Any => true,
-            Offset::Start(n, span) => {
-                let (n, span) = (n as usize, span as usize);
-                start >= n && start <= n + span
-            }
-            Offset::Eof(n, span) => {
-                let (n, span) = (n as usize, span as usize);
-                len >= n && start >= len - n && start <= len - n + span
-            }
-        }
-    }
-}
+pub use crate::offset::{Layout, Offset};
 
 /// A body signature (.ndb).
 #[derive(Debug, Clone)]
@@ -192,6 +140,9 @@ pub struct Db {
     /// digest): a table of fixed-size entries, not a map of small
     /// allocations (a large database has tens of thousands).
     pub hashes: Vec<HashSig>,
+    /// PE section hash signatures (.mdb, .msb): the size is the section's;
+    /// sorted by the matcher like `hashes`.
+    pub section_hashes: Vec<HashSig>,
     /// Allow-listed (kind, digest, size).
     pub allow: HashSet<(HashKind, Vec<u8>, Option<u64>)>,
     /// Signature names to ignore (without the `.UNOFFICIAL` suffix).
@@ -297,7 +248,7 @@ impl Drop for Pieces {
 /// sized before loading ([`Db::reserve_for`]): the formats of a large
 /// database's bulk.
 pub fn sized_up_front(ext: &str) -> bool {
-    matches!(ext, "ndb" | "hdb" | "hsb")
+    matches!(ext, "ndb" | "hdb" | "hsb" | "mdb" | "msb")
 }
 
 /// Makes room for `additional` more elements in one step. When the vector
@@ -355,6 +306,31 @@ fn parse_hash_line(
         return Err("empty signature name".into());
     }
     Ok((kind, digest, size, name.to_string()))
+}
+
+/// An offset relative to an executable's entry point or sections is
+/// refused on any target but executables (1), as ClamAV refuses it.
+fn pe_offset_needs_pe(offset: Offset, target: Option<u8>) -> Result<(), String> {
+    if offset.executable_only() && target != Some(1) {
+        return Err(format!(
+            "offset {offset:?} is relative to an executable and needs target 1 (PE)"
+        ));
+    }
+    Ok(())
+}
+
+/// A section hash line: `SIZE:HASH:NAME[:FLEVEL]` (.mdb and .msb put the
+/// size first).
+fn parse_section_hash_line(
+    line: &str,
+    md5_only: bool,
+) -> Result<(HashKind, Vec<u8>, Option<u64>, String), String> {
+    let mut f: Vec<&str> = line.splitn(4, ':').collect();
+    if f.len() < 3 {
+        return Err("expected SIZE:HASH:NAME".into());
+    }
+    f.swap(0, 1);
+    parse_hash_line(&f.join(":"), md5_only)
 }
 
 /// Splits an .ldb subsignature into offset, pattern and modifiers.
@@ -421,6 +397,9 @@ fn parse_ldb(line: &str, official: bool) -> Result<LogicalSig, String> {
         .iter()
         .map(|s| parse_subsig(s))
         .collect::<Result<Vec<_>, _>>()?;
+    for (offset, _) in &subs {
+        pe_offset_needs_pe(*offset, target)?;
+    }
     let expr = Expr::parse(f[2], subs.len())?;
     Ok(LogicalSig {
         bare_name: f[0].into(),
@@ -439,16 +418,18 @@ fn parse_ndb(line: &str, official: bool) -> Result<BodySig, String> {
     let target: u8 = target
         .parse()
         .map_err(|_| format!("bad target type {target:?}"))?;
-    if !matches!(target, 0 | 3 | 4 | 7) {
+    if !matches!(target, 0..=4 | 7) {
         return Err(format!(
-            "unsupported target type {target} (cannot occur in mail)"
+            "unsupported target type {target} (not one clamsig types files as)"
         ));
     }
+    let offset = Offset::parse(offset)?;
+    pe_offset_needs_pe(offset, Some(target))?;
     Ok(BodySig {
         bare_name: name.into(),
         official,
         target,
-        offset: Offset::parse(offset)?,
+        offset,
         pattern: Pattern::parse(hex, Modifiers::default())?,
     })
 }
@@ -535,7 +516,7 @@ impl Db {
             .unwrap_or_default();
         if matches!(
             ext.as_str(),
-            "hdb" | "hsb" | "fp" | "sfp" | "ign2" | "ndb" | "ldb"
+            "hdb" | "hsb" | "mdb" | "msb" | "fp" | "sfp" | "ign2" | "ndb" | "ldb"
         ) {
             Some(ext)
         } else {
@@ -552,6 +533,7 @@ impl Db {
         match ext {
             "ndb" => reserve_zeroing(&mut self.body, lines),
             "hdb" | "hsb" => reserve_zeroing(&mut self.hashes, lines),
+            "mdb" | "msb" => reserve_zeroing(&mut self.section_hashes, lines),
             _ => {}
         }
     }
@@ -583,6 +565,17 @@ impl Db {
                         official,
                     });
                 }),
+                "mdb" | "msb" => {
+                    parse_section_hash_line(line, ext == "mdb").map(|(k, d, size, name)| {
+                        self.section_hashes.push(HashSig {
+                            digest: padded(&d),
+                            size: size.unwrap_or(ANY_SIZE),
+                            bare_name: name.into_boxed_str(),
+                            kind: k,
+                            official,
+                        });
+                    })
+                }
                 "fp" | "sfp" => parse_hash_line(line, ext == "fp").map(|(k, d, size, _)| {
                     self.allow.insert((k, d, size));
                 }),
@@ -697,7 +690,7 @@ mod tests {
             "2ef7bde608ce5404e97d5f042f95f89f1c232871:*:Sha1Any:73\n",
         )
         .unwrap();
-        db.add_file("a.ndb", "Ndb.Test:0:*:41424344\nPe.Only:1:EP+0:4d5a\n")
+        db.add_file("a.ndb", "Ndb.Test:0:*:41424344\nVi.Only:1:VI:4d5a\n")
             .unwrap();
         db.add_file(
             "a.ldb",
@@ -767,7 +760,7 @@ mod tests {
 
     #[test]
     fn a_file_read_in_pieces_loads_as_the_whole_text_does() {
-        let text = "# comment\r\nA.One:0:*:41424344\r\n\nA.Two:0:*:45464748\nPe.Only:1:EP+0:4d5a\nA.Three:0:EOF-2:4142";
+        let text = "# comment\r\nA.One:0:*:41424344\r\n\nA.Two:0:*:45464748\nVi.Only:1:VI:4d5a\nA.Three:0:EOF-2:4142";
         let mut whole = Db::default();
         whole.add_file("t.ndb", text).unwrap();
         for piece in [1, 3, 7, 64, 1 << 20] {
@@ -795,16 +788,38 @@ mod tests {
     }
 
     #[test]
-    fn offsets() {
-        assert!(Offset::parse("10").unwrap().allows(10, 100));
-        assert!(!Offset::parse("10").unwrap().allows(11, 100));
-        assert!(Offset::parse("10,5").unwrap().allows(15, 100));
-        assert!(Offset::parse("EOF-10").unwrap().allows(90, 100));
-        assert!(!Offset::parse("EOF-10").unwrap().allows(89, 100));
-        assert!(
-            Offset::parse("EP+10")
-                .unwrap_err()
-                .starts_with("unsupported")
-        );
+    fn executable_offsets_and_section_hashes() {
+        let mut db = Db::default();
+        db.add_file(
+            "p.ndb",
+            "Pe.Ep:1:EP+0:4d5a\nPe.S:1:S0+4,2:4d5a\nPe.SE:1:SE1:4d5a\n",
+        )
+        .unwrap();
+        assert_eq!(db.body[0].offset, Offset::Entry(0, 0));
+        assert_eq!(db.body[1].offset, Offset::Section(0, 4, 2));
+        let err = db.add_file("q.ndb", "Pe.Any:0:EP+0:4d5a\n").unwrap_err();
+        assert!(err.contains("needs target 1"), "{err}");
+        let err = db
+            .add_file("q.ldb", "L;Engine:51-255,Target:0;0;EP+0:4d5a\n")
+            .unwrap_err();
+        assert!(err.contains("needs target 1"), "{err}");
+        db.add_file(
+            "s.mdb",
+            "512:aa15bcf478d165efd2065190eb473bcb:Sect.Md5\n*:aa15bcf478d165efd2065190eb473bcb:Sect.Any:73\n",
+        )
+        .unwrap();
+        db.add_file(
+            "s.msb",
+            "4096:2ef7bde608ce5404e97d5f042f95f89f1c232871:Sect.Sha1\n",
+        )
+        .unwrap();
+        assert_eq!(db.section_hashes.len(), 3);
+        assert_eq!(db.section_hashes[0].size, 512);
+        assert_eq!(db.section_hashes[1].size, ANY_SIZE);
+        assert_eq!(db.section_hashes[2].kind, HashKind::Sha1);
+        let err = db
+            .add_file("t.mdb", "*:aa15bcf478d165efd2065190eb473bcb:NoLevel\n")
+            .unwrap_err();
+        assert!(err.contains("engine level of 73"), "{err}");
     }
 }

@@ -12,6 +12,7 @@ pub mod archive;
 pub mod db;
 pub mod formats;
 pub mod logical;
+pub mod offset;
 pub mod pattern;
 pub mod scanner;
 
@@ -81,9 +82,9 @@ pub fn scan_decoded(m: &Matcher, content_type: &str, content: &[u8], limits: Lim
     let html = !mail && (content_type == "text/html" || looks_like_html(content));
     let text = !mail && (mime_text || html || looks_textual(content));
     if mail {
-        names.extend(m.body_matches(content, targets_of(Some(archive::Kind::Mail))));
+        names.extend(m.body_matches(content, targets_of(Some(archive::Kind::Mail), None)));
     } else if !html {
-        names.extend(m.body_matches(content, targets_of(kind)));
+        names.extend(raw_matches(m, content, kind, None));
     }
     if text {
         let class = if html { 3 } else { 7 };
@@ -110,13 +111,33 @@ pub fn scan_decoded(m: &Matcher, content_type: &str, content: &[u8], limits: Lim
     result
 }
 
-/// The targets that apply to an object's bytes as they are: executables
-/// and mail have their own, besides "any file" (0).
-fn targets_of(kind: Option<archive::Kind>) -> Targets {
-    match kind {
-        Some(archive::Kind::Pe) => Targets::of(&[0, 1]),
-        Some(archive::Kind::Mail) => Targets::of(&[0, 4]),
+/// The targets that apply to an object's bytes as they are: executables,
+/// mail and what an OLE2 file holds have their own, besides "any file" (0).
+fn targets_of(kind: Option<archive::Kind>, parent: Option<archive::Kind>) -> Targets {
+    match (kind, parent) {
+        (Some(archive::Kind::Pe), _) => Targets::of(&[0, 1]),
+        (Some(archive::Kind::Mail), _) => Targets::of(&[0, 4]),
+        (_, Some(archive::Kind::Ole2)) => Targets::of(&[0, 2]),
         _ => Targets::of(&[0]),
+    }
+}
+
+/// The signatures matching an object's bytes as they are: for an
+/// executable, also its section hashes and the PE-relative offsets.
+fn raw_matches(
+    m: &Matcher,
+    content: &[u8],
+    kind: Option<archive::Kind>,
+    parent: Option<archive::Kind>,
+) -> Vec<String> {
+    let targets = targets_of(kind, parent);
+    match kind.and_then(|k| (k == archive::Kind::Pe).then(|| formats::pe::layout(content))) {
+        Some(Some(layout)) => {
+            let mut names = m.section_matches(content, &layout);
+            names.extend(m.body_matches_in(content, targets, Some(&layout)));
+            names
+        }
+        _ => m.body_matches(content, targets),
     }
 }
 
@@ -146,9 +167,10 @@ fn scan_members(
             budget.limits().max_depth
         )));
     }
+    let parent = if html { None } else { archive::kind(data) };
     for (name, content) in members {
         let path = format!("{prefix}{name}");
-        if let Err(s) = scan_member(m, &path, &content, depth, budget, found) {
+        if let Err(s) = scan_member(m, &path, &content, parent, depth, budget, found) {
             stop.get_or_insert(s);
         }
     }
@@ -163,6 +185,7 @@ fn scan_member(
     m: &Matcher,
     path: &str,
     content: &[u8],
+    parent: Option<archive::Kind>,
     depth: u32,
     budget: &mut Budget,
     found: &mut Vec<Found>,
@@ -175,7 +198,7 @@ fn scan_member(
     let text = kind.is_none() && looks_textual(content);
     let html = text && looks_like_html(content);
     if !html {
-        names.extend(m.body_matches(content, targets_of(kind)));
+        names.extend(raw_matches(m, content, kind, parent));
     }
     if text {
         let class = if html { 3 } else { 7 };

@@ -75,6 +75,10 @@ pub struct Matcher {
     /// Where each hash bucket's entries start in the sorted `db.hashes`
     /// (see [`HashIndex::bucket`]).
     hash_index: HashIndex,
+    /// The same over the sorted `db.section_hashes`.
+    section_index: HashIndex,
+    /// The digest kinds section hash signatures use.
+    section_kinds: BTreeSet<HashKindOrd>,
 }
 
 /// The bucket index over the hash table, sorted by kind and digest.
@@ -245,6 +249,18 @@ fn ord(k: HashKind) -> HashKindOrd {
     }
 }
 
+/// The digests of `data` of the given kinds.
+fn digests_of(kinds: &BTreeSet<HashKindOrd>, data: &[u8]) -> Vec<(HashKind, Vec<u8>)> {
+    kinds
+        .iter()
+        .map(|k| match k {
+            HashKindOrd::Md5 => (HashKind::Md5, Md5::digest(data).to_vec()),
+            HashKindOrd::Sha1 => (HashKind::Sha1, Sha1::digest(data).to_vec()),
+            HashKindOrd::Sha256 => (HashKind::Sha256, Sha256::digest(data).to_vec()),
+        })
+        .collect()
+}
+
 /// Which ClamAV target types apply to an object.
 #[derive(Debug, Clone, Copy)]
 pub struct Targets(u16);
@@ -287,6 +303,12 @@ impl Matcher {
             (kind_index(a.kind), a.digest).cmp(&(kind_index(b.kind), b.digest))
         });
         let hash_index = HashIndex::new(&db.hashes);
+        db.section_hashes.shrink_to_fit();
+        db.section_hashes.sort_unstable_by(|a, b| {
+            (kind_index(a.kind), a.digest).cmp(&(kind_index(b.kind), b.digest))
+        });
+        let section_index = HashIndex::new(&db.section_hashes);
+        let section_kinds = db.section_hashes.iter().map(|h| ord(h.kind)).collect();
         // Sized once: what init frees stays in the snapshot as garbage.
         let patterns = db.body.len() + db.logical.iter().map(|l| l.subs.len()).sum::<usize>();
         let (mut grams, mut exact, mut nocase) =
@@ -317,6 +339,8 @@ impl Matcher {
             nocase: build(nocase, true)?,
             kinds,
             hash_index,
+            section_index,
+            section_kinds,
             db,
         })
     }
@@ -328,14 +352,36 @@ impl Matcher {
 
     /// The digests of `data` this database can use.
     fn digests(&self, data: &[u8]) -> Vec<(HashKind, Vec<u8>)> {
-        self.kinds
-            .iter()
-            .map(|k| match k {
-                HashKindOrd::Md5 => (HashKind::Md5, Md5::digest(data).to_vec()),
-                HashKindOrd::Sha1 => (HashKind::Sha1, Sha1::digest(data).to_vec()),
-                HashKindOrd::Sha256 => (HashKind::Sha256, Sha256::digest(data).to_vec()),
-            })
-            .collect()
+        digests_of(&self.kinds, data)
+    }
+
+    /// Names of the section hash signatures (.mdb, .msb) the sections of
+    /// the executable `data`, laid out as `layout`, match.
+    pub fn section_matches(&self, data: &[u8], layout: &crate::offset::Layout) -> Vec<String> {
+        let mut out = Vec::new();
+        if self.db.section_hashes.is_empty() {
+            return out;
+        }
+        for &(at, size) in &layout.sections {
+            let Some(section) = at.checked_add(size).and_then(|end| data.get(at..end)) else {
+                continue;
+            };
+            if size == 0 {
+                continue;
+            }
+            for (kind, digest) in digests_of(&self.section_kinds, section) {
+                let digest = crate::db::padded(&digest);
+                let range = self.section_index.range(kind, &digest);
+                out.extend(
+                    self.db.section_hashes[range]
+                        .iter()
+                        .filter(|s| s.kind == kind && s.digest == digest)
+                        .filter(|s| s.size == crate::db::ANY_SIZE || s.size == size as u64)
+                        .map(|s| s.name()),
+                );
+            }
+        }
+        out
     }
 
     /// Whether `hashed` (the bytes whose digests identify the object) is
@@ -375,6 +421,17 @@ impl Matcher {
     /// Names of the body and logical signatures matching `data` among those
     /// whose target is in `targets`.
     pub fn body_matches(&self, data: &[u8], targets: Targets) -> Vec<String> {
+        self.body_matches_in(data, targets, None)
+    }
+
+    /// As [`Matcher::body_matches`], for an executable laid out as
+    /// `layout` (the PE-relative offsets apply only with one).
+    pub fn body_matches_in(
+        &self,
+        data: &[u8],
+        targets: Targets,
+        layout: Option<&crate::offset::Layout>,
+    ) -> Vec<String> {
         let len = data.len();
         let mut body_hits: BTreeSet<usize> = BTreeSet::new();
         let mut counts: HashMap<usize, Vec<u64>> = HashMap::new();
@@ -387,7 +444,7 @@ impl Matcher {
                 if targets.has(s.target)
                     && s.pattern.key_matches(data, at)
                     && s.pattern
-                        .verify(data, at, &|st| s.offset.allows(st, len))
+                        .verify(data, at, &|st| s.offset.allows(st, len, layout))
                         .is_some()
                 {
                     body_hits.insert(i);
@@ -400,7 +457,8 @@ impl Matcher {
                 }
                 let (offset, p) = &l.subs[j];
                 if p.key_matches(data, at)
-                    && p.verify(data, at, &|st| offset.allows(st, len)).is_some()
+                    && p.verify(data, at, &|st| offset.allows(st, len, layout))
+                        .is_some()
                 {
                     counts.entry(i).or_insert_with(|| vec![0; l.subs.len()])[j] += 1;
                 }

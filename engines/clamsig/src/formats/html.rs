@@ -11,15 +11,14 @@ const MAX_URIS: usize = 1000;
 /// budget stop ends the list.
 pub fn data_uris(html: &[u8], budget: &mut Budget) -> Members {
     let mut out = Vec::new();
-    let lower = html.to_ascii_lowercase();
     let mut from = 0usize;
-    while let Some(at) = super::find(&lower, b"data:", from) {
+    while let Some(at) = find_data(html, from) {
         from = at + 5;
         if out.len() >= MAX_URIS {
             break;
         }
         // The header ends at the comma; the data at a quote, space or `>`.
-        let Some(comma) = lower[from..]
+        let Some(comma) = html[from..]
             .iter()
             .take(256)
             .position(|&b| b == b',')
@@ -27,7 +26,7 @@ pub fn data_uris(html: &[u8], budget: &mut Budget) -> Members {
         else {
             continue;
         };
-        let header = &lower[from..comma];
+        let header = html[from..comma].to_ascii_lowercase();
         if header
             .iter()
             .any(|&b| matches!(b, b'"' | b'\'' | b'<' | b'>' | b' '))
@@ -55,6 +54,20 @@ pub fn data_uris(html: &[u8], budget: &mut Budget) -> Members {
         }
     }
     out
+}
+
+/// Where `data:` (in any case) next occurs at or after `from`, without
+/// copying the document.
+fn find_data(html: &[u8], from: usize) -> Option<usize> {
+    let mut at = from;
+    while at + 5 <= html.len() {
+        let p = html[at..].iter().position(|&b| b == b':')? + at;
+        if p >= 4 && html[p - 4..p].eq_ignore_ascii_case(b"data") && p - 4 >= from {
+            return Some(p - 4);
+        }
+        at = p + 1;
+    }
+    None
 }
 
 fn base64(text: &[u8]) -> Vec<u8> {
@@ -99,4 +112,25 @@ fn percent(text: &[u8]) -> Vec<u8> {
         i += 1;
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::Limits;
+
+    #[test]
+    fn data_uris_in_any_case_base64_or_percent_coded() {
+        let html = b"<a href=\"DATA:application/octet-stream;BASE64,aGVsbG8gZnJvbSBpbnNpZGUgdGhlIHVyaQ==\">x</a>\
+<img src='data:text/plain,percent%20coded%20payload%21'> data: not one; data:,tiny";
+        let mut b = Budget::new(Limits::default());
+        let got: Vec<Vec<u8>> = data_uris(html, &mut b)
+            .into_iter()
+            .map(|(_, c)| c)
+            .collect();
+        assert_eq!(
+            got,
+            [&b"hello from inside the uri"[..], b"percent coded payload!"]
+        );
+    }
 }

@@ -63,6 +63,10 @@ impl<'a> Pe<'a> {
             _ => u32le(data, opt + 28)?,
         };
         let headers = u32le(data, opt + 60).unwrap_or(0);
+        // Section data is placed at file-alignment boundaries: a pointer or
+        // size off the boundary is rounded as the loader (and ClamAV)
+        // round it, down for the pointer and up for the size.
+        let align = u32le(data, opt + 36).filter(|a| *a != 0 && a % 0x200 == 0);
         let table = opt.checked_add(opt_size)?;
         let mut sections = Vec::new();
         for i in 0..count.min(MAX_SECTIONS) {
@@ -70,12 +74,17 @@ impl<'a> Pe<'a> {
                 break;
             };
             let name = s[..8].iter().copied().take_while(|&b| b != 0).collect();
+            let (mut raw_size, mut raw_offset) = (u32le(s, 16)?, u32le(s, 20)?);
+            if let Some(a) = align {
+                raw_offset = raw_offset / a * a;
+                raw_size = raw_size.div_ceil(a).saturating_mul(a);
+            }
             sections.push(Section {
                 name,
                 virtual_size: u32le(s, 8)?,
                 rva: u32le(s, 12)?,
-                raw_size: u32le(s, 16)?,
-                raw_offset: u32le(s, 20)?,
+                raw_size,
+                raw_offset,
             });
         }
         Some(Pe {
@@ -227,4 +236,18 @@ fn embedded(data: &[u8], prefix: &str, budget: &mut Budget, out: &mut Members) -
         out.push((name, content));
     }
     Ok(())
+}
+
+/// The layout of the executable `data` for PE-relative signature offsets
+/// and section hashes; `None` when it is not a PE.
+pub fn layout(data: &[u8]) -> Option<crate::offset::Layout> {
+    let pe = Pe::parse(data)?;
+    Some(crate::offset::Layout {
+        entry: pe.offset_of(pe.entry),
+        sections: pe
+            .sections
+            .iter()
+            .map(|s| (s.raw_offset, s.raw_size))
+            .collect(),
+    })
 }
