@@ -36,7 +36,7 @@ const TOLERATED: &[(&str, &str)] = &[
     ),
 ];
 
-fn hex(s: &[u8]) -> String {
+pub(crate) fn hex(s: &[u8]) -> String {
     s.iter().map(|b| format!("{b:02x}")).collect()
 }
 
@@ -125,7 +125,7 @@ fn headers(subject: &str) -> String {
     )
 }
 
-fn raw_body(subject: &str, text: &str) -> Vec<u8> {
+pub(crate) fn raw_body(subject: &str, text: &str) -> Vec<u8> {
     format!(
         "{}Content-Type: text/plain; charset=us-ascii\r\n\r\nHello,\r\n{text}\r\nBye.\r\n",
         headers(subject)
@@ -157,7 +157,7 @@ fn qp_part(subject: &str, text: &str) -> Vec<u8> {
     .into_bytes()
 }
 
-fn html_part(subject: &str, html: &str) -> Vec<u8> {
+pub(crate) fn html_part(subject: &str, html: &str) -> Vec<u8> {
     format!(
         "{}Content-Type: text/html; charset=us-ascii\r\nContent-Transfer-Encoding: base64\r\n\r\n{}\r\n",
         headers(subject),
@@ -238,6 +238,7 @@ fn tarball(members: &[(&str, &[u8])]) -> Vec<u8> {
 
 /// Writes the signature files and the generated corpus.
 fn generate(defs: &Path, mail: &Path) {
+    crate::clamscan_pcre::generate(defs, mail);
     let hashed_md5 = binary(b"hash-md5", 3);
     let hashed_sha1 = binary(b"hash-sha1", 5);
     let hashed_sha256 = binary(b"hash-sha256", 7);
@@ -657,6 +658,8 @@ fn clamsig_agrees_with_clamscan() {
         "only {} corpus detections",
         detected(&corpus)
     );
+
+    crate::clamscan_pcre::check(&ours);
 
     let tolerated: BTreeMap<&str, &str> = TOLERATED.iter().copied().collect();
     let mut disagreements = Vec::new();

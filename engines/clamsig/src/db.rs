@@ -1,14 +1,16 @@
 //! Loading ClamAV signature databases.
 //!
-//! Read: `.hdb` (MD5 of a whole file), `.hsb` (MD5, SHA1 or SHA256), `.fp`
-//! and `.sfp` (allow lists in the same two forms), `.ign2` (signature names
-//! to ignore), `.ndb` (body patterns) and `.ldb` (logical signatures).
+//! Read: `.hdb` (MD5 of a whole file), `.hsb` (MD5, SHA1 or SHA256), `.mdb`
+//! and `.msb` (hashes of executable sections), `.fp` and `.sfp` (allow
+//! lists in the same forms as `.hdb` and `.hsb`), `.ign2` (signature names
+//! to ignore), `.ndb` (body patterns) and `.ldb` (logical signatures, with
+//! PCRE subsignatures).
 //! Every signature from these plain files is unofficial, and its name gets
 //! the `.UNOFFICIAL` suffix, as clamscan prints it.
 //!
-//! What cannot apply to mail (PE offsets, bytecode, icon groups, boundary
-//! anchors, PCRE subsignatures) is skipped and counted, never silently: the
-//! counts come back in [`LoadStats`]. A line that does not parse is an
+//! What clamsig does not read (bytecode, icon groups, byte-compare and
+//! macro subsignatures, version-information offsets) is skipped and
+//! counted, never silently: the counts come back in [`LoadStats`]. A line that does not parse is an
 //! error naming the file and line.
 
 use std::collections::HashSet;
@@ -59,8 +61,11 @@ pub struct LogicalSig {
     pub file_size: Option<(u64, u64)>,
     /// The logical expression over the subsignatures.
     pub expr: Expr,
-    /// The subsignatures.
+    /// The subsignatures; a PCRE one holds a placeholder here and its
+    /// expression in `pcres`.
     pub subs: Vec<(Offset, Pattern)>,
+    /// The PCRE subsignatures.
+    pub pcres: Vec<crate::pcre::PcreSub>,
 }
 
 /// A hash signature.
@@ -352,7 +357,7 @@ fn parse_subsig(s: &str) -> Result<(Offset, Pattern), String> {
         return Err("unsupported subsignature modifier combination 'wa'".into());
     }
     if body.contains('/') || body.contains('#') || body.starts_with("${") {
-        return Err("unsupported subsignature type (PCRE, byte compare or macro)".into());
+        return Err("unsupported subsignature type (byte compare or macro)".into());
     }
     let (offset, hex) = match body.split_once(':') {
         Some((o, h)) => (Offset::parse(o)?, h),
@@ -393,10 +398,20 @@ fn parse_ldb(line: &str, official: bool) -> Result<LogicalSig, String> {
             f.len() - 3
         ));
     }
-    let subs = f[3..]
-        .iter()
-        .map(|s| parse_subsig(s))
-        .collect::<Result<Vec<_>, _>>()?;
+    let count = f.len() - 3;
+    let mut subs = Vec::with_capacity(count);
+    let mut pcres = Vec::new();
+    for (j, sub) in f[3..].iter().enumerate() {
+        if crate::pcre::is_pcre(sub) {
+            let p = crate::pcre::PcreSub::parse(sub, j, count)?;
+            pe_offset_needs_pe(p.offset, target)?;
+            pcres.push(p);
+            // A placeholder the matcher never indexes.
+            subs.push((Offset::Any, Pattern::parse("00", Modifiers::default())?));
+        } else {
+            subs.push(parse_subsig(sub)?);
+        }
+    }
     for (offset, _) in &subs {
         pe_offset_needs_pe(*offset, target)?;
     }
@@ -408,6 +423,7 @@ fn parse_ldb(line: &str, official: bool) -> Result<LogicalSig, String> {
         file_size,
         expr,
         subs,
+        pcres,
     })
 }
 

@@ -14,6 +14,7 @@ pub mod formats;
 pub mod logical;
 pub mod offset;
 pub mod pattern;
+pub mod pcre;
 pub mod scanner;
 
 use archive::{Budget, Limits, Stop};

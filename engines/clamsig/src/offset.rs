@@ -86,6 +86,33 @@ impl Offset {
         )
     }
 
+    /// Where matches may start, as the first place and how far past it
+    /// (`None` for `*`, and for executable offsets without a layout or
+    /// outside the data).
+    pub fn base(self, len: usize, layout: Option<&Layout>) -> Option<(usize, usize)> {
+        let section = |x: u16| layout.and_then(|l| l.sections.get(usize::from(x)).copied());
+        match self {
+            Offset::Any => None,
+            Offset::Start(n, span) => Some((n as usize, span as usize)),
+            Offset::Eof(n, span) => Some((len.checked_sub(n as usize)?, span as usize)),
+            Offset::Entry(n, span) => Some((
+                layout?.entry?.checked_add_signed(n as isize)?,
+                span as usize,
+            )),
+            Offset::Section(x, n, span) => {
+                Some((section(x)?.0.checked_add(n as usize)?, span as usize))
+            }
+            Offset::LastSection(n, span) => Some((
+                layout?.sections.last()?.0.checked_add(n as usize)?,
+                span as usize,
+            )),
+            Offset::InSection(x) => {
+                let (at, size) = section(x)?;
+                Some((at, size.saturating_sub(1)))
+            }
+        }
+    }
+
     /// Whether a match may start at `start` in data of `len` bytes laid
     /// out as `layout` (executable offsets never match without one).
     pub fn allows(self, start: usize, len: usize, layout: Option<&Layout>) -> bool {

@@ -328,6 +328,10 @@ impl Matcher {
         }
         for (i, l) in db.logical.iter().enumerate() {
             for (j, (_, p)) in l.subs.iter().enumerate() {
+                // A PCRE subsignature's placeholder is never looked for.
+                if l.pcres.iter().any(|p| p.index == j) {
+                    continue;
+                }
                 add(p, PatRef::sub(i, j)?);
             }
         }
@@ -489,7 +493,21 @@ impl Matcher {
                 continue;
             }
             let c = counts.get(&i).unwrap_or(&zero);
-            if l.expr.eval(c) {
+            let matched = if l.pcres.is_empty() {
+                l.expr.eval(c)
+            } else {
+                // Each PCRE runs when its trigger holds on what the others
+                // matched.
+                let mut c = c.clone();
+                c.resize(l.subs.len(), 0);
+                for p in &l.pcres {
+                    if p.trigger.eval(&c) {
+                        c[p.index] = p.count(data, layout);
+                    }
+                }
+                l.expr.eval(&c)
+            };
+            if matched {
                 names.push(l.name());
             }
         }
