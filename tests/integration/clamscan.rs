@@ -76,7 +76,7 @@ fn binary(marker: &[u8], seed: u8) -> Vec<u8> {
     v
 }
 
-fn b64(data: &[u8]) -> String {
+pub(crate) fn b64(data: &[u8]) -> String {
     const A: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
     let mut out = String::new();
     for chunk in data.chunks(3) {
@@ -103,7 +103,7 @@ fn b64(data: &[u8]) -> String {
 
 /// Quoted-printable with a soft line break every 10 characters, so the raw
 /// message never holds the payload in one piece.
-fn qp(text: &str) -> String {
+pub(crate) fn qp(text: &str) -> String {
     let mut out = String::new();
     for (i, c) in text.chars().enumerate() {
         if i > 0 && i % 10 == 0 {
@@ -118,7 +118,7 @@ fn qp(text: &str) -> String {
     out
 }
 
-fn headers(subject: &str) -> String {
+pub(crate) fn headers(subject: &str) -> String {
     format!(
         "From: sender@example.org\r\nTo: rcpt@example.com\r\nSubject: {subject}\r\n\
          Date: Sun, 22 Nov 2026 10:00:00 +0000\r\nMessage-ID: <{subject}@example.org>\r\nMIME-Version: 1.0\r\n"
@@ -215,7 +215,7 @@ pub(crate) fn zip(members: &[(&str, &[u8])], deflate: bool) -> Vec<u8> {
     out
 }
 
-fn gz(data: &[u8]) -> Vec<u8> {
+pub(crate) fn gz(data: &[u8]) -> Vec<u8> {
     use std::io::Write;
     let mut e = flate2::GzBuilder::new()
         .filename("inner.bin")
@@ -224,7 +224,7 @@ fn gz(data: &[u8]) -> Vec<u8> {
     e.finish().unwrap()
 }
 
-fn tarball(members: &[(&str, &[u8])]) -> Vec<u8> {
+pub(crate) fn tarball(members: &[(&str, &[u8])]) -> Vec<u8> {
     let mut b = tar::Builder::new(Vec::new());
     for (name, data) in members {
         let mut h = tar::Header::new_ustar();
@@ -239,6 +239,7 @@ fn tarball(members: &[(&str, &[u8])]) -> Vec<u8> {
 /// Writes the signature files and the generated corpus.
 fn generate(defs: &Path, mail: &Path) {
     crate::clamscan_pcre::generate(defs, mail);
+    crate::clamscan_classes::generate(defs, mail);
     let hashed_md5 = binary(b"hash-md5", 3);
     let hashed_sha1 = binary(b"hash-sha1", 5);
     let hashed_sha256 = binary(b"hash-sha256", 7);
@@ -660,6 +661,7 @@ fn clamsig_agrees_with_clamscan() {
     );
 
     crate::clamscan_pcre::check(&ours);
+    crate::clamscan_classes::check(&ours);
 
     let tolerated: BTreeMap<&str, &str> = TOLERATED.iter().copied().collect();
     let mut disagreements = Vec::new();

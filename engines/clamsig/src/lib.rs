@@ -52,16 +52,22 @@ pub fn scan_raw(m: &Matcher, message: &[u8]) -> Vec<String> {
 
 /// Scans one decoded part as clamscan treats the parts it decodes
 /// (observed with ClamAV 1.4):
-/// - text parts are hashed as clamscan writes them (LF line ends, a final LF);
-/// - plain text is matched as decoded (target 0) and as normalised text
+/// - text parts are hashed and matched as clamscan writes them (LF line
+///   ends, a final LF), so that hashes and offsets from the end agree;
+/// - plain text is matched as written (target 0) and as normalised text
 ///   (targets 0 and 7);
 /// - HTML (by content type or by content) is matched only as normalised
-///   text (targets 0 and 3), never as the decoded bytes;
+///   text (targets 0 and 3), never as the decoded bytes, and the files in
+///   its data URIs are opened;
 /// - a part whose content is text, whatever its declared type, is matched
 ///   as plain text (clamscan types files by content);
+/// - an embedded message (declared, or mail by content) gets the mail
+///   target (4); the host opens its parts;
+/// - an executable gets the executable target (1), its section hashes and
+///   its PE-relative offsets;
 /// - anything else is hashed and matched as it is (target 0), and if it is
-///   a zip, gzip or tar archive, so is each member, recursively, within
-///   `limits`.
+///   a container, so is each member, typed by its content in turn,
+///   recursively, within `limits`.
 pub fn scan_decoded(m: &Matcher, content_type: &str, content: &[u8], limits: Limits) -> PartResult {
     let mime_text = content_type.starts_with("text/");
     let hashed = if mime_text {
@@ -80,12 +86,17 @@ pub fn scan_decoded(m: &Matcher, content_type: &str, content: &[u8], limits: Lim
     let mail =
         content_type == "message/rfc822" || archive::kind(content) == Some(archive::Kind::Mail);
     let kind = archive::kind(content).filter(|k| *k != archive::Kind::Mail);
-    let html = !mail && (content_type == "text/html" || looks_like_html(content));
+    // Typed by content first: a container is never HTML, whatever it holds
+    // or is declared as.
+    let html = !mail && kind.is_none() && (content_type == "text/html" || looks_like_html(content));
     let text = !mail && (mime_text || html || looks_textual(content));
+    // A text part is matched as clamscan writes it out: LF line ends and
+    // a final LF, so that offsets from the end agree.
+    let written = if mime_text { &hashed[..] } else { content };
     if mail {
         names.extend(m.body_matches(content, targets_of(Some(archive::Kind::Mail), None)));
     } else if !html {
-        names.extend(raw_matches(m, content, kind, None));
+        names.extend(raw_matches(m, written, kind, None));
     }
     if text {
         let class = if html { 3 } else { 7 };

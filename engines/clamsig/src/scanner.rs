@@ -544,8 +544,9 @@ pub fn normalise_text(data: &[u8]) -> Vec<u8> {
     out
 }
 
-/// A decoded text part as clamscan hashes it: CRLF becomes LF and a final
-/// LF is added.
+/// A decoded text part as clamscan writes it out (and so hashes and
+/// matches it): line by line, each line ended with LF, so CRLF becomes LF
+/// and a last line without an end gets one.
 pub fn text_as_hashed(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 1);
     let mut i = 0;
@@ -557,7 +558,9 @@ pub fn text_as_hashed(data: &[u8]) -> Vec<u8> {
         out.push(data[i]);
         i += 1;
     }
-    out.push(b'\n');
+    if !out.ends_with(b"\n") {
+        out.push(b'\n');
+    }
     out
 }
 
@@ -738,6 +741,7 @@ mod tests {
     fn text_helpers() {
         assert_eq!(normalise_text(b"Hello \r\n\t World"), b"hello world");
         assert_eq!(text_as_hashed(b"a\r\nb"), b"a\nb\n");
+        assert_eq!(text_as_hashed(b"a\r\nb\r\n"), b"a\nb\n");
         assert!(looks_like_html(b"hi <IFRAME src=x>"));
         assert!(!looks_like_html(b"plain"));
     }
