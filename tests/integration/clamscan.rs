@@ -29,6 +29,14 @@ const TOLERATED: &[(&str, &str)] = &[
          cordon does (checked by hand).",
     ),
     (
+        "macro-doc-v4.eml",
+        "a document whose compound file has 4,096-byte sectors (version 4): ClamAV 1.4 \
+         reads only the first 512 bytes of each directory sector, so it sees four \
+         directory entries and never reaches the VBA project (its debug log lists the \
+         storages and none of their streams); cordon reads the file and finds the macro. \
+         The same document with 512-byte sectors is found by both.",
+    ),
+    (
         "mailheader-first.eml",
         "clamscan types a file by its first bytes: a message whose first header is not one \
          ClamAV recognises as mail is scanned as plain text, so target-4 (mail) signatures \
@@ -240,6 +248,7 @@ pub(crate) fn tarball(members: &[(&str, &[u8])]) -> Vec<u8> {
 fn generate(defs: &Path, mail: &Path) {
     crate::clamscan_pcre::generate(defs, mail);
     crate::clamscan_classes::generate(defs, mail);
+    crate::clamscan_macros::generate(defs, mail);
     let hashed_md5 = binary(b"hash-md5", 3);
     let hashed_sha1 = binary(b"hash-sha1", 5);
     let hashed_sha256 = binary(b"hash-sha256", 7);
@@ -662,6 +671,7 @@ fn clamsig_agrees_with_clamscan() {
 
     crate::clamscan_pcre::check(&ours);
     crate::clamscan_classes::check(&ours);
+    crate::clamscan_macros::check(&ours);
 
     let tolerated: BTreeMap<&str, &str> = TOLERATED.iter().copied().collect();
     let mut disagreements = Vec::new();

@@ -7,6 +7,7 @@
 mod async_scans;
 mod clamscan;
 mod clamscan_classes;
+mod clamscan_macros;
 mod clamscan_pcre;
 mod cli;
 mod common;

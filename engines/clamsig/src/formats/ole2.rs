@@ -75,7 +75,7 @@ pub fn members(data: &[u8], budget: &mut Budget, out: &mut Members) -> Result<()
             let Some(source) = ovba_decompress(packed, budget.cap(packed.len())) else {
                 continue;
             };
-            let source = budget.stored(&name, &source)?;
+            let source = budget.stored(&name, &vba_normalise(&source))?;
             out.push((name, source));
         }
     }
@@ -186,6 +186,37 @@ pub fn ovba_decompress(data: &[u8], cap: usize) -> Option<Vec<u8>> {
     Some(out)
 }
 
+/// Macro source as ClamAV writes it out for scanning: in each line, runs
+/// of spaces and tabs made one space and, outside string literals, lower
+/// case; line ends kept. Signatures for macros are written against this
+/// form.
+pub fn vba_normalise(source: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(source.len());
+    let (mut in_string, mut space) = (false, false);
+    for &b in source {
+        match b {
+            b'\n' | b'\r' => {
+                in_string = false;
+                space = false;
+                out.push(b);
+                continue;
+            }
+            b'"' => in_string = !in_string,
+            b' ' | b'\t' if !in_string => {
+                space = true;
+                continue;
+            }
+            _ => {}
+        }
+        if space {
+            out.push(b' ');
+            space = false;
+        }
+        out.push(if in_string { b } else { b.to_ascii_lowercase() });
+    }
+    out
+}
+
 /// The modules a decompressed VBA `dir` stream lists: name, stream name
 /// and where in the stream its compressed source starts.
 fn vba_modules(dir: &[u8]) -> Vec<(String, String, usize)> {
@@ -222,6 +253,14 @@ fn vba_modules(dir: &[u8]) -> Vec<(String, String, usize)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn macro_source_is_normalised_as_clamav_writes_it() {
+        assert_eq!(
+            vba_normalise(b"Sub AutoOpen()\r\n    Shell \"cmd  /c X\"\r\nEnd   Sub"),
+            b"sub autoopen()\r\n shell \"cmd  /c X\"\r\nend sub"
+        );
+    }
 
     #[test]
     fn ovba_literal_and_copy_tokens() {
