@@ -552,18 +552,23 @@ pub(crate) fn clamsig_config(dir: &Path, defs: &Path) -> PathBuf {
 }
 
 pub(crate) fn clamscan(defs: &Path, dirs: &[&Path]) -> BTreeMap<String, BTreeSet<String>> {
-    let tmp = Path::new("/dev/shm").join(format!("cordon-clamscan-{}", std::process::id()));
-    std::fs::create_dir_all(&tmp).unwrap();
+    // Its own temporary directory: tests calling this run at once, and one
+    // removing a shared directory made another's clamscan report files it
+    // could not unpack as clean.
+    let tmp = tempfile::Builder::new()
+        .prefix("cordon-clamscan-")
+        .tempdir_in("/dev/shm")
+        .unwrap();
     let mut cmd = Command::new("clamscan");
     cmd.args(["--allmatch", "--no-summary", "-r", "--tempdir"])
-        .arg(&tmp)
+        .arg(tmp.path())
         .arg("-d")
         .arg(defs);
     cmd.args(dirs);
     let o = cmd.output().unwrap_or_else(|e| {
         panic!("cannot run clamscan ({e}): ./dev test installs it (apt-get install clamav)")
     });
-    let _ = std::fs::remove_dir_all(&tmp);
+    drop(tmp);
     assert!(
         matches!(o.status.code(), Some(0 | 1)),
         "clamscan failed: {}",
@@ -574,6 +579,10 @@ pub(crate) fn clamscan(defs: &Path, dirs: &[&Path]) -> BTreeMap<String, BTreeSet
         let Some((path, rest)) = line.rsplit_once(": ") else {
             continue;
         };
+        assert!(
+            !rest.ends_with(" ERROR"),
+            "clamscan could not scan {path}: {rest}"
+        );
         let entry = found.entry(path.to_string()).or_default();
         if let Some(name) = rest.strip_suffix(" FOUND") {
             entry.insert(name.to_string());
@@ -587,6 +596,20 @@ pub(crate) fn cordon_scan(
     dirs: &[&Path],
     dir: &Path,
 ) -> BTreeMap<String, BTreeSet<String>> {
+    cordon_outcomes(defs, dirs, dir)
+        .into_iter()
+        .map(|(path, (names, _))| (path, names))
+        .collect()
+}
+
+/// What `cordon scan` with clamsig reading `defs` decided for each message
+/// under `dirs`: the threat names and clamsig's outcome (`detected`,
+/// `clean`, `unscannable:REASON`, ...).
+pub(crate) fn cordon_outcomes(
+    defs: &Path,
+    dirs: &[&Path],
+    dir: &Path,
+) -> BTreeMap<String, (BTreeSet<String>, String)> {
     let cfg = clamsig_config(dir, defs);
     let mut args = vec![
         "scan".to_string(),
@@ -616,9 +639,30 @@ pub(crate) fn cordon_scan(
             .iter()
             .map(|t| t["name"].as_str().unwrap().to_string())
             .collect();
-        found.insert(v["path"].as_str().unwrap().to_string(), names);
+        let outcome = v["decision"]["engines"][0]["outcome"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string();
+        found.insert(v["path"].as_str().unwrap().to_string(), (names, outcome));
     }
     found
+}
+
+/// Asserts, for each `(file, signature, matches)`, whether cordon found
+/// the signature in the message of that file name (`ours`: names by
+/// message path).
+pub(crate) fn expect_findings(
+    ours: &BTreeMap<String, BTreeSet<String>>,
+    expected: &[(&str, &str, bool)],
+) {
+    for (file, sig, matches) in expected {
+        let (_, names) = ours
+            .iter()
+            .find(|(p, _)| p.ends_with(&format!("/{file}")))
+            .unwrap_or_else(|| panic!("{file} was not scanned"));
+        let found = names.contains(&format!("{sig}.UNOFFICIAL"));
+        assert_eq!(found, *matches, "{file}: {sig} found {found}: {names:?}");
+    }
 }
 
 #[test]

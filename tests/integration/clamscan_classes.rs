@@ -180,12 +180,5 @@ const EXPECTED: &[(&str, &str, bool)] = &[
 /// Asserts what cordon found (`ours`, names by message path) on the class
 /// messages.
 pub(crate) fn check(ours: &std::collections::BTreeMap<String, std::collections::BTreeSet<String>>) {
-    for (file, sig, matches) in EXPECTED {
-        let (_, names) = ours
-            .iter()
-            .find(|(p, _)| p.ends_with(&format!("/{file}")))
-            .unwrap_or_else(|| panic!("{file} was not scanned"));
-        let found = names.contains(&format!("{sig}.UNOFFICIAL"));
-        assert_eq!(found, *matches, "{file}: {sig} found {found}: {names:?}");
-    }
+    crate::clamscan::expect_findings(ours, EXPECTED);
 }

@@ -16,8 +16,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
 
-use crate::clamscan::{clamscan, clamsig_config, md5_hex, with_attachment, zip};
-use crate::common::*;
+use crate::clamscan::{clamscan, cordon_outcomes, md5_hex, with_attachment, zip};
 
 const TESTFILES: &str = "/usr/share/clamav-testfiles";
 
@@ -80,47 +79,6 @@ pub(crate) fn made_here(exe: &[u8], dir: &Path) -> Vec<(String, Vec<u8>)> {
         .collect()
 }
 
-/// What cordon decided for each message: the threat names and clamsig's
-/// outcome (`detected`, `clean`, `unscannable:REASON`, ...).
-fn cordon_outcomes(
-    defs: &Path,
-    mail: &Path,
-    dir: &Path,
-) -> BTreeMap<String, (BTreeSet<String>, String)> {
-    let cfg = clamsig_config(dir, defs);
-    let o = cordon(&[
-        "scan",
-        "--json",
-        "--config",
-        cfg.to_str().unwrap(),
-        mail.to_str().unwrap(),
-    ]);
-    assert!(
-        matches!(o.status.code(), Some(0..=2)),
-        "cordon scan failed: {}",
-        stderr(&o)
-    );
-    let mut out = BTreeMap::new();
-    for line in stdout(&o).lines() {
-        let v: serde_json::Value = serde_json::from_str(line).unwrap();
-        if v["type"] != "message" {
-            continue;
-        }
-        let names = v["decision"]["threats"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(|t| t["name"].as_str().unwrap().to_string())
-            .collect();
-        let outcome = v["decision"]["engines"][0]["outcome"]
-            .as_str()
-            .unwrap_or_default()
-            .to_string();
-        out.insert(v["path"].as_str().unwrap().to_string(), (names, outcome));
-    }
-    out
-}
-
 #[test]
 fn clamsig_finds_clam_exe_in_every_container_clamscan_opens() {
     let dir = tempfile::tempdir().unwrap();
@@ -163,7 +121,7 @@ fn clamsig_finds_clam_exe_in_every_container_clamscan_opens() {
     }
 
     let theirs = clamscan(&defs, &[&mail]);
-    let ours = cordon_outcomes(&defs, &mail, dir.path());
+    let ours = cordon_outcomes(&defs, &[&mail], dir.path());
     assert_eq!(
         ours.len(),
         2 * inputs.len(),
