@@ -13,6 +13,10 @@ use crate::archive::{Budget, Members, Stop};
 /// Folders and files one cabinet may declare, at most.
 const MAX_ENTRIES: usize = 65_535;
 
+/// Data blocks read from one cabinet, at most (a block holds at most 32
+/// KiB: this is far past any real cabinet a mail carries).
+const MAX_BLOCKS: usize = 100_000;
+
 struct Folder {
     data_at: usize,
     blocks: usize,
@@ -93,8 +97,17 @@ pub fn members(data: &[u8], budget: &mut Budget, out: &mut Members) -> Result<()
         });
         at = name_at + len + 1;
     }
-    for (i, folder) in folder_list.iter().enumerate() {
-        let wanted: Vec<&File> = file_list.iter().filter(|f| f.folder == i).collect();
+    // Files by folder, in one pass: a cabinet may declare 65,535 of each.
+    let mut by_folder: Vec<Vec<&File>> = vec![Vec::new(); folder_list.len()];
+    for f in &file_list {
+        if let Some(list) = by_folder.get_mut(f.folder) {
+            list.push(f);
+        }
+    }
+    // Data blocks walked in all: folders may share their blocks, and each
+    // would walk them again.
+    let mut blocks_left = MAX_BLOCKS;
+    for (folder, wanted) in folder_list.iter().zip(by_folder) {
         let Some(needed) = wanted
             .iter()
             .filter_map(|f| f.offset.checked_add(f.size))
@@ -103,7 +116,7 @@ pub fn members(data: &[u8], budget: &mut Budget, out: &mut Members) -> Result<()
             continue;
         };
         budget.fits("(cabinet folder)", needed as u64, data.len())?;
-        let stream = unpack(data, folder, data_reserve, needed)?;
+        let stream = unpack(data, folder, data_reserve, needed, &mut blocks_left)?;
         for f in wanted {
             let end = f.offset.saturating_add(f.size).min(stream.len());
             let content = budget.stored(&f.name, &stream[f.offset.min(end)..end])?;
@@ -113,8 +126,15 @@ pub fn members(data: &[u8], budget: &mut Budget, out: &mut Members) -> Result<()
     Ok(())
 }
 
-/// A folder's data blocks decompressed, up to `needed` bytes.
-fn unpack(data: &[u8], folder: &Folder, reserve: usize, needed: usize) -> Result<Vec<u8>, Stop> {
+/// A folder's data blocks decompressed, up to `needed` bytes, taking from
+/// `blocks_left`.
+fn unpack(
+    data: &[u8],
+    folder: &Folder,
+    reserve: usize,
+    needed: usize,
+    blocks_left: &mut usize,
+) -> Result<Vec<u8>, Stop> {
     let mut out: Vec<u8> = Vec::with_capacity(needed.min(1 << 20));
     let mut lzx = match folder.method & 0x0f {
         0 | 1 => None,
@@ -143,6 +163,12 @@ fn unpack(data: &[u8], folder: &Folder, reserve: usize, needed: usize) -> Result
         if out.len() >= needed {
             break;
         }
+        if *blocks_left == 0 {
+            return Err(Stop::Limits(format!(
+                "a cabinet with more than {MAX_BLOCKS} data blocks to read"
+            )));
+        }
+        *blocks_left -= 1;
         let (Some(packed), Some(unpacked)) = (u16le(data, at + 4), u16le(data, at + 6)) else {
             return Err(corrupt("data block cut off"));
         };
@@ -182,5 +208,57 @@ fn mszip(block: &[u8], unpacked: usize, out: &mut Vec<u8>) -> Result<(), Stop> {
         TINFLStatus::Done => Ok(()),
         _ if written > 0 => Ok(()),
         _ => Err(corrupt("MSZIP data is damaged")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::Limits;
+
+    /// A cabinet of `folders` folders that all walk the same `blocks`
+    /// empty stored data blocks, each with one file of `size` bytes.
+    fn shared_blocks(folders: usize, blocks: usize, size: u32) -> Vec<u8> {
+        let files_at = 36 + 8 * folders;
+        let data_at = files_at + folders * 18;
+        let mut c = b"MSCF\0\0\0\0".to_vec();
+        c.extend_from_slice(&[0; 8]); // size, reserved
+        c.extend_from_slice(&(files_at as u32).to_le_bytes());
+        c.extend_from_slice(&[0; 4]); // reserved
+        c.extend_from_slice(&[3, 1]); // version
+        c.extend_from_slice(&(folders as u16).to_le_bytes());
+        c.extend_from_slice(&(folders as u16).to_le_bytes());
+        c.extend_from_slice(&[0; 6]); // flags, set id, index
+        for _ in 0..folders {
+            c.extend_from_slice(&(data_at as u32).to_le_bytes());
+            c.extend_from_slice(&(blocks as u16).to_le_bytes());
+            c.extend_from_slice(&0u16.to_le_bytes()); // stored
+        }
+        for i in 0..folders {
+            c.extend_from_slice(&size.to_le_bytes());
+            c.extend_from_slice(&0u32.to_le_bytes());
+            c.extend_from_slice(&(i as u16).to_le_bytes());
+            c.extend_from_slice(&[0; 6]); // date, time, attributes
+            c.extend_from_slice(b"f\0");
+        }
+        for _ in 0..blocks {
+            c.extend_from_slice(&[0; 8]); // checksum, sizes 0
+        }
+        c
+    }
+
+    #[test]
+    fn folders_sharing_their_blocks_stop_at_the_block_limit() {
+        let mut b = Budget::new(Limits::default());
+        let mut out = Vec::new();
+        // 2,000 folders of 100 blocks: 200,000 blocks to walk.
+        match members(&shared_blocks(2000, 100, 4096), &mut b, &mut out) {
+            Err(Stop::Limits(why)) => assert!(why.contains("data blocks"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // A few are read.
+        let mut out = Vec::new();
+        members(&shared_blocks(3, 10, 0), &mut b, &mut out).unwrap();
+        assert_eq!(out.len(), 3);
     }
 }

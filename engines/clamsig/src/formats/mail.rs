@@ -12,6 +12,31 @@ use crate::archive::{Budget, Members, Stop};
 /// Parts one message may give, at most.
 const MAX_PARTS: usize = 1000;
 
+/// Embedded messages (`message/` types) one mail member may declare.
+const MAX_EMBEDDED: usize = 64;
+
+/// Content types one mail member may declare.
+const MAX_TYPES: usize = 2000;
+
+/// How often `needle` (lower case) occurs in `data`, in any case.
+fn count_ignoring_case(data: &[u8], needle: &[u8]) -> usize {
+    let first = needle[0];
+    let mut n = 0;
+    let mut at = 0;
+    while let Some(p) = data[at..]
+        .iter()
+        .position(|&b| b.to_ascii_lowercase() == first)
+    {
+        let i = at + p;
+        if data.len() - i >= needle.len() && data[i..i + needle.len()].eq_ignore_ascii_case(needle)
+        {
+            n += 1;
+        }
+        at = i + 1;
+    }
+    n
+}
+
 /// Whether `data` is mail: an mbox (`From ` then a header) or a message
 /// (header lines, two or more, one only mail carries, then a blank line).
 pub fn starts(data: &[u8]) -> bool {
@@ -75,6 +100,17 @@ pub fn members(data: &[u8], budget: &mut Budget, out: &mut Members) -> Result<()
     } else {
         vec![data]
     };
+    // mail-parser nests an embedded message inside its parent (a tree
+    // dropped recursively) and handles boundaries in more than linear time
+    // past a point: what would make it so is refused before it parses, as
+    // the host refuses it.
+    let embedded = count_ignoring_case(data, b"message/");
+    let types = count_ignoring_case(data, b"content-type:");
+    if embedded > MAX_EMBEDDED || types > MAX_TYPES {
+        return Err(Stop::Limits(format!(
+            "mail with {embedded} embedded messages and {types} parts declared (at most {MAX_EMBEDDED} and {MAX_TYPES})"
+        )));
+    }
     let parser = MessageParser::new().with_mime_headers();
     for (m, raw) in messages.into_iter().enumerate() {
         let Some(msg) = parser.parse(raw) else {
@@ -180,4 +216,46 @@ fn uudecode_blocks(text: &[u8]) -> Vec<(String, Vec<u8>)> {
         }
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::archive::Limits;
+
+    #[test]
+    fn messages_nested_past_the_limit_are_refused_before_parsing() {
+        // Each level a message/rfc822 part holding the next.
+        let mut msg = String::from("From: a@b\r\nSubject: leaf\r\n\r\nbody\r\n");
+        for _ in 0..100 {
+            msg = format!("From: a@b\r\nSubject: x\r\nContent-Type: message/rfc822\r\n\r\n{msg}");
+        }
+        let mut b = Budget::new(Limits::default());
+        let mut out = Vec::new();
+        match members(msg.as_bytes(), &mut b, &mut out) {
+            Err(Stop::Limits(why)) => assert!(why.contains("embedded messages"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // Parts past the limit, none of them a message.
+        let mut many = String::from(
+            "From: a@b\r\nSubject: x\r\nContent-Type: multipart/mixed; boundary=b\r\n\r\n",
+        );
+        for _ in 0..2500 {
+            many.push_str("--b\r\nContent-Type: text/plain\r\n\r\nx\r\n");
+        }
+        let mut out = Vec::new();
+        match members(many.as_bytes(), &mut b, &mut out) {
+            Err(Stop::Limits(why)) => assert!(why.contains("2501 parts declared"), "{why}"),
+            other => panic!("{other:?}"),
+        }
+        // A few levels open.
+        let shallow = "From: a@b\r\nSubject: x\r\nContent-Type: message/rfc822\r\n\r\n\
+From: c@d\r\nSubject: inner\r\n\r\ninner body\r\n";
+        let mut out = Vec::new();
+        members(shallow.as_bytes(), &mut b, &mut out).unwrap();
+        assert!(
+            out.iter()
+                .any(|(_, c)| c.windows(10).any(|w| w == b"inner body"))
+        );
+    }
 }

@@ -53,19 +53,20 @@ pub fn members(data: &[u8], budget: &mut Budget, out: &mut Members) -> Result<()
         }
         out.push((name, content));
     }
+    // Streams by name, for the modules' lookups.
+    let by_name: std::collections::HashMap<String, usize> = out
+        .iter()
+        .enumerate()
+        .map(|(i, (n, _))| (n.clone(), i))
+        .collect();
     for (storage, dir) in vba_dirs {
         let Some(dir) = ovba_decompress(&dir, budget.cap(dir.len())) else {
             continue;
         };
         for (module, stream, offset) in vba_modules(&dir) {
             let path = storage.join(&stream);
-            let Some(raw) = out
-                .iter()
-                .find(|(n, _)| {
-                    *n == clean_name(path.to_string_lossy().trim_start_matches('/').as_bytes())
-                })
-                .map(|(_, c)| c.clone())
-            else {
+            let key = clean_name(path.to_string_lossy().trim_start_matches('/').as_bytes());
+            let Some(raw) = by_name.get(&key).map(|&i| out[i].1.clone()) else {
                 continue;
             };
             let Some(packed) = raw.get(offset..) else {

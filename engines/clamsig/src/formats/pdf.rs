@@ -49,10 +49,15 @@ pub fn members(data: &[u8], budget: &mut Budget, out: &mut Members) -> Result<()
     Ok(())
 }
 
+/// How far back from a `stream` keyword its dictionary is looked for:
+/// dictionaries with filters are short, and a file of many small streams
+/// must not make each search read far back.
+const DICTIONARY_WINDOW: usize = 4096;
+
 /// The object dictionary before the `stream` keyword at `kw`: back to the
-/// `obj` keyword, within 64 KiB.
+/// `obj` keyword, within [`DICTIONARY_WINDOW`] bytes.
 fn dictionary_before(data: &[u8], kw: usize) -> &[u8] {
-    let lo = kw.saturating_sub(64 * 1024);
+    let lo = kw.saturating_sub(DICTIONARY_WINDOW);
     let window = &data[lo..kw];
     let start = window
         .windows(3)
