@@ -313,6 +313,20 @@ fn parse_hash_line(
     Ok((kind, digest, size, name.to_string()))
 }
 
+/// A hash signature from a parsed hash line.
+fn hash_sig(
+    (kind, digest, size, name): (HashKind, Vec<u8>, Option<u64>, String),
+    official: bool,
+) -> HashSig {
+    HashSig {
+        digest: padded(&digest),
+        size: size.unwrap_or(ANY_SIZE),
+        bare_name: name.into_boxed_str(),
+        kind,
+        official,
+    }
+}
+
 /// An offset relative to an executable's entry point or sections is
 /// refused on any target but executables (1), as ClamAV refuses it.
 fn pe_offset_needs_pe(offset: Offset, target: Option<u8>) -> Result<(), String> {
@@ -572,26 +586,10 @@ impl Db {
             }
             let at = |e: String| format!("{file} line {}: {e}", first + i + 1);
             let result = match ext {
-                "hdb" | "hsb" => parse_hash_line(line, ext == "hdb").map(|(k, d, size, name)| {
-                    self.hashes.push(HashSig {
-                        digest: padded(&d),
-                        size: size.unwrap_or(ANY_SIZE),
-                        bare_name: name.into_boxed_str(),
-                        kind: k,
-                        official,
-                    });
-                }),
-                "mdb" | "msb" => {
-                    parse_section_hash_line(line, ext == "mdb").map(|(k, d, size, name)| {
-                        self.section_hashes.push(HashSig {
-                            digest: padded(&d),
-                            size: size.unwrap_or(ANY_SIZE),
-                            bare_name: name.into_boxed_str(),
-                            kind: k,
-                            official,
-                        });
-                    })
-                }
+                "hdb" | "hsb" => parse_hash_line(line, ext == "hdb")
+                    .map(|sig| self.hashes.push(hash_sig(sig, official))),
+                "mdb" | "msb" => parse_section_hash_line(line, ext == "mdb")
+                    .map(|sig| self.section_hashes.push(hash_sig(sig, official))),
                 "fp" | "sfp" => parse_hash_line(line, ext == "fp").map(|(k, d, size, _)| {
                     self.allow.insert((k, d, size));
                 }),

@@ -83,9 +83,9 @@ pub fn scan_decoded(m: &Matcher, content_type: &str, content: &[u8], limits: Lim
     // Mail in a part (declared so, or by content) is opened by the host,
     // which walks its parts; here it gets the mail target, as clamscan
     // gives embedded messages.
-    let mail =
-        content_type == "message/rfc822" || archive::kind(content) == Some(archive::Kind::Mail);
-    let kind = archive::kind(content).filter(|k| *k != archive::Kind::Mail);
+    let typed = archive::kind(content);
+    let mail = content_type == "message/rfc822" || typed == Some(archive::Kind::Mail);
+    let kind = typed.filter(|k| *k != archive::Kind::Mail);
     // Typed by content first: a container is never HTML, whatever it holds
     // or is declared as.
     let html = !mail && kind.is_none() && (content_type == "text/html" || looks_like_html(content));
