@@ -70,6 +70,10 @@ struct Row {
     swap_max: Duration,
     steady_mib: f64,
     peak_mib: f64,
+    /// The private part (`RssAnon`): what is not file pages mapped from
+    /// the page cache, which `VmRSS` counts once per mapping.
+    steady_anon_mib: f64,
+    peak_anon_mib: f64,
     /// cordon: the peak of the child process that built the new snapshot.
     child_peak_mib: Option<f64>,
 }
@@ -210,6 +214,7 @@ fn measure(
     std::thread::sleep(STEADY);
     let steady_to = Instant::now();
     let steady_mib = sampler.peak_mib();
+    let steady_anon_mib = sampler.anon_peak_mib();
     sampler.reset();
     let mut latencies = Vec::new();
     let (mut swap_time, mut swap_scans, mut swap_max) = (Duration::ZERO, 0.0, Duration::ZERO);
@@ -231,6 +236,7 @@ fn measure(
         swap_max = swap_max.max(max);
     }
     let peak_mib = sampler.peak_mib();
+    let peak_anon_mib = sampler.anon_peak_mib();
     let (steady_rate, steady_max) = window(log, steady_from, steady_to);
     let swap_rate = swap_scans / swap_time.as_secs_f64().max(1e-9);
     latencies.sort();
@@ -245,6 +251,8 @@ fn measure(
         swap_max,
         steady_mib,
         peak_mib,
+        steady_anon_mib,
+        peak_anon_mib,
         child_peak_mib: None,
     }
 }
@@ -314,17 +322,18 @@ fn main() {
         rows.push(clamd_swap(name, &db, &messages, work.path()));
     }
     println!(
-        "{:<6} {:<17} {:>22} {:>22} {:>24} {:>22}",
+        "{:<6} {:<17} {:>22} {:>22} {:>24} {:>22} {:>22}",
         "db",
         "",
         "swap (median, range)",
         "scans/s steady→swap",
         "longest scan steady→swap",
-        "RSS MiB steady→peak"
+        "RSS MiB steady→peak",
+        "anon MiB steady→peak"
     );
     for r in &rows {
         println!(
-            "{:<6} {:<17} {:>6.2} s ({:.2}-{:.2}) {:>10.0} → {:>8.0} {:>11.1} ms → {:>7.1} ms {:>10.1} → {:>8.1}",
+            "{:<6} {:<17} {:>6.2} s ({:.2}-{:.2}) {:>10.0} → {:>8.0} {:>11.1} ms → {:>7.1} ms {:>10.1} → {:>8.1} {:>10.1} → {:>8.1}",
             r.db,
             r.who,
             r.latency.as_secs_f64(),
@@ -335,7 +344,9 @@ fn main() {
             r.steady_max.as_secs_f64() * 1000.0,
             r.swap_max.as_secs_f64() * 1000.0,
             r.steady_mib,
-            r.peak_mib
+            r.peak_mib,
+            r.steady_anon_mib,
+            r.peak_anon_mib
         );
     }
     for r in rows.iter().filter(|r| r.child_peak_mib.is_some()) {
@@ -354,7 +365,8 @@ fn main() {
         for c in &set[..2] {
             println!(
                 "{} ({}): swap latency cordon/clamd {:.2}; throughput during swap, share of steady: cordon {:.0}%, clamd {:.0}%; \
-                 memory growth during swap: cordon +{:.0} MiB ({:.2}x), clamd +{:.0} MiB ({:.2}x)",
+                 memory growth during swap: cordon +{:.0} MiB ({:.2}x; private +{:.0} MiB, {:.2}x), \
+                 clamd +{:.0} MiB ({:.2}x; private +{:.0} MiB, {:.2}x)",
                 c.db,
                 c.who,
                 c.latency.as_secs_f64() / d.latency.as_secs_f64(),
@@ -362,8 +374,12 @@ fn main() {
                 100.0 * d.swap_rate / d.steady_rate,
                 c.peak_mib - c.steady_mib,
                 c.peak_mib / c.steady_mib,
+                c.peak_anon_mib - c.steady_anon_mib,
+                c.peak_anon_mib / c.steady_anon_mib,
                 d.peak_mib - d.steady_mib,
                 d.peak_mib / d.steady_mib,
+                d.peak_anon_mib - d.steady_anon_mib,
+                d.peak_anon_mib / d.steady_anon_mib,
             );
         }
     }

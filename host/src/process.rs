@@ -52,6 +52,14 @@ pub fn rss_bytes(pid: Pid) -> Option<u64> {
     status_bytes(pid, "VmRSS:")
 }
 
+/// Private resident memory now (`RssAnon`: the heap, stacks, pages a
+/// scan wrote), in bytes; `None` if the process is gone. Unlike `VmRSS` it
+/// leaves out file pages mapped from the page cache (engine images, code),
+/// which `VmRSS` counts once per mapping although they are one copy.
+pub fn anon_rss_bytes(pid: Pid) -> Option<u64> {
+    status_bytes(pid, "RssAnon:")
+}
+
 /// Address space in use (`VmSize`), in bytes; `None` if the process is gone.
 pub fn address_space_bytes(pid: Pid) -> Option<u64> {
     status_bytes(pid, "VmSize:")

@@ -47,9 +47,17 @@ pub fn rss_kib(pid: u32) -> u64 {
     cordon::process::rss_bytes(cordon::process::Pid::Other(pid)).unwrap_or(0) / 1024
 }
 
-/// Samples a process's resident memory every 10 ms; `peak` since `reset`.
+/// A process's private resident memory now (`RssAnon`), in KiB; 0 if it
+/// is gone.
+pub fn anon_kib(pid: u32) -> u64 {
+    cordon::process::anon_rss_bytes(cordon::process::Pid::Other(pid)).unwrap_or(0) / 1024
+}
+
+/// Samples a process's resident memory (`VmRSS`) and its private part
+/// (`RssAnon`) every 10 ms; the peaks since `reset`.
 pub struct Sampler {
     peak: Arc<AtomicU64>,
+    anon_peak: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -58,27 +66,35 @@ impl Sampler {
     /// Starts sampling `pid`.
     pub fn start(pid: u32) -> Self {
         let peak = Arc::new(AtomicU64::new(0));
+        let anon_peak = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (p, s) = (peak.clone(), stop.clone());
+        let (p, a, s) = (peak.clone(), anon_peak.clone(), stop.clone());
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 p.fetch_max(rss_kib(pid), Ordering::Relaxed);
+                a.fetch_max(anon_kib(pid), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
         Sampler {
             peak,
+            anon_peak,
             stop,
             thread: Some(thread),
         }
     }
-    /// Forgets the peak so far.
+    /// Forgets the peaks so far.
     pub fn reset(&self) {
         self.peak.store(0, Ordering::Relaxed);
+        self.anon_peak.store(0, Ordering::Relaxed);
     }
-    /// The peak since the start or the last reset, in MiB.
+    /// The peak of `VmRSS` since the start or the last reset, in MiB.
     pub fn peak_mib(&self) -> f64 {
         self.peak.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+    /// The peak of `RssAnon` since the start or the last reset, in MiB.
+    pub fn anon_peak_mib(&self) -> f64 {
+        self.anon_peak.load(Ordering::Relaxed) as f64 / 1024.0
     }
 }
 

@@ -167,19 +167,31 @@ pub const POOLS: u32 = 2;
 /// When an instance is freed, its pool slot is put back to the image. By
 /// default every page the scan touched is unmapped (`madvise`), so the next
 /// scan faults back in each page of the image it reads: for a small image
-/// that is most of a scan's fixed cost. The resident pool instead asks the
-/// kernel which pages were written (the `PAGEMAP_SCAN` ioctl, Linux 6.7 and
-/// later; elsewhere wasmtime falls back to unmapping) and copies only those
-/// back from the image, up to 128 KiB (`KEEP_RESIDENT_BYTES`); pages only
-/// read stay mapped. The scan
-/// of the page table costs time in proportion to the pages mapped, so for
-/// a large image (hundreds of thousands of signatures, most of them never
-/// read by one scan) unmapping is cheaper: measured with `cargo bench
-/// --bench clamsig`, the fresh instance of a 4.5 MiB clamsig image went
-/// from 26 to 16 us, that of a 102 MiB image from 36 to 137 us (keeping
-/// 64 KiB) or 423 us (keeping 1 MiB), and scanning the corpus with that
-/// image fell from 3,417 to 1,852 messages a second.
-pub const RESIDENT_IMAGE_MAX_BYTES: usize = 16 << 20;
+/// that is most of a scan's fixed cost, and for a large signature database
+/// it is the hot tables every scan reads (about 24 read faults a message,
+/// 1.5 MiB, for clamsig's 500,000-signature image). The resident pool
+/// instead asks the kernel which pages were written (the `PAGEMAP_SCAN`
+/// ioctl, Linux 6.7 and later; elsewhere wasmtime falls back to
+/// unmapping) and copies only those back from the image, up to 128 KiB
+/// (`KEEP_RESIDENT_BYTES`); pages only read stay mapped.
+///
+/// That scan of the page table costs time in proportion to the pages
+/// mapped, and what rare scans read stays mapped too, so the pool is
+/// bounded by image size. Measured on Linux 6.18 with clamsig on the
+/// corpus, one thread (`cargo bench --bench clamsig`, and the same loop by
+/// hand for 2,000,000 signatures): the 66 MiB image of 500,000 signatures
+/// scans in 125-130 us a message here against 170 us unmapping, and a
+/// fresh instance costs 20 us (36 us once the corpus has been scanned on
+/// its slot) against 34 us; the 220 MiB image of 2,000,000 signatures
+/// scans in 430-480 us against 460-490 us. (On Linux 6.x kernels of
+/// earlier sessions and the then 102 MiB image, keeping pages resident
+/// made a fresh instance 4 to 12 times dearer: the bound keeps an image
+/// past the measured range on the pool that unmaps.)
+///
+/// `VmRSS` counts the image pages each slot keeps mapped, once per slot,
+/// though they are one copy in the page cache: `RssAnon` is the private
+/// memory (see `benches/swap.rs`).
+pub const RESIDENT_IMAGE_MAX_BYTES: usize = 256 << 20;
 
 /// Core instances, memories and tables one component may create: a Rust
 /// component has a handful (the main module and adapter shims).
