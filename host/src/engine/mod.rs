@@ -232,6 +232,9 @@ impl Runtime {
         max_cache_bytes: u64,
     ) -> Result<Self, RuntimeError> {
         artifacts::prepare_cache_dir(&cache_dir)?;
+        // Reloads run on other threads than the one that started the
+        // daemon: what they free must go back to the kernel there too.
+        crate::process::bound_retained_heap();
         // Loading a generation needs instances beyond those scans use (the
         // pre-initialisation run), so the pool has spare slots: a few loads
         // at once, and room for a load abandoned at its deadline while its
