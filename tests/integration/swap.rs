@@ -493,7 +493,8 @@ async fn config_reload_swaps_engines_and_policy_together_or_not_at_all() {
     assert!(is_continue(&r), "{}", reply(&r));
 }
 
-/// A daemon whose watcher swaps generations gives back what each reload
+/// A daemon's load peaks at little more than the component it read, and
+/// a daemon whose watcher swaps generations gives back what each reload
 /// freed. Reloads run on blocking threads, and glibc, adjusting its
 /// thresholds to the large blocks a reload frees (clamsig's 14 MB
 /// component), kept up to twice that at the top of those threads' heaps,
@@ -504,7 +505,12 @@ fn watcher_swaps_give_the_memory_of_their_reloads_back() {
     let dir = tempfile::tempdir().unwrap();
     let defs = dir.path().join("defs");
     std::fs::create_dir(&defs).unwrap();
-    replace(&defs, "swap.ndb", &sig("Swap.A"));
+    // New to the snapshot cache on every run, so that every load builds.
+    let nonce = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    replace(&defs, "swap.ndb", &sig(&format!("Swap.A.{nonce}")));
     let clamsig = component("clamsig");
     let component_bytes = std::fs::metadata(&clamsig).unwrap().len();
     let sock = dir.path().join("milter.sock");
@@ -523,9 +529,24 @@ fn watcher_swaps_give_the_memory_of_their_reloads_back() {
         .env("CORDON_LOG", "info");
     let daemon = crate::pf::Daemon::start(cmd, "ready in");
     let pid = cordon::process::Pid::Other(daemon.child.id());
+    // The first load's peak over what stays: about the component read,
+    // no more (it was three times that while the component was copied
+    // to be sent to the build child).
+    let peak = cordon::process::peak_rss_bytes(pid).expect("the daemon's peak");
+    let now = cordon::process::rss_bytes(pid).expect("the daemon's memory");
+    assert!(
+        peak.saturating_sub(now) < component_bytes * 3 / 2,
+        "the first load peaked {} KiB over what the daemon holds after it (component {} KiB)",
+        peak.saturating_sub(now) / 1024,
+        component_bytes / 1024
+    );
     let before = cordon::process::anon_rss_bytes(pid).expect("the daemon's memory");
     for generation in 2..=4u64 {
-        replace(&defs, "swap.ndb", &sig(&format!("Swap.G{generation}")));
+        replace(
+            &defs,
+            "swap.ndb",
+            &sig(&format!("Swap.G{generation}.{nonce}")),
+        );
         let field = format!("generation={generation} ");
         daemon.wait_line(|l| l.contains("generation swapped in") && l.contains(&field));
     }
