@@ -13,7 +13,7 @@ use crate::common::*;
 use crate::pf::{Daemon, Postfix, free_port, require, run, scratch};
 
 /// `cordon serve --config config`, ready.
-fn cordon_serve(config: &Path) -> Daemon {
+pub(crate) fn cordon_serve(config: &Path) -> Daemon {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_cordon"));
     cmd.args(["serve", "--config"])
         .arg(config)

@@ -523,11 +523,7 @@ fn watcher_swaps_give_the_memory_of_their_reloads_back() {
             sock.display()
         ),
     );
-    let mut cmd = std::process::Command::new(env!("CARGO_BIN_EXE_cordon"));
-    cmd.args(["serve", "--config"])
-        .arg(&config)
-        .env("CORDON_LOG", "info");
-    let daemon = crate::pf::Daemon::start(cmd, "ready in");
+    let daemon = crate::postfix::cordon_serve(&config);
     let pid = cordon::process::Pid::Other(daemon.child.id());
     // The first load's peak over what stays: about the component read,
     // no more (it was three times that while the component was copied
