@@ -525,13 +525,19 @@ fn watcher_swaps_give_the_memory_of_their_reloads_back() {
     );
     let daemon = crate::postfix::cordon_serve(&config);
     let pid = cordon::process::Pid::Other(daemon.child.id());
-    // The first load's peak over what stays: about the component read,
-    // no more (it was three times that while the component was copied
-    // to be sent to the build child).
+    // The first load's peak over what stays: well under the component,
+    // which the daemon reads in chunks and does not hold while the child
+    // builds (holding it was its size on the peak; copying it to send it
+    // to the build child, three times its size).
     let peak = cordon::process::peak_rss_bytes(pid).expect("the daemon's peak");
     let now = cordon::process::rss_bytes(pid).expect("the daemon's memory");
+    eprintln!(
+        "first load: peak {} KiB over what stays (component {} KiB)",
+        peak.saturating_sub(now) / 1024,
+        component_bytes / 1024
+    );
     assert!(
-        peak.saturating_sub(now) < component_bytes * 3 / 2,
+        peak.saturating_sub(now) < component_bytes / 3,
         "the first load peaked {} KiB over what the daemon holds after it (component {} KiB)",
         peak.saturating_sub(now) / 1024,
         component_bytes / 1024

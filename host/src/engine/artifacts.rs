@@ -179,8 +179,8 @@ pub fn prepare_cache_dir(dir: &Path) -> Result<(), ArtifactError> {
 /// What a snapshot is built from. Two loads with equal inputs may share
 /// one snapshot.
 pub struct SnapshotInputs<'a> {
-    /// The component bytes.
-    pub component: &'a [u8],
+    /// The component's digest (SHA-256).
+    pub component: [u8; 32],
     /// The definitions' digest (`definitions::digest`), if any.
     pub definitions: Option<[u8; 32]>,
     /// The settings handed to `init`.
@@ -215,7 +215,7 @@ pub fn snapshot_key(engine: &wasmtime::Engine, inputs: &SnapshotInputs<'_>) -> S
     let mut compat = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut compat);
     field("wasmtime", &compat.finish().to_le_bytes());
-    field("component", &Sha256::digest(inputs.component));
+    field("component", &inputs.component);
     field(
         "definitions",
         inputs.definitions.as_ref().map_or(&[][..], |d| &d[..]),
@@ -378,23 +378,24 @@ fn evict(cache_dir: &Path, max_bytes: u64, keep: &Path) {
 }
 
 fn artifact_path(engine: &wasmtime::Engine, cache_dir: &Path, bytes: &[u8]) -> PathBuf {
-    cache_dir.join(format!("{}.cwasm", artifact_stem(engine, bytes)))
+    let digest: [u8; 32] = Sha256::digest(bytes).into();
+    cache_dir.join(format!("{}.cwasm", artifact_stem(engine, &digest)))
 }
 
 /// The component's digest and wasmtime's compatibility hash.
-fn artifact_stem(engine: &wasmtime::Engine, bytes: &[u8]) -> String {
-    let digest = Sha256::digest(bytes);
+fn artifact_stem(engine: &wasmtime::Engine, digest: &[u8; 32]) -> String {
     let mut h = DefaultHasher::new();
     engine.precompile_compatibility_hash().hash(&mut h);
     format!("{}-{:016x}", hex::encode(digest), h.finish())
 }
 
-/// The function cache shared by the snapshots of the component `bytes`
-/// (see the `function_cache` module); evicted with the snapshots.
-pub fn functions_file(engine: &wasmtime::Engine, cache_dir: &Path, bytes: &[u8]) -> PathBuf {
+/// The function cache shared by the snapshots of the component whose
+/// digest is `digest` (see the `function_cache` module); evicted with the
+/// snapshots.
+pub fn functions_file(engine: &wasmtime::Engine, cache_dir: &Path, digest: &[u8; 32]) -> PathBuf {
     cache_dir
         .join("snapshots")
-        .join(format!("{}.functions", artifact_stem(engine, bytes)))
+        .join(format!("{}.functions", artifact_stem(engine, digest)))
 }
 
 /// A path in `dir` that no other writer uses (process id and a counter);

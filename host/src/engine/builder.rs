@@ -7,9 +7,10 @@
 //! memory, the snapshot and the compiler's working set are all alive at
 //! once. Done in the daemon, that peak stays in its resident memory after
 //! the swap (the allocator keeps it). So the daemon re-executes itself
-//! (`cordon build-snapshot`, hidden) with the engine's spec and component
-//! bytes on stdin: the child builds the snapshot exactly as the daemon
-//! would, writes the compiled artifact to a file in the cache directory
+//! (`cordon build-snapshot`, hidden) with the engine's spec and the digest
+//! of the component it checked on stdin: the child reads the component
+//! file itself (refusing it if it is no longer the one the daemon checked),
+//! builds the snapshot exactly as the daemon would, writes the compiled artifact to a file in the cache directory
 //! and exits; the daemon maps the file (copy-on-write from the page
 //! cache), so its own memory grows by what scans touch, not by the build.
 //! The child reports failures as the daemon's own load errors would read;
@@ -30,8 +31,7 @@ use super::{LoadError, Runtime};
 /// The hidden subcommand the child runs.
 pub const SUBCOMMAND: &str = "build-snapshot";
 
-/// What the daemon asks of the child: one JSON line on stdin, then the
-/// component bytes.
+/// What the daemon asks of the child: one JSON line on stdin.
 #[derive(Debug, Serialize, Deserialize)]
 struct Request {
     name: String,
@@ -43,7 +43,8 @@ struct Request {
     out: PathBuf,
     /// The component's function cache file, if one is kept.
     functions: Option<PathBuf>,
-    component_bytes: u64,
+    /// The SHA-256 of the component the daemon checked, in hex.
+    component_sha256: String,
 }
 
 /// What the child answers: one JSON line on stdout.
@@ -67,15 +68,15 @@ const MAX_LOG_LINE_BYTES: usize = 1024;
 /// Bytes of the child's log read as lines.
 const MAX_LOG_BYTES: u64 = 1 << 20;
 
-/// Builds the snapshot of `spec` from `bytes` in a child process running
-/// `exe`, as [`super::generation`] would in process, and compiles it into
-/// a new file at `out`. Returns the snapshot's size and the child's peak
+/// Builds the snapshot of `spec`, whose component file has `digest`, in a
+/// child process running `exe`, as [`super::generation`] would in process,
+/// and compiles it into a new file at `out`. Returns the snapshot's size and the child's peak
 /// resident memory.
 pub(super) fn build_in_child(
     exe: &Path,
     rt: &Runtime,
     spec: &EngineSpec,
-    bytes: &[u8],
+    digest: &[u8; 32],
     out: &Path,
     functions: Option<PathBuf>,
 ) -> Result<(usize, Option<u64>), LoadError> {
@@ -93,7 +94,7 @@ pub(super) fn build_in_child(
         cache_dir: rt.cache_dir.clone(),
         out: out.to_path_buf(),
         functions,
-        component_bytes: bytes.len() as u64,
+        component_sha256: hex::encode(digest),
     };
     let mut head = serde_json::to_vec(&request)
         .map_err(|e| init_error(format!("cannot encode the build request: {e}")))?;
@@ -145,17 +146,11 @@ pub(super) fn build_in_child(
     let patience = spec.limits.init_timeout
         + spec.limits.compile_timeout.saturating_mul(2)
         + Duration::from_secs(10);
-    // The component goes to the child from the bytes already read, not a
-    // copy: a copy of clamsig's 14 MB component and the concatenation of
-    // it with the request were 28 MB more of this process's peak.
-    let status = std::thread::scope(|scope| {
-        let feeder = scope.spawn(move || {
-            let _ = stdin.write_all(&head).and_then(|()| stdin.write_all(bytes));
-        });
-        let status = wait_for(&mut child, started, patience, &init_error);
-        let _ = feeder.join();
-        status
-    });
+    // The child reads the component itself: holding it here for the
+    // build was its size (14 MB for clamsig) on this process's peak.
+    let _ = stdin.write_all(&head);
+    drop(stdin);
+    let status = wait_for(&mut child, started, patience, &init_error);
     let line = reader.join().unwrap_or_default();
     let _ = logger.join();
     let fail = |e: LoadError| {
@@ -250,8 +245,8 @@ fn relay(engine: &str, line: &str) {
     }
 }
 
-/// The child's side: reads the request and the component from stdin,
-/// builds and compiles the snapshot into `out`, and answers one JSON line
+/// The child's side: reads the request from stdin and the component from
+/// its file, builds and compiles the snapshot into `out`, and answers one JSON line
 /// on stdout. Exit code 0 when built, 2 otherwise.
 pub fn child_main() -> i32 {
     let reply = build().unwrap_or_else(|e| e);
@@ -272,11 +267,6 @@ fn build() -> Result<Reply, Reply> {
         .map_err(|e| init(format!("cannot read the build request: {e}")))?;
     let req: Request =
         serde_json::from_str(&head).map_err(|e| init(format!("bad build request: {e}")))?;
-    let mut bytes = Vec::new();
-    stdin
-        .take(req.component_bytes)
-        .read_to_end(&mut bytes)
-        .map_err(|e| init(format!("cannot read the component: {e}")))?;
     let spec = EngineSpec {
         name: req.name,
         component: req.component,
@@ -292,6 +282,14 @@ fn build() -> Result<Reply, Reply> {
     };
     // One instance for `init`; nothing is kept (the daemon keeps the
     // artifact), and compiles go to the compiler child as in the daemon.
+    let digest: [u8; 32] = hex::decode(&req.component_sha256)
+        .ok()
+        .and_then(|d| d.try_into().ok())
+        .ok_or_else(|| init(format!("bad component digest {:?}", req.component_sha256)))?;
+    let bytes = super::component_file::read_checked(&spec, &digest).map_err(|e| match e {
+        LoadError::Invalid { reason, .. } => Reply::Invalid { reason },
+        other => init(other.to_string()),
+    })?;
     let rt = Runtime::with_pool(1, spec.limits.memory_bytes, req.cache_dir, 0)
         .map_err(|e| init(e.to_string()))?;
     let label = spec.component.display().to_string();

@@ -111,10 +111,11 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
         path: spec.component.clone(),
         reason,
     };
-    let bytes = read_component(spec)?;
-    // Before anything is compiled: a component that imports what cordon
-    // does not provide is refused in milliseconds, not after a compile.
-    super::imports::check(&bytes, &spec.name, &spec.capabilities, &rt.services)
+    // Read once for its digest and imports, not held: see
+    // `component_file`. Before anything is compiled, a component that
+    // imports what cordon does not provide is refused in milliseconds.
+    let file = super::component_file::inspect(spec)?;
+    super::imports::check_names(file.imports, &spec.name, &spec.capabilities, &rt.services)
         .map_err(|e| invalid(e.to_string()))?;
     let definitions_digest = || -> Result<Option<[u8; 32]>, LoadError> {
         let Some(dir) = &spec.definitions else {
@@ -128,7 +129,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
     };
     let before = definitions_digest()?;
     let inputs = |definitions| SnapshotInputs {
-        component: &bytes,
+        component: file.digest,
         definitions,
         settings: &spec.settings,
         limits: init_limits(&spec.limits),
@@ -152,7 +153,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
     // The snapshot's functions are the component's: compiled once, taken
     // from this file by every later snapshot of the same component.
     let functions = (rt.max_cache_bytes > 0)
-        .then(|| artifacts::functions_file(&rt.mapped.wasmtime, &rt.cache_dir, &bytes));
+        .then(|| artifacts::functions_file(&rt.mapped.wasmtime, &rt.cache_dir, &file.digest));
     let (component, image_bytes, snapshot) = match cached {
         Some((component, image_bytes)) => (component, image_bytes, SnapshotSource::Cached),
         None => {
@@ -162,14 +163,20 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
                 // In a child: its peak memory never lands in this process.
                 Some(exe) => {
                     let tmp = artifacts::snapshot_temp(&rt.cache_dir).map_err(snapshot_error)?;
-                    let (image_bytes, peak) =
-                        super::builder::build_in_child(exe, rt, spec, &bytes, &tmp, functions)?;
+                    let (image_bytes, peak) = super::builder::build_in_child(
+                        exe,
+                        rt,
+                        spec,
+                        &file.digest,
+                        &tmp,
+                        functions,
+                    )?;
                     build_peak_rss_bytes = peak;
                     (tmp, image_bytes)
                 }
                 None => {
-                    let snapshot =
-                        preinit::build_snapshot(rt, spec, bytes.clone(), &label, bounds)?;
+                    let bytes = super::component_file::read_checked(spec, &file.digest)?;
+                    let snapshot = preinit::build_snapshot(rt, spec, bytes, &label, bounds)?;
                     let tmp = artifacts::snapshot_temp(&rt.cache_dir).map_err(snapshot_error)?;
                     rt.compiler
                         .compile_to(
@@ -310,44 +317,6 @@ const MAX_INFO_BYTES: usize = 256;
 
 /// Bytes of an engine's own error text kept in a load error.
 pub(super) const MAX_REASON_BYTES: usize = 2048;
-
-/// Reads the component file: a regular file of at most
-/// `max_component_bytes`, checked before and while reading.
-fn read_component(spec: &EngineSpec) -> Result<Vec<u8>, LoadError> {
-    use std::io::Read;
-    let read_err = |source| LoadError::Read {
-        engine: spec.name.clone(),
-        path: spec.component.clone(),
-        source,
-    };
-    let invalid = |reason: String| LoadError::Invalid {
-        engine: spec.name.clone(),
-        path: spec.component.clone(),
-        reason,
-    };
-    let file = std::fs::File::open(&spec.component).map_err(read_err)?;
-    let meta = file.metadata().map_err(read_err)?;
-    if !meta.is_file() {
-        return Err(invalid("is not a regular file".into()));
-    }
-    let max = spec.limits.max_component_bytes;
-    if meta.len() > max {
-        return Err(invalid(format!(
-            "{} bytes, over the limit of {max} (max_component_mib)",
-            meta.len()
-        )));
-    }
-    let mut bytes = Vec::with_capacity(meta.len() as usize);
-    file.take(max + 1)
-        .read_to_end(&mut bytes)
-        .map_err(read_err)?;
-    if bytes.len() as u64 > max {
-        return Err(invalid(format!(
-            "grew past the limit of {max} bytes while being read (max_component_mib)"
-        )));
-    }
-    Ok(bytes)
-}
 
 /// An `InstancePre` for `component` and the engine interface it exports,
 /// or the reason it does not fit the contract.

@@ -118,31 +118,107 @@ fn provided() -> String {
 /// The names of the interfaces and functions `bytes` imports (its own
 /// imports, not those of the modules and components nested in it).
 pub fn imports(bytes: &[u8]) -> Result<Vec<String>, ImportError> {
-    let mut depth = 0usize;
+    imports_from(&mut &bytes[..]).map_err(|e| match e {
+        ReadImportsError::Imports(e) => e,
+        ReadImportsError::Read(e) => ImportError::Malformed(e.to_string()),
+    })
+}
+
+/// Why [`imports_from`] failed: the source, or the component.
+#[derive(Debug)]
+pub enum ReadImportsError {
+    /// Reading the source failed.
+    Read(std::io::Error),
+    /// What was read is not a component.
+    Imports(ImportError),
+}
+
+/// Bytes read from the source at a time.
+const CHUNK_BYTES: u64 = 64 << 10;
+
+/// [`imports`] over a reader, which is read to its end exactly once, so
+/// that whoever wraps it sees (and may digest) every byte. The modules and
+/// components nested in the component, nearly all of its bytes, are read
+/// and dropped as they come: what is held at once is one top-level section
+/// (types, aliases, imports, exports), not the file.
+pub fn imports_from(src: &mut impl std::io::Read) -> Result<Vec<String>, ReadImportsError> {
+    use std::io::Read;
+    use wasmparser::Chunk;
+    let malformed = |e: String| ReadImportsError::Imports(ImportError::Malformed(e));
+    let mut parser = Parser::new(0);
+    let mut buf: Vec<u8> = Vec::new();
+    let mut eof = false;
     let mut names = Vec::new();
-    for payload in Parser::new(0).parse_all(bytes) {
-        match payload.map_err(|e| ImportError::Malformed(e.to_string()))? {
-            Payload::Version { encoding, .. } => {
-                if depth == 0 && encoding != wasmparser::Encoding::Component {
-                    return Err(ImportError::Malformed(
-                        "a core module, not a component (build for wasm32-wasip2, or wrap it \
-                         with wasm-tools component new)"
-                            .into(),
-                    ));
-                }
-                depth += 1;
+    loop {
+        let (consumed, skip, end) = match parser
+            .parse(&buf, eof)
+            .map_err(|e| malformed(e.to_string()))?
+        {
+            Chunk::NeedMoreData(more) => {
+                let want = more.max(CHUNK_BYTES);
+                let got = src
+                    .by_ref()
+                    .take(want)
+                    .read_to_end(&mut buf)
+                    .map_err(ReadImportsError::Read)?;
+                eof = got == 0;
+                continue;
             }
-            Payload::End(_) => depth = depth.saturating_sub(1),
-            Payload::ComponentImportSection(reader) if depth == 1 => {
-                for import in reader {
-                    let import = import.map_err(|e| ImportError::Malformed(e.to_string()))?;
-                    names.push(import.name.name.to_string());
+            Chunk::Parsed { consumed, payload } => match payload {
+                Payload::Version { encoding, .. } => {
+                    if encoding != wasmparser::Encoding::Component {
+                        return Err(malformed(
+                            "a core module, not a component (build for wasm32-wasip2, or wrap it \
+                             with wasm-tools component new)"
+                                .into(),
+                        ));
+                    }
+                    (consumed, 0, false)
                 }
+                Payload::ComponentImportSection(reader) => {
+                    for import in reader {
+                        let import = import.map_err(|e| malformed(e.to_string()))?;
+                        names.push(import.name.name.to_string());
+                    }
+                    (consumed, 0, false)
+                }
+                // Nested: not parsed, passed over.
+                Payload::ModuleSection {
+                    unchecked_range, ..
+                }
+                | Payload::ComponentSection {
+                    unchecked_range, ..
+                } => (consumed, unchecked_range.len() as u64, false),
+                Payload::End(_) => (consumed, 0, true),
+                _ => (consumed, 0, false),
+            },
+        };
+        buf.drain(..consumed);
+        let held = skip.min(buf.len() as u64);
+        buf.drain(..held as usize);
+        let rest = skip - held;
+        if rest > 0 {
+            let passed = std::io::copy(&mut src.by_ref().take(rest), &mut std::io::sink())
+                .map_err(ReadImportsError::Read)?;
+            if passed < rest {
+                return Err(malformed(format!(
+                    "a nested module or component is cut short ({passed} of {rest} bytes)"
+                )));
             }
-            _ => {}
+        }
+        if end {
+            // The rest of the source is read too (it is part of what the
+            // caller digests); nothing may follow the component.
+            let after = std::io::copy(src, &mut std::io::sink()).map_err(ReadImportsError::Read)?;
+            if after > 0 || !buf.is_empty() {
+                return Err(malformed(format!(
+                    "{} bytes after the end of the component",
+                    after + buf.len() as u64
+                )));
+            }
+            return Ok(names);
         }
     }
-    Ok(names)
 }
 
 /// Checks every import of the component `bytes` against what cordon
@@ -154,7 +230,17 @@ pub fn check(
     granted: &[Capability],
     services: &Services,
 ) -> Result<(), ImportError> {
-    for name in imports(bytes)? {
+    check_names(imports(bytes)?, engine, granted, services)
+}
+
+/// [`check`] over the names [`imports`] or [`imports_from`] read.
+pub fn check_names(
+    names: Vec<String>,
+    engine: &str,
+    granted: &[Capability],
+    services: &Services,
+) -> Result<(), ImportError> {
+    for name in names {
         match check_one(&name)? {
             None => {}
             Some(capability) if !granted.contains(&capability) => {

@@ -12,6 +12,7 @@ mod async_scan;
 pub mod builder;
 pub mod capabilities;
 pub mod compiler;
+mod component_file;
 pub mod definitions;
 mod exports;
 mod function_cache;
