@@ -19,7 +19,12 @@
 //! each: the latency from the change to the new database serving; scans
 //! per second and the longest scan during the swap against
 //! steady state (how much scanning is slowed or blocked); resident memory
-//! at steady state and its peak during the swap. Needs clamd (`./dev
+//! at steady state and its peak during the swap, three ways: `VmRSS`, its
+//! private part (`RssAnon`), and the proportional set size (`Pss`). cordon
+//! maps the compiled image from the page cache into each pool slot that
+//! serves the engine, and `VmRSS` counts an image page once per slot that
+//! maps it; `Pss` counts it once. clamd's memory is all private, so its
+//! three figures agree. Needs clamd (`./dev
 //! bench`) and the corpus (`./dev test` or `./dev bench` prepares it).
 
 #[path = "support/bench.rs"]
@@ -74,6 +79,9 @@ struct Row {
     /// the page cache, which `VmRSS` counts once per mapping.
     steady_anon_mib: f64,
     peak_anon_mib: f64,
+    /// The proportional set size (`Pss`): each page counted once.
+    steady_pss_mib: f64,
+    peak_pss_mib: f64,
     /// cordon: the peak of the child process that built the new snapshot.
     child_peak_mib: Option<f64>,
     /// How long the swaps took together: the window of their peaks.
@@ -222,6 +230,7 @@ fn measure(
     let steady_to = Instant::now();
     let steady_mib = sampler.peak_mib();
     let steady_anon_mib = sampler.anon_peak_mib();
+    let steady_pss_mib = sampler.pss_peak_mib();
     sampler.reset();
     let mut latencies = Vec::new();
     let (mut swap_time, mut swap_scans, mut swap_max) = (Duration::ZERO, 0.0, Duration::ZERO);
@@ -244,6 +253,7 @@ fn measure(
     }
     let peak_mib = sampler.peak_mib();
     let peak_anon_mib = sampler.anon_peak_mib();
+    let peak_pss_mib = sampler.pss_peak_mib();
     let (steady_rate, steady_max) = window(log, steady_from, steady_to);
     let swap_rate = swap_scans / swap_time.as_secs_f64().max(1e-9);
     latencies.sort();
@@ -260,6 +270,8 @@ fn measure(
         peak_mib,
         steady_anon_mib,
         peak_anon_mib,
+        steady_pss_mib,
+        peak_pss_mib,
         child_peak_mib: None,
         swap_window: swap_time,
     }
@@ -330,18 +342,19 @@ fn main() {
         rows.push(clamd_swap(name, &db, &messages, work.path()));
     }
     println!(
-        "{:<6} {:<17} {:>22} {:>22} {:>24} {:>22} {:>22}",
+        "{:<6} {:<17} {:>22} {:>22} {:>24} {:>22} {:>22} {:>22}",
         "db",
         "",
         "swap (median, range)",
         "scans/s steady→swap",
         "longest scan steady→swap",
         "RSS MiB steady→peak",
-        "anon MiB steady→peak"
+        "anon MiB steady→peak",
+        "PSS MiB steady→peak"
     );
     for r in &rows {
         println!(
-            "{:<6} {:<17} {:>6.2} s ({:.2}-{:.2}) {:>10.0} → {:>8.0} {:>11.1} ms → {:>7.1} ms {:>10.1} → {:>8.1} {:>10.1} → {:>8.1}",
+            "{:<6} {:<17} {:>6.2} s ({:.2}-{:.2}) {:>10.0} → {:>8.0} {:>11.1} ms → {:>7.1} ms {:>10.1} → {:>8.1} {:>10.1} → {:>8.1} {:>10.1} → {:>8.1}",
             r.db,
             r.who,
             r.latency.as_secs_f64(),
@@ -354,7 +367,9 @@ fn main() {
             r.steady_mib,
             r.peak_mib,
             r.steady_anon_mib,
-            r.peak_anon_mib
+            r.peak_anon_mib,
+            r.steady_pss_mib,
+            r.peak_pss_mib
         );
     }
     for r in rows.iter().filter(|r| r.child_peak_mib.is_some()) {
@@ -373,9 +388,9 @@ fn main() {
         for c in &set[..2] {
             println!(
                 "{} ({}): swap latency cordon/clamd {:.2}; throughput during swap, share of steady: cordon {:.0}%, clamd {:.0}%; \
-                 memory growth during swap: cordon +{:.0} MiB ({:.2}x; private +{:.0} MiB, {:.2}x; \
-                 peaks over {:.1} s of swaps and {:.0} s steady), \
-                 clamd +{:.0} MiB ({:.2}x; private +{:.0} MiB, {:.2}x)",
+                 memory growth during swap (VmRSS; private; PSS): cordon +{:.0} MiB ({:.2}x; +{:.0} MiB, {:.2}x; \
+                 +{:.0} MiB, {:.2}x; peaks over {:.1} s of swaps and {:.0} s steady), \
+                 clamd +{:.0} MiB ({:.2}x; +{:.0} MiB, {:.2}x; +{:.0} MiB, {:.2}x)",
                 c.db,
                 c.who,
                 c.latency.as_secs_f64() / d.latency.as_secs_f64(),
@@ -385,12 +400,16 @@ fn main() {
                 c.peak_mib / c.steady_mib,
                 c.peak_anon_mib - c.steady_anon_mib,
                 c.peak_anon_mib / c.steady_anon_mib,
+                c.peak_pss_mib - c.steady_pss_mib,
+                c.peak_pss_mib / c.steady_pss_mib,
                 c.swap_window.as_secs_f64(),
                 STEADY.as_secs_f64(),
                 d.peak_mib - d.steady_mib,
                 d.peak_mib / d.steady_mib,
                 d.peak_anon_mib - d.steady_anon_mib,
                 d.peak_anon_mib / d.steady_anon_mib,
+                d.peak_pss_mib - d.steady_pss_mib,
+                d.peak_pss_mib / d.steady_pss_mib,
             );
         }
     }

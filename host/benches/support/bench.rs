@@ -53,11 +53,28 @@ pub fn anon_kib(pid: u32) -> u64 {
     cordon::process::anon_rss_bytes(cordon::process::Pid::Other(pid)).unwrap_or(0) / 1024
 }
 
-/// Samples a process's resident memory (`VmRSS`) and its private part
-/// (`RssAnon`) every 10 ms; the peaks since `reset`.
+/// A process's proportional set size now (`Pss` of `smaps_rollup`), in
+/// KiB: its private pages, and each page it shares counted once, divided
+/// among the mappings of it (a file page four pool slots map counts once,
+/// where `VmRSS` counts it four times); 0 if it is gone.
+pub fn pss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/smaps_rollup"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("Pss:"))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        })
+        .unwrap_or(0)
+}
+
+/// Samples a process's resident memory (`VmRSS`), its private part
+/// (`RssAnon`) and its proportional set size (`Pss`) every 10 ms; the
+/// peaks since `reset`.
 pub struct Sampler {
     peak: Arc<AtomicU64>,
     anon_peak: Arc<AtomicU64>,
+    pss_peak: Arc<AtomicU64>,
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
@@ -67,18 +84,26 @@ impl Sampler {
     pub fn start(pid: u32) -> Self {
         let peak = Arc::new(AtomicU64::new(0));
         let anon_peak = Arc::new(AtomicU64::new(0));
+        let pss_peak = Arc::new(AtomicU64::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (p, a, s) = (peak.clone(), anon_peak.clone(), stop.clone());
+        let (p, a, q, s) = (
+            peak.clone(),
+            anon_peak.clone(),
+            pss_peak.clone(),
+            stop.clone(),
+        );
         let thread = std::thread::spawn(move || {
             while !s.load(Ordering::Relaxed) {
                 p.fetch_max(rss_kib(pid), Ordering::Relaxed);
                 a.fetch_max(anon_kib(pid), Ordering::Relaxed);
+                q.fetch_max(pss_kib(pid), Ordering::Relaxed);
                 std::thread::sleep(Duration::from_millis(10));
             }
         });
         Sampler {
             peak,
             anon_peak,
+            pss_peak,
             stop,
             thread: Some(thread),
         }
@@ -87,6 +112,7 @@ impl Sampler {
     pub fn reset(&self) {
         self.peak.store(0, Ordering::Relaxed);
         self.anon_peak.store(0, Ordering::Relaxed);
+        self.pss_peak.store(0, Ordering::Relaxed);
     }
     /// The peak of `VmRSS` since the start or the last reset, in MiB.
     pub fn peak_mib(&self) -> f64 {
@@ -95,6 +121,10 @@ impl Sampler {
     /// The peak of `RssAnon` since the start or the last reset, in MiB.
     pub fn anon_peak_mib(&self) -> f64 {
         self.anon_peak.load(Ordering::Relaxed) as f64 / 1024.0
+    }
+    /// The peak of `Pss` since the start or the last reset, in MiB.
+    pub fn pss_peak_mib(&self) -> f64 {
+        self.pss_peak.load(Ordering::Relaxed) as f64 / 1024.0
     }
 }
 
