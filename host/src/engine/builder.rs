@@ -9,9 +9,9 @@
 //! the swap (the allocator keeps it). So the daemon re-executes itself
 //! (`cordon build-snapshot`, hidden) with the engine's spec and the digest
 //! of the component it checked on stdin: the child reads the component
-//! file itself (refusing it if it is no longer the one the daemon checked),
-//! builds the snapshot exactly as the daemon would, writes the compiled artifact to a file in the cache directory
-//! and exits; the daemon maps the file (copy-on-write from the page
+//! file itself (refusing it if it is no longer the one the daemon
+//! checked), builds the snapshot exactly as the daemon would, writes the
+//! compiled artifact to a file in the cache directory and exits; the daemon maps the file (copy-on-write from the page
 //! cache), so its own memory grows by what scans touch, not by the build.
 //! The child reports failures as the daemon's own load errors would read;
 //! the engine's log lines during `init` are passed on to the daemon's log.
@@ -70,8 +70,8 @@ const MAX_LOG_BYTES: u64 = 1 << 20;
 
 /// Builds the snapshot of `spec`, whose component file has `digest`, in a
 /// child process running `exe`, as [`super::generation`] would in process,
-/// and compiles it into a new file at `out`. Returns the snapshot's size and the child's peak
-/// resident memory.
+/// and compiles it into a new file at `out`. Returns the snapshot's size
+/// and the child's peak resident memory.
 pub(super) fn build_in_child(
     exe: &Path,
     rt: &Runtime,
@@ -246,8 +246,8 @@ fn relay(engine: &str, line: &str) {
 }
 
 /// The child's side: reads the request from stdin and the component from
-/// its file, builds and compiles the snapshot into `out`, and answers one JSON line
-/// on stdout. Exit code 0 when built, 2 otherwise.
+/// its file, builds and compiles the snapshot into `out`, and answers one
+/// JSON line on stdout. Exit code 0 when built, 2 otherwise.
 pub fn child_main() -> i32 {
     let reply = build().unwrap_or_else(|e| e);
     let ok = matches!(reply, Reply::Built { .. });
@@ -280,8 +280,7 @@ fn build() -> Result<Reply, Reply> {
         self_test: Vec::new(),
         cache: false,
     };
-    // One instance for `init`; nothing is kept (the daemon keeps the
-    // artifact), and compiles go to the compiler child as in the daemon.
+    // The component the daemon checked, or none.
     let digest: [u8; 32] = hex::decode(&req.component_sha256)
         .ok()
         .and_then(|d| d.try_into().ok())
@@ -290,6 +289,8 @@ fn build() -> Result<Reply, Reply> {
         LoadError::Invalid { reason, .. } => Reply::Invalid { reason },
         other => init(other.to_string()),
     })?;
+    // One instance for `init`; nothing is kept (the daemon keeps the
+    // artifact), and compiles go to the compiler child as in the daemon.
     let rt = Runtime::with_pool(1, spec.limits.memory_bytes, req.cache_dir, 0)
         .map_err(|e| init(e.to_string()))?;
     let label = spec.component.display().to_string();
