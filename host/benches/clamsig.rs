@@ -126,10 +126,8 @@ fn main() {
         messages.len(),
         bytes as f64 / (1 << 20) as f64
     );
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    // As `cordon` runs (see `runtime_builder`).
+    let rt = cordon::mime::runtime_builder().build().unwrap();
     let work = tempfile::tempdir().unwrap();
     let tmpfs = Path::new("/dev/shm").join(format!("cordon-bench-{}", std::process::id()));
     std::fs::create_dir_all(&tmpfs).unwrap();

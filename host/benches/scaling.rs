@@ -92,9 +92,9 @@ fn cordon_steps(db: &Path, cores: usize, messages: &Arc<Vec<Vec<u8>>>, work: &Pa
         ),
     );
     let registry = Arc::new(Registry::load(&config.registry).unwrap_or_else(|e| panic!("{e:#}")));
-    let rt = tokio::runtime::Builder::new_multi_thread()
+    // As `cordon` runs (see `runtime_builder`).
+    let rt = cordon::mime::runtime_builder()
         .worker_threads(cores)
-        .enable_all()
         .build()
         .unwrap();
     let sampler = Sampler::start(std::process::id());

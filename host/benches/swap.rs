@@ -141,10 +141,8 @@ fn cordon_swap(
         &format!("limits.memory_mib = {memory_mib}\nlimits.timeout_ms = 60000"),
     );
     let sampler = Sampler::start(std::process::id());
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .unwrap();
+    // As `cordon` runs (see `runtime_builder`).
+    let rt = cordon::mime::runtime_builder().build().unwrap();
     let registry = Arc::new(Registry::load(&config.registry).unwrap_or_else(|e| panic!("{e:#}")));
     let log: Log = Arc::default();
     let stop = Arc::new(AtomicBool::new(false));

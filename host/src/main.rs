@@ -24,13 +24,7 @@ fn main() {
     // Large stacks (address space, touched only if used), declared so
     // that small messages are decoded on the worker that has them instead
     // of being handed to a decoder thread and back.
-    const STACK: usize = 32 << 20;
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .thread_stack_size(STACK)
-        .on_thread_start(|| cordon::mime::declare_thread_stack(STACK))
-        .build()
-    {
+    let runtime = match cordon::mime::runtime_builder().build() {
         Ok(r) => r,
         Err(e) => {
             eprintln!("cordon: cannot start the async runtime: {e}");

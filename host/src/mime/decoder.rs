@@ -45,6 +45,24 @@ pub fn declare_thread_stack(bytes: usize) {
     THREAD_STACK.set(bytes);
 }
 
+/// Stack of the async runtime's workers (address space, touched only if
+/// used): enough for the messages small enough to be decoded in place (up
+/// to 64 KiB).
+pub const WORKER_STACK_BYTES: usize = 32 << 20;
+
+/// A multi-threaded async runtime as `cordon` runs: its workers have
+/// [`WORKER_STACK_BYTES`] of stack and declare it, so that small messages
+/// are decoded on the worker that scans them instead of being handed to a
+/// decoder thread and back. The benchmarks build theirs here too, so that
+/// they measure what the daemon does.
+pub fn runtime_builder() -> tokio::runtime::Builder {
+    let mut b = tokio::runtime::Builder::new_multi_thread();
+    b.enable_all()
+        .thread_stack_size(WORKER_STACK_BYTES)
+        .on_thread_start(|| declare_thread_stack(WORKER_STACK_BYTES));
+    b
+}
+
 /// Decompositions running at once in this process: one per core, so
 /// decoding never takes more CPU than the machine has, whatever the number
 /// of sessions.

@@ -27,7 +27,9 @@ mod decoder;
 mod embedded;
 mod prepare;
 
-pub use decoder::{declare_thread_stack, decompose_bounded, stack_bytes_for};
+pub use decoder::{
+    WORKER_STACK_BYTES, declare_thread_stack, decompose_bounded, runtime_builder, stack_bytes_for,
+};
 
 pub use embedded::{base64_lenient, embedded_base64_blocks, uudecode_blocks};
 
