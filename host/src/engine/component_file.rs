@@ -159,15 +159,21 @@ mod tests {
         }
     }
 
-    /// The streaming read finds what reading the whole file finds, and
-    /// digests every byte.
-    #[test]
-    fn a_chunked_read_finds_the_imports_and_the_digest_of_the_whole_file() {
+    /// A real component: clamsig's path and bytes.
+    fn clamsig() -> (&'static str, Vec<u8>) {
         let path = concat!(
             env!("CARGO_MANIFEST_DIR"),
             "/../target/wasm32-wasip2/release/clamsig.wasm"
         );
         let bytes = std::fs::read(path).expect("build the engines first (./dev build)");
+        (path, bytes)
+    }
+
+    /// The streaming read finds what reading the whole file finds, and
+    /// digests every byte.
+    #[test]
+    fn a_chunked_read_finds_the_imports_and_the_digest_of_the_whole_file() {
+        let (path, bytes) = clamsig();
         let mut spec = spec(path);
         let found = inspect(&spec).unwrap();
         assert_eq!(found.imports, imports::imports(&bytes).unwrap());
@@ -192,11 +198,7 @@ mod tests {
     /// refused, from the stream as from the bytes.
     #[test]
     fn a_chunked_read_refuses_what_is_not_one_whole_component() {
-        let path = concat!(
-            env!("CARGO_MANIFEST_DIR"),
-            "/../target/wasm32-wasip2/release/clamsig.wasm"
-        );
-        let bytes = std::fs::read(path).expect("build the engines first (./dev build)");
+        let (_, bytes) = clamsig();
         let read = |b: &[u8]| imports::imports_from(&mut &b[..]);
         let mut trailing = bytes.clone();
         trailing.extend_from_slice(b"junk");

@@ -115,7 +115,7 @@ pub(super) fn load(rt: &Runtime, spec: &EngineSpec, number: u64) -> Result<Gener
     // `component_file`. Before anything is compiled, a component that
     // imports what cordon does not provide is refused in milliseconds.
     let file = super::component_file::inspect(spec)?;
-    super::imports::check_names(file.imports, &spec.name, &spec.capabilities, &rt.services)
+    super::imports::check(file.imports, &spec.name, &spec.capabilities, &rt.services)
         .map_err(|e| invalid(e.to_string()))?;
     let definitions_digest = || -> Result<Option<[u8; 32]>, LoadError> {
         let Some(dir) = &spec.definitions else {

@@ -221,20 +221,11 @@ pub fn imports_from(src: &mut impl std::io::Read) -> Result<Vec<String>, ReadImp
     }
 }
 
-/// Checks every import of the component `bytes` against what cordon
-/// provides and the capabilities `granted` to the engine named `engine`
-/// in config, which `services` must serve.
+/// Checks the imports `names` of a component ([`imports`],
+/// [`imports_from`]) against what cordon provides and the capabilities
+/// `granted` to the engine named `engine` in config, which `services`
+/// must serve.
 pub fn check(
-    bytes: &[u8],
-    engine: &str,
-    granted: &[Capability],
-    services: &Services,
-) -> Result<(), ImportError> {
-    check_names(imports(bytes)?, engine, granted, services)
-}
-
-/// [`check`] over the names [`imports`] or [`imports_from`] read.
-pub fn check_names(
     names: Vec<String>,
     engine: &str,
     granted: &[Capability],
