@@ -174,7 +174,14 @@ pub const POOLS: u32 = 2;
 /// instead asks the kernel which pages were written (the `PAGEMAP_SCAN`
 /// ioctl, Linux 6.7 and later; elsewhere wasmtime falls back to
 /// unmapping) and copies only those back from the image, up to 128 KiB
-/// (`KEEP_RESIDENT_BYTES`); pages only read stay mapped.
+/// (`KEEP_RESIDENT_BYTES`); pages only read stay mapped, up to where
+/// the walk has found those 128 KiB. Past that point wasmtime unmaps the
+/// rest as the other pool does, and pages once copied back count as
+/// written on every later reset: after the first large messages, the
+/// walk of clamsig's 500,000-signature memory (54 MiB) stops about
+/// 3.7 MiB in, so its tables are unmapped on each reset and read back in
+/// by the next scan (6.5-7 faults a message; see README, "clamsig
+/// against ClamAV").
 ///
 /// That scan of the page table costs time in proportion to the pages
 /// mapped, and what rare scans read stays mapped too, so the pool is
