@@ -178,9 +178,9 @@ pub const POOLS: u32 = 2;
 /// the walk has found those 128 KiB. Past that point wasmtime unmaps the
 /// rest as the other pool does, and pages once copied back count as
 /// written on every later reset: after the first large messages, the
-/// walk of clamsig's 500,000-signature memory (54 MiB) stops about
-/// 3.7 MiB in, so its tables are unmapped on each reset and read back in
-/// by the next scan (6.5-7 faults a message; see README, "clamsig
+/// walk of clamsig's 500,000-signature linear memory (54 MiB) stops
+/// about 3.7 MiB in, so its tables are unmapped on each reset and read in
+/// again by the next scan (6.5-7 faults a message; see README, "clamsig
 /// against ClamAV").
 ///
 /// That scan of the page table costs time in proportion to the pages
