@@ -151,7 +151,7 @@ const GRAM_FILTER_BITS: u32 = 22;
 /// a scan reads is a page fault on the pre-initialised image (about 2 us on
 /// the test machine), and a binary search touches a dozen pages.
 struct Grams {
-    filter: Vec<u64>,
+    filter: Box<[u64; GRAM_WORDS]>,
     /// Where each filter word's entries start in `fingerprints` and `refs`; one
     /// more than the words (the last is the number of entries).
     starts: Vec<u32>,
@@ -166,6 +166,13 @@ struct Grams {
 
 /// Bits a gram sets in its filter word.
 const GRAM_BITS: u32 = 4;
+
+/// Words of the gram filter.
+const GRAM_WORDS: usize = 1 << (GRAM_FILTER_BITS - 6);
+
+/// Positions [`Grams::passing`] looks at in one call: what bounds the
+/// buffer of positions that pass.
+const GRAM_CHUNK: usize = 1 << 16;
 
 impl Grams {
     /// The filter word of gram `g`, the bits it sets there, and its
@@ -184,8 +191,11 @@ impl Grams {
         if table.is_empty() {
             return None;
         }
-        let words = 1 << (GRAM_FILTER_BITS - 6);
-        let mut filter = vec![0u64; words];
+        let words = GRAM_WORDS;
+        let mut filter: Box<[u64; GRAM_WORDS]> = vec![0u64; words]
+            .into_boxed_slice()
+            .try_into()
+            .expect("GRAM_WORDS words");
         let mut starts = vec![0u32; words + 1];
         // Hashed once each, then grouped by word: (word, fingerprint)
         // packed in the gram's place, so the table's buffer is reused
@@ -217,18 +227,69 @@ impl Grams {
     /// Calls `hit(pattern, position)` for each position where a pattern's
     /// first four anchor bytes occur, and for the rare position whose four
     /// bytes only share their fingerprint: the caller checks the anchor.
+    ///
+    /// Two passes: [`Grams::passing`] runs the filter over a chunk of
+    /// positions, then the few that pass are looked up. Fused with the
+    /// lookups and the caller's checks, the loop had so many values live
+    /// that the sandbox's compiler reloaded the memory base and the
+    /// filter's address from the stack on every byte (see the README,
+    /// "clamsig against ClamAV").
     fn scan(&self, data: &[u8], mut hit: impl FnMut(PatRef, usize)) {
-        for (i, w) in data.windows(4).enumerate() {
-            let g = u32::from_le_bytes([w[0], w[1], w[2], w[3]]);
-            let (word, mask, print) = Self::slot(g);
-            if self.filter[word] & mask != mask {
-                continue;
-            }
-            let (lo, hi) = (self.starts[word] as usize, self.starts[word + 1] as usize);
-            for (k, e) in self.fingerprints[lo..hi].iter().enumerate() {
-                if *e == print {
-                    hit(self.refs[lo + k], i);
+        let Some(last) = data.len().checked_sub(4) else {
+            return;
+        };
+        let mut passing = Vec::new();
+        let mut from = 0;
+        while from <= last {
+            let to = (from + GRAM_CHUNK).min(last + 1);
+            passing.clear();
+            // The chunk's positions and the three bytes the last one reads.
+            self.passing(&data[from..to + 3], from, &mut passing);
+            for &i in &passing {
+                let g = u32::from_le_bytes([data[i], data[i + 1], data[i + 2], data[i + 3]]);
+                let (word, _, print) = Self::slot(g);
+                let (lo, hi) = (self.starts[word] as usize, self.starts[word + 1] as usize);
+                for (k, e) in self.fingerprints[lo..hi].iter().enumerate() {
+                    if *e == print {
+                        hit(self.refs[lo + k], i);
+                    }
                 }
+            }
+            from = to;
+        }
+    }
+
+    /// Appends to `out` `base` plus each position of `data` whose gram
+    /// passes the filter.
+    ///
+    /// Eight positions at a time: their eight filter words are loaded
+    /// before any is tested, so that the loads (which miss the cache at
+    /// random) overlap instead of waiting on each other's branch.
+    #[inline(never)]
+    fn passing(&self, data: &[u8], base: usize, out: &mut Vec<usize>) {
+        const LANES: usize = 8;
+        let filter: &[u64; GRAM_WORDS] = &self.filter;
+        let test = |w: &[u8]| {
+            let (word, mask, _) = Self::slot(u32::from_le_bytes([w[0], w[1], w[2], w[3]]));
+            filter[word] & mask == mask
+        };
+        let positions = data.len().saturating_sub(3);
+        let mut at = 0;
+        while at + LANES <= positions {
+            let window = &data[at..at + LANES + 3];
+            let mut pass = 0u32;
+            for k in 0..LANES {
+                pass |= u32::from(test(&window[k..k + 4])) << k;
+            }
+            while pass != 0 {
+                out.push(base + at + pass.trailing_zeros() as usize);
+                pass &= pass - 1;
+            }
+            at += LANES;
+        }
+        for i in at..positions {
+            if test(&data[i..i + 4]) {
+                out.push(base + i);
             }
         }
     }
@@ -528,19 +589,18 @@ impl Matcher {
 /// Text as ClamAV normalises it for target types 3 and 7: ASCII lower case,
 /// each run of white space one space.
 pub fn normalise_text(data: &[u8]) -> Vec<u8> {
-    let mut out = Vec::with_capacity(data.len());
+    // Written without a branch on the byte: the output position advances
+    // unless a white space byte follows another.
+    let mut out = vec![0u8; data.len()];
+    let mut at = 0;
     let mut in_space = false;
     for &b in data {
-        if b.is_ascii_whitespace() {
-            if !in_space {
-                out.push(b' ');
-            }
-            in_space = true;
-        } else {
-            out.push(b.to_ascii_lowercase());
-            in_space = false;
-        }
+        let space = b.is_ascii_whitespace();
+        out[at] = if space { b' ' } else { b.to_ascii_lowercase() };
+        at += usize::from(!(space && in_space));
+        in_space = space;
     }
+    out.truncate(at);
     out
 }
 
@@ -549,15 +609,14 @@ pub fn normalise_text(data: &[u8]) -> Vec<u8> {
 /// and a last line without an end gets one.
 pub fn text_as_hashed(data: &[u8]) -> Vec<u8> {
     let mut out = Vec::with_capacity(data.len() + 1);
-    let mut i = 0;
-    while i < data.len() {
-        if data[i] == b'\r' && data.get(i + 1) == Some(&b'\n') {
-            i += 1;
-            continue;
+    let mut from = 0;
+    for cr in memchr::memchr_iter(b'\r', data) {
+        if data.get(cr + 1) == Some(&b'\n') {
+            out.extend_from_slice(&data[from..cr]);
+            from = cr + 1;
         }
-        out.push(data[i]);
-        i += 1;
     }
+    out.extend_from_slice(&data[from..]);
     if !out.ends_with(b"\n") {
         out.push(b'\n');
     }
@@ -576,25 +635,125 @@ pub fn looks_textual(data: &[u8]) -> bool {
 
 /// Whether text content looks like HTML (clamscan types files by content).
 pub fn looks_like_html(data: &[u8]) -> bool {
+    const TAGS: [&[u8]; 8] = [
+        b"html", b"body", b"iframe", b"script", b"head", b"a href", b"div", b"table",
+    ];
     let head = &data[..data.len().min(4096)];
-    let lower = head.to_ascii_lowercase();
-    [
-        &b"<html"[..],
-        b"<body",
-        b"<iframe",
-        b"<script",
-        b"<head",
-        b"<a href",
-        b"<div",
-        b"<table",
-    ]
-    .iter()
-    .any(|t| lower.windows(t.len()).any(|w| w == *t))
+    memchr::memchr_iter(b'<', head).any(|lt| {
+        let rest = &head[lt + 1..];
+        TAGS.iter().any(|t| {
+            rest.get(..t.len())
+                .is_some_and(|r| r.eq_ignore_ascii_case(t))
+        })
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The gram filter runs over chunks of positions, eight at a time: an
+    /// anchor found across a chunk's end, in the last lanes, at the very
+    /// start and at the very end of the data.
+    #[test]
+    fn anchors_are_found_across_chunks_and_lanes() {
+        let m = matcher(&[("t.ndb", "Edge.Sig:0:*:41424344454647\n")]);
+        let sig = b"ABCDEFG";
+        for at in [
+            0,
+            5,
+            7,
+            8,
+            GRAM_CHUNK - 4,
+            GRAM_CHUNK - 3,
+            GRAM_CHUNK,
+            2 * GRAM_CHUNK + 1,
+        ] {
+            for tail in [0, 1, 9] {
+                let mut data = vec![b'.'; at];
+                data.extend_from_slice(sig);
+                data.extend(std::iter::repeat_n(b'.', tail));
+                assert_eq!(
+                    m.body_matches(&data, Targets::of(&[0])),
+                    vec!["Edge.Sig.UNOFFICIAL".to_string()],
+                    "anchor at {at}, {tail} bytes after it"
+                );
+                data[at + 6] = b'.';
+                assert!(m.body_matches(&data, Targets::of(&[0])).is_empty());
+            }
+        }
+    }
+
+    /// The byte-at-a-time forms these functions had before they were
+    /// written for speed, on inputs that hit each case.
+    #[test]
+    fn text_helpers_agree_with_their_plain_forms() {
+        fn normalise(data: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            let mut in_space = false;
+            for &b in data {
+                if b.is_ascii_whitespace() {
+                    if !in_space {
+                        out.push(b' ');
+                    }
+                    in_space = true;
+                } else {
+                    out.push(b.to_ascii_lowercase());
+                    in_space = false;
+                }
+            }
+            out
+        }
+        fn hashed(data: &[u8]) -> Vec<u8> {
+            let mut out = Vec::new();
+            for (i, &b) in data.iter().enumerate() {
+                if !(b == b'\r' && data.get(i + 1) == Some(&b'\n')) {
+                    out.push(b);
+                }
+            }
+            if !out.ends_with(b"\n") {
+                out.push(b'\n');
+            }
+            out
+        }
+        fn html(data: &[u8]) -> bool {
+            let lower = data[..data.len().min(4096)].to_ascii_lowercase();
+            [
+                &b"<html"[..],
+                b"<body",
+                b"<iframe",
+                b"<script",
+                b"<head",
+                b"<a href",
+                b"<div",
+                b"<table",
+            ]
+            .iter()
+            .any(|t| lower.windows(t.len()).any(|w| w == *t))
+        }
+        let mut late = vec![b'x'; 4090];
+        late.extend_from_slice(b"<TABLE>");
+        let inputs: Vec<Vec<u8>> = vec![
+            b"".to_vec(),
+            b"\r".to_vec(),
+            b"\r\n".to_vec(),
+            b"a\r\r\nb\rc\n".to_vec(),
+            b"  Hello,\t\tWORLD \r\n\x0c end  ".to_vec(),
+            b"<p>x</p><A HREF=y>".to_vec(),
+            b"<a  href><BoDy".to_vec(),
+            b"text <scrip".to_vec(),
+            b"<".to_vec(),
+            late,
+            (0..=255u8).cycle().take(5000).collect(),
+        ];
+        for input in &inputs {
+            assert_eq!(normalise_text(input), normalise(input), "{input:?}");
+            assert_eq!(text_as_hashed(input), hashed(input), "{input:?}");
+            assert_eq!(looks_like_html(input), html(input), "{input:?}");
+        }
+        assert!(looks_like_html(b"<p>x</p><A HREF=y>"));
+        assert!(!looks_like_html(b"<a  href>"));
+    }
 
     fn matcher(files: &[(&str, &str)]) -> Matcher {
         let mut db = Db::default();
