@@ -6,10 +6,14 @@
 //! cordon in process (`scan_message` from that many tasks; each engine's
 //! `max_concurrency` and the pool sized to the cores), clamd through
 //! `INSTREAM` from that many client threads (`MaxThreads` = cores). For each
-//! step: messages per second, the speed-up over one in flight, and the
+//! step: messages per second, the speed-up over one in flight, the
 //! resident memory of the scanning process (the bench itself for cordon,
-//! clamd's). The output says how many cores it saw, so the same command
-//! reports a 2-core laptop and a 64-core MX alike.
+//! clamd's), and the TLB shootdowns the machine's CPUs took a message
+//! (`/proc/interrupts`, x86 Linux: each is an interrupt a core takes
+//! because another unmapped pages of a process that core was running, a
+//! cost that grows with the cores a scanner runs on). The output says how
+//! many cores it saw, so the same command reports a 2-core laptop and a
+//! 64-core MX alike.
 
 #[path = "support/bench.rs"]
 mod bench;
@@ -30,8 +34,10 @@ use cordon::scan::{Message, scan_message};
 
 /// How long each step scans.
 const STEP: Duration = Duration::from_secs(5);
-/// Signatures in the generated database (plus the real sample ones).
-const SIGNATURES: usize = 100_000;
+/// Signatures in the generated databases (plus the real sample ones): the
+/// larger one's image is past where the reset's walk stops, so every
+/// scan's reset unmaps pages it read and the shootdowns show.
+const DATABASES: [usize; 2] = [100_000, 500_000];
 
 /// 1, 2, 4, ... and the core count itself.
 fn steps(cores: usize) -> Vec<usize> {
@@ -48,11 +54,27 @@ fn steps(cores: usize) -> Vec<usize> {
 struct Step {
     rate: f64,
     rss_mib: f64,
+    /// TLB shootdowns a message, where the kernel counts them.
+    shootdowns: Option<f64>,
+}
+
+/// TLB shootdown interrupts taken by all CPUs since boot: the `TLB:` row
+/// of `/proc/interrupts` (x86 Linux), or `None` where there is none.
+fn tlb_shootdowns() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/interrupts").ok()?;
+    let row = text.lines().find(|l| l.trim_start().starts_with("TLB:"))?;
+    Some(
+        row.split_whitespace()
+            .skip(1)
+            .map_while(|f| f.parse::<u64>().ok())
+            .sum(),
+    )
 }
 
 /// Runs `scan(i)` from `n` workers for [`STEP`] after a short warm-up and
-/// returns messages per second; `sampler` is reset after the warm-up.
-fn run_threads(n: usize, sampler: &Sampler, scan: impl Fn(usize) + Sync) -> f64 {
+/// returns messages per second and TLB shootdowns a message; `sampler` is
+/// reset after the warm-up.
+fn run_threads(n: usize, sampler: &Sampler, scan: impl Fn(usize) + Sync) -> (f64, Option<f64>) {
     let done = AtomicU64::new(0);
     let stop = AtomicBool::new(false);
     let counting = AtomicBool::new(false);
@@ -72,14 +94,19 @@ fn run_threads(n: usize, sampler: &Sampler, scan: impl Fn(usize) + Sync) -> f64 
         }
         std::thread::sleep(Duration::from_millis(500));
         sampler.reset();
+        let before = tlb_shootdowns();
         counting.store(true, Ordering::Relaxed);
         let t = Instant::now();
         std::thread::sleep(STEP);
         let elapsed = t.elapsed();
+        let after = tlb_shootdowns();
         stop.store(true, Ordering::Relaxed);
-        elapsed
+        (elapsed, before.zip(after))
     });
-    done.load(Ordering::Relaxed) as f64 / elapsed.as_secs_f64()
+    let (elapsed, shootdowns) = elapsed;
+    let done = done.load(Ordering::Relaxed) as f64;
+    let per_message = shootdowns.map(|(b, a)| a.saturating_sub(b) as f64 / done.max(1.0));
+    (done / elapsed.as_secs_f64(), per_message)
 }
 
 fn cordon_steps(db: &Path, cores: usize, messages: &Arc<Vec<Vec<u8>>>, work: &Path) -> Vec<Step> {
@@ -88,7 +115,7 @@ fn cordon_steps(db: &Path, cores: usize, messages: &Arc<Vec<Vec<u8>>>, work: &Pa
         db,
         &format!("pool.max_instances = {cores}"),
         &format!(
-            "limits.memory_mib = 1024\nlimits.timeout_ms = 60000\nlimits.max_concurrency = {cores}"
+            "limits.memory_mib = 3000\nlimits.timeout_ms = 60000\nlimits.max_concurrency = {cores}"
         ),
     );
     let registry = Arc::new(Registry::load(&config.registry).unwrap_or_else(|e| panic!("{e:#}")));
@@ -101,13 +128,14 @@ fn cordon_steps(db: &Path, cores: usize, messages: &Arc<Vec<Vec<u8>>>, work: &Pa
     steps(cores)
         .into_iter()
         .map(|n| {
-            let rate = run_threads(n, &sampler, |i| {
+            let (rate, shootdowns) = run_threads(n, &sampler, |i| {
                 let msg = Message::from_bytes(messages[i % messages.len()].clone());
                 rt.block_on(scan_message(&registry.enabled(), &msg, &Default::default()));
             });
             Step {
                 rate,
                 rss_mib: sampler.peak_mib(),
+                shootdowns,
             }
         })
         .collect()
@@ -119,12 +147,13 @@ fn clamd_steps(db: &Path, cores: usize, messages: &Arc<Vec<Vec<u8>>>, work: &Pat
     steps(cores)
         .into_iter()
         .map(|n| {
-            let rate = run_threads(n, &sampler, |i| {
+            let (rate, shootdowns) = run_threads(n, &sampler, |i| {
                 clamd::scan(&clamd.sock, &messages[i % messages.len()]);
             });
             Step {
                 rate,
                 rss_mib: sampler.peak_mib(),
+                shootdowns,
             }
         })
         .collect()
@@ -137,38 +166,52 @@ fn main() {
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let messages: Arc<Vec<Vec<u8>>> = Arc::new(bench::corpus(Some(2000)));
     let work = tempfile::tempdir().unwrap();
-    let db = work.path().join("db");
-    sigs::write_db(&db, SIGNATURES);
-    let cordon = cordon_steps(&db, cores, &messages, work.path());
-    let clamd = clamd_steps(&db, cores, &messages, work.path());
+    for signatures in DATABASES {
+        let dir = work.path().join(signatures.to_string());
+        let db = dir.join("db");
+        sigs::write_db(&db, signatures);
+        let cordon = cordon_steps(&db, cores, &messages, &dir);
+        let clamd = clamd_steps(&db, cores, &messages, &dir);
+        print_steps(cores, signatures, messages.len(), &cordon, &clamd);
+    }
+}
+
+/// Prints one database's table.
+fn print_steps(cores: usize, signatures: usize, messages: usize, cordon: &[Step], clamd: &[Step]) {
     println!(
-        "scaling with scans in flight: {cores} core(s) seen, {} messages of the SpamAssassin corpus, {} signatures, {} s per step",
-        messages.len(),
-        SIGNATURES,
+        "\nscaling with scans in flight: {cores} core(s) seen, {messages} messages of the SpamAssassin corpus, {signatures} signatures, {} s per step",
         STEP.as_secs()
     );
     println!(
-        "{:>9} {:>14} {:>9} {:>10} {:>14} {:>9} {:>10} {:>14}",
+        "{:>9} {:>14} {:>9} {:>10} {:>11} {:>14} {:>9} {:>10} {:>11} {:>14}",
         "in flight",
         "cordon msg/s",
         "speed-up",
         "RSS MiB",
+        "TLB IPI/msg",
         "clamd msg/s",
         "speed-up",
         "RSS MiB",
+        "TLB IPI/msg",
         "cordon/clamd"
     );
+    let ipis = |s: &Step| s.shootdowns.map_or("-".into(), |x| format!("{x:.2}"));
     for (i, n) in steps(cores).into_iter().enumerate() {
         let (c, d) = (&cordon[i], &clamd[i]);
         println!(
-            "{n:>9} {:>14.0} {:>8.2}x {:>10.1} {:>14.0} {:>8.2}x {:>10.1} {:>13.2}x",
+            "{n:>9} {:>14.0} {:>8.2}x {:>10.1} {:>11} {:>14.0} {:>8.2}x {:>10.1} {:>11} {:>13.2}x",
             c.rate,
             c.rate / cordon[0].rate,
             c.rss_mib,
+            ipis(c),
             d.rate,
             d.rate / clamd[0].rate,
             d.rss_mib,
+            ipis(d),
             c.rate / d.rate
         );
+    }
+    if cordon[0].shootdowns.is_none() {
+        println!("TLB IPI/msg: this kernel has no TLB row in /proc/interrupts");
     }
 }
