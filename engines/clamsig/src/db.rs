@@ -30,6 +30,25 @@ pub enum HashKind {
     Sha256,
 }
 
+impl HashKind {
+    /// Every kind, shortest digest first.
+    const ALL: [HashKind; 3] = [HashKind::Md5, HashKind::Sha1, HashKind::Sha256];
+
+    /// Bytes of a digest of this kind.
+    pub fn digest_len(self) -> usize {
+        match self {
+            HashKind::Md5 => 16,
+            HashKind::Sha1 => 20,
+            HashKind::Sha256 => 32,
+        }
+    }
+
+    /// The kind whose digests are `len` bytes, if any.
+    fn of_len(len: usize) -> Option<HashKind> {
+        Self::ALL.into_iter().find(|k| k.digest_len() == len)
+    }
+}
+
 pub use crate::offset::{Layout, Offset};
 
 /// A body signature (.ndb).
@@ -273,15 +292,6 @@ fn reserve_zeroing<T>(v: &mut Vec<T>, additional: usize) {
     *v = moved;
 }
 
-fn hash_kind(len: usize) -> Option<HashKind> {
-    match len {
-        16 => Some(HashKind::Md5),
-        20 => Some(HashKind::Sha1),
-        32 => Some(HashKind::Sha256),
-        _ => None,
-    }
-}
-
 /// One line of a hash database: (kind, digest, size, name).
 fn parse_hash_line(
     line: &str,
@@ -291,7 +301,7 @@ fn parse_hash_line(
         return Err("expected HASH:SIZE:NAME".into());
     };
     let digest = parse_hex(hash).ok_or_else(|| format!("bad hash {hash:?}"))?;
-    let kind = hash_kind(digest.len())
+    let kind = HashKind::of_len(digest.len())
         .ok_or_else(|| format!("hash {hash:?} is not MD5, SHA1 or SHA256"))?;
     if md5_only && kind != HashKind::Md5 {
         return Err(format!(
@@ -690,6 +700,17 @@ impl Db {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn hash_kinds_are_found_by_their_digest_length() {
+        for kind in HashKind::ALL {
+            assert_eq!(HashKind::of_len(kind.digest_len()), Some(kind));
+        }
+        assert_eq!(HashKind::Sha1.digest_len(), 20);
+        for len in [0, 15, 17, 19, 21, 31, 33, 64] {
+            assert_eq!(HashKind::of_len(len), None, "{len} bytes");
+        }
+    }
 
     #[test]
     fn loads_each_format_and_names_errors() {

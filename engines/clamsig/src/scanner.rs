@@ -325,15 +325,6 @@ fn digests_of<'a>(
     })
 }
 
-/// Bytes of a digest of `kind`.
-fn digest_len(kind: HashKind) -> usize {
-    match kind {
-        HashKind::Md5 => 16,
-        HashKind::Sha1 => 20,
-        HashKind::Sha256 => 32,
-    }
-}
-
 /// Which ClamAV target types apply to an object.
 #[derive(Debug, Clone, Copy)]
 pub struct Targets(u16);
@@ -468,7 +459,7 @@ impl Matcher {
         }
         let size = hashed.len() as u64;
         self.digests(hashed).any(|(k, d)| {
-            let d = d[..digest_len(k)].to_vec();
+            let d = d[..k.digest_len()].to_vec();
             self.db.allow.contains(&(k, d.clone(), Some(size)))
                 || self.db.allow.contains(&(k, d, None))
         })
