@@ -19,8 +19,8 @@ use std::io::Read;
 use crate::logical::Expr;
 use crate::pattern::{Modifiers, Pattern, decode_hex_into};
 
-/// The hash algorithm of a hash signature.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+/// The hash algorithm of a hash signature, ordered by digest length.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum HashKind {
     /// 16 bytes.
     Md5,

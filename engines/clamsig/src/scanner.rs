@@ -71,14 +71,14 @@ pub struct Matcher {
     grams: Option<Grams>,
     exact: Option<(AhoCorasick, Vec<PatRef>)>,
     nocase: Option<(AhoCorasick, Vec<PatRef>)>,
-    kinds: BTreeSet<HashKindOrd>,
+    kinds: BTreeSet<HashKind>,
     /// Where each hash bucket's entries start in the sorted `db.hashes`
     /// (see [`HashIndex::bucket`]).
     hash_index: HashIndex,
     /// The same over the sorted `db.section_hashes`.
     section_index: HashIndex,
     /// The digest kinds section hash signatures use.
-    section_kinds: BTreeSet<HashKindOrd>,
+    section_kinds: BTreeSet<HashKind>,
 }
 
 /// The bucket index over the hash table, sorted by kind and digest.
@@ -295,33 +295,18 @@ impl Grams {
     }
 }
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
-enum HashKindOrd {
-    Md5,
-    Sha1,
-    Sha256,
-}
-
-fn ord(k: HashKind) -> HashKindOrd {
-    match k {
-        HashKind::Md5 => HashKindOrd::Md5,
-        HashKind::Sha1 => HashKindOrd::Sha1,
-        HashKind::Sha256 => HashKindOrd::Sha256,
-    }
-}
-
 /// The digests of `data` of the given kinds, zero-padded to 32 bytes as
 /// [`crate::db::HashSig`] holds them, each computed as it is iterated.
 ///
 /// Nothing is allocated: the message and every object in it are hashed.
 fn digests_of<'a>(
-    kinds: &'a BTreeSet<HashKindOrd>,
+    kinds: &'a BTreeSet<HashKind>,
     data: &'a [u8],
 ) -> impl Iterator<Item = (HashKind, [u8; 32])> + 'a {
     kinds.iter().map(move |k| match k {
-        HashKindOrd::Md5 => (HashKind::Md5, crate::db::padded(&Md5::digest(data))),
-        HashKindOrd::Sha1 => (HashKind::Sha1, crate::db::padded(&Sha1::digest(data))),
-        HashKindOrd::Sha256 => (HashKind::Sha256, crate::db::padded(&Sha256::digest(data))),
+        HashKind::Md5 => (HashKind::Md5, crate::db::padded(&Md5::digest(data))),
+        HashKind::Sha1 => (HashKind::Sha1, crate::db::padded(&Sha1::digest(data))),
+        HashKind::Sha256 => (HashKind::Sha256, crate::db::padded(&Sha256::digest(data))),
     })
 }
 
@@ -372,7 +357,7 @@ impl Matcher {
             (kind_index(a.kind), a.digest).cmp(&(kind_index(b.kind), b.digest))
         });
         let section_index = HashIndex::new(&db.section_hashes);
-        let section_kinds = db.section_hashes.iter().map(|h| ord(h.kind)).collect();
+        let section_kinds = db.section_hashes.iter().map(|h| h.kind).collect();
         // Sized once: what init frees stays in the snapshot as garbage.
         let patterns = db.body.len() + db.logical.iter().map(|l| l.subs.len()).sum::<usize>();
         let (mut grams, mut exact, mut nocase) =
@@ -399,8 +384,8 @@ impl Matcher {
                 add(p, PatRef::sub(i, j)?);
             }
         }
-        let mut kinds: BTreeSet<HashKindOrd> = db.hashes.iter().map(|h| ord(h.kind)).collect();
-        kinds.extend(db.allow.iter().map(|(k, _, _)| ord(*k)));
+        let mut kinds: BTreeSet<HashKind> = db.hashes.iter().map(|h| h.kind).collect();
+        kinds.extend(db.allow.iter().map(|(k, _, _)| *k));
         Ok(Matcher {
             grams: Grams::new(grams),
             exact: build(exact, false)?,
