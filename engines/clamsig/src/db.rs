@@ -31,8 +31,13 @@ pub enum HashKind {
 }
 
 impl HashKind {
-    /// Every kind, shortest digest first.
-    const ALL: [HashKind; 3] = [HashKind::Md5, HashKind::Sha1, HashKind::Sha256];
+    /// Every kind, shortest digest first (their order).
+    pub const ALL: [HashKind; 3] = [HashKind::Md5, HashKind::Sha1, HashKind::Sha256];
+
+    /// The kind's place in [`HashKind::ALL`] and in their order.
+    pub fn index(self) -> usize {
+        self as usize
+    }
 
     /// Bytes of a digest of this kind.
     pub fn digest_len(self) -> usize {
@@ -703,9 +708,11 @@ mod tests {
 
     #[test]
     fn hash_kinds_are_found_by_their_digest_length() {
-        for kind in HashKind::ALL {
+        for (i, kind) in HashKind::ALL.into_iter().enumerate() {
             assert_eq!(HashKind::of_len(kind.digest_len()), Some(kind));
+            assert_eq!(kind.index(), i);
         }
+        assert!(HashKind::ALL.is_sorted());
         assert_eq!(HashKind::Sha1.digest_len(), 20);
         for len in [0, 15, 17, 19, 21, 31, 33, 64] {
             assert_eq!(HashKind::of_len(len), None, "{len} bytes");

@@ -103,13 +103,13 @@ impl HashIndex {
         let bits = (hashes.len() / 8).max(1).ilog2().min(HASH_BUCKET_BITS_MAX);
         let mut index = HashIndex {
             bits,
-            starts: vec![0u32; (3 << bits) + 1],
+            starts: vec![0u32; (HashKind::ALL.len() << bits) + 1],
         };
         for h in hashes {
             let b = index.bucket(h.kind, &h.digest);
             index.starts[b + 1] += 1;
         }
-        for b in 0..3 << bits {
+        for b in 0..HashKind::ALL.len() << bits {
             index.starts[b + 1] += index.starts[b];
         }
         index
@@ -118,21 +118,13 @@ impl HashIndex {
     /// A digest's bucket: its kind, then its first bits.
     fn bucket(&self, kind: HashKind, digest: &[u8; 32]) -> usize {
         let top = usize::from(u16::from_be_bytes([digest[0], digest[1]]));
-        kind_index(kind) << self.bits | top >> (16 - self.bits)
+        kind.index() << self.bits | top >> (16 - self.bits)
     }
 
     /// The entries of `digest`'s bucket: a range of the sorted table.
     fn range(&self, kind: HashKind, digest: &[u8; 32]) -> std::ops::Range<usize> {
         let b = self.bucket(kind, digest);
         self.starts[b] as usize..self.starts[b + 1] as usize
-    }
-}
-
-fn kind_index(k: HashKind) -> usize {
-    match k {
-        HashKind::Md5 => 0,
-        HashKind::Sha1 => 1,
-        HashKind::Sha256 => 2,
     }
 }
 
@@ -348,14 +340,11 @@ impl Matcher {
         db.body.shrink_to_fit();
         db.logical.shrink_to_fit();
         db.hashes.shrink_to_fit();
-        db.hashes.sort_unstable_by(|a, b| {
-            (kind_index(a.kind), a.digest).cmp(&(kind_index(b.kind), b.digest))
-        });
+        db.hashes.sort_unstable_by_key(|h| (h.kind, h.digest));
         let hash_index = HashIndex::new(&db.hashes);
         db.section_hashes.shrink_to_fit();
-        db.section_hashes.sort_unstable_by(|a, b| {
-            (kind_index(a.kind), a.digest).cmp(&(kind_index(b.kind), b.digest))
-        });
+        db.section_hashes
+            .sort_unstable_by_key(|h| (h.kind, h.digest));
         let section_index = HashIndex::new(&db.section_hashes);
         let section_kinds = db.section_hashes.iter().map(|h| h.kind).collect();
         // Sized once: what init frees stays in the snapshot as garbage.
